@@ -1,0 +1,76 @@
+"""The one configuration object: every setting is an environment variable with a documented default.
+
+The defaults describe the local development stack (`make dev`); production sets real URLs and secrets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings, read from the environment (names are the upper-case field names)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Storage
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset means an embedded server under DATA_DIR."
+    )
+    data_dir: Path = Field(default=Path(".data"), description="Where the dev stack keeps its state.")
+    database_pool_size: int = Field(default=10, description="asyncpg pool size per process.")
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "customer-lifecycle"
+    temporal_ui_port: int = 8233
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_audience: str = Field(
+        default="customer-lifecycle-api",
+        description="Audience (or azp) an access token must carry to be accepted by the API.",
+    )
+    customer_id_secret: str = Field(
+        default="dev-only-customer-id-secret",
+        description="HMAC key that derives a customer id from a normalised email (never guessable).",
+    )
+
+    # Keycloak
+    keycloak_url: str = "http://127.0.0.1:8080"
+    keycloak_realm: str = "customers"
+    keycloak_client_id: str = "customer-lifecycle"
+    keycloak_client_secret: str = "customer-lifecycle-dev-secret"
+    keycloak_send_actions_email: bool = Field(
+        default=False, description="Ask Keycloak to e-mail VERIFY_EMAIL and UPDATE_PASSWORD after provisioning."
+    )
+
+    # Sumsub
+    sumsub_base_url: str = "http://127.0.0.1:8090"
+    sumsub_app_token: str = "sbx:dev-app-token"
+    sumsub_secret_key: str = "dev-sumsub-secret-key"
+    sumsub_webhook_secret: str = "dev-sumsub-webhook-secret"
+    sumsub_kyc_level: str = "basic-kyc-level"
+    sumsub_kyb_level: str = "basic-kyb-level"
+    sumsub_websdk_ttl_seconds: int = 7 * 24 * 3600
+    sumsub_webhook_max_bytes: int = 256 * 1024
+
+    # Logging
+    log_format: str = Field(default="json", description="json or console.")
+    log_level: str = "INFO"
+
+    @property
+    def keycloak_issuer(self) -> str:
+        return f"{self.keycloak_url.rstrip('/')}/realms/{self.keycloak_realm}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
