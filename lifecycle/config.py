@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_graphiql: bool = Field(default=False, description="Serve the GraphiQL IDE on GET /graphql (dev only).")
     api_audience: str = Field(
         default="customer-lifecycle-api",
         description="Audience (or azp) an access token must carry to be accepted by the API.",

@@ -1,0 +1,22 @@
+# The two commands: `make dev` runs the whole stack, `make test` runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+INSTALLED := $(VENV)/.installed
+
+.PHONY: dev test install clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(INSTALLED)
+
+dev: $(INSTALLED)
+	$(VENV)/bin/python -m lifecycle.devstack
+
+test: $(INSTALLED)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) .data test-artifacts

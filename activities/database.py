@@ -1,0 +1,66 @@
+"""Activities that write the customer's projection, event log and deposit account to PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from lifecycle import db
+from lifecycle.domain import AccountCategory
+from lifecycle.models import CustomerState, DepositAccount
+
+
+class RecordChangeInput(BaseModel):
+    state: CustomerState
+    event_type: str
+    sequence: int = Field(description="Position of this change in the run; makes the event write idempotent.")
+    actor: str = "system"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class OpenDepositAccountInput(BaseModel):
+    customer_id: str
+    account_id: str
+    category: AccountCategory
+
+
+class DatabaseActivities:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @activity.defn
+    async def record_change(self, change: RecordChangeInput) -> None:
+        """Saves the customer's new state and appends the event that explains it, in one transaction."""
+        info = activity.info()
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                await db.save_customer(conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)
+            except db.EmailTakenError as exc:
+                raise ApplicationError(
+                    f"email or telegram handle already belongs to another customer ({exc})",
+                    type="CustomerConflict",
+                    non_retryable=True,
+                ) from exc
+            await db.append_event(
+                conn,
+                customer_id=change.state.customer_id,
+                event_type=change.event_type,
+                actor=change.actor,
+                details=change.details,
+                occurred_at=change.state.updated_at,
+                workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id,
+                idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
+            )
+
+    @activity.defn
+    async def open_deposit_account(self, request: OpenDepositAccountInput) -> DepositAccount:
+        """Opens the one deposit account; a retry returns the account the first attempt opened."""
+        async with self._pool.acquire() as conn:
+            return await db.open_deposit_account(
+                conn, account_id=request.account_id, customer_id=request.customer_id, category=request.category
+            )

@@ -1,0 +1,95 @@
+"""Activities that provision the customer's identity in Keycloak, through python-keycloak."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from keycloak import KeycloakAdmin
+from keycloak.exceptions import KeycloakError
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+CUSTOMER_ID_ATTRIBUTE = "customer_id"
+_ACCOUNT_ACTIONS = ["VERIFY_EMAIL", "UPDATE_PASSWORD"]
+
+
+class ProvisionUserInput(BaseModel):
+    customer_id: str
+    email: str
+
+
+class SetUserEnabledInput(BaseModel):
+    user_id: str
+    enabled: bool
+
+
+@contextmanager
+def _permanent_errors_fail_fast() -> Iterator[None]:
+    """A 4xx (other than auth, a lost race's 409 or throttling) fails the same way on every retry."""
+    try:
+        yield
+    except KeycloakError as exc:
+        code = exc.response_code or 0
+        if 400 <= code < 500 and code not in (401, 408, 409, 429):
+            raise ApplicationError(
+                f"Keycloak refused the request ({code})", type="KeycloakRejected", non_retryable=True
+            ) from exc
+        raise
+
+
+class KeycloakActivities:
+    def __init__(self, admin: KeycloakAdmin, *, send_actions_email: bool = False) -> None:
+        self._admin = admin
+        self._send_actions_email = send_actions_email
+
+    async def _find_user(self, email: str) -> dict | None:
+        for query in ({"username": email, "exact": True}, {"email": email, "exact": True}):
+            users = await self._admin.a_get_users(query)
+            if users:
+                return users[0]
+        return None
+
+    def _owned_user_id(self, user: dict, customer_id: str) -> str:
+        owner = (user.get("attributes") or {}).get(CUSTOMER_ID_ATTRIBUTE) or []
+        if customer_id not in owner:
+            raise ApplicationError(
+                "a Keycloak user with this email belongs to another customer",
+                type="KeycloakUserConflict",
+                non_retryable=True,
+            )
+        return str(user["id"])
+
+    @activity.defn
+    async def provision_keycloak_user(self, request: ProvisionUserInput) -> str:
+        """Creates the customer's Keycloak user, or reuses the one that already carries its customer_id."""
+        with _permanent_errors_fail_fast():
+            existing = await self._find_user(request.email)
+            if existing is not None:
+                return self._owned_user_id(existing, request.customer_id)
+            payload = {
+                "username": request.email,
+                "email": request.email,
+                "enabled": True,
+                "attributes": {CUSTOMER_ID_ATTRIBUTE: [request.customer_id]},
+            }
+            try:
+                user_id = await self._admin.a_create_user(payload)
+            except KeycloakError as exc:
+                if exc.response_code != 409:
+                    raise
+                # Created by a concurrent attempt (or someone else) since we looked.
+                existing = await self._find_user(request.email)
+                if existing is None:
+                    raise
+                return self._owned_user_id(existing, request.customer_id)
+            if self._send_actions_email:
+                await self._admin.a_send_update_account(user_id, _ACCOUNT_ACTIONS)
+            return str(user_id)
+
+    @activity.defn
+    async def set_keycloak_user_enabled(self, request: SetUserEnabledInput) -> None:
+        """Enables or disables sign-in; a partial PUT, so repeating it is harmless."""
+        with _permanent_errors_fail_fast():
+            await self._admin.a_update_user(request.user_id, {"enabled": request.enabled})

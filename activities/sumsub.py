@@ -1,0 +1,83 @@
+"""Activities that open the customer's KYC case at Sumsub, through our signed Sumsub client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from lifecycle.config import Settings
+from lifecycle.domain import CUSTOMER_TYPES, CustomerType, VerificationFlow
+from lifecycle.sumsub import SumsubClient, SumsubError
+
+
+class CreateApplicantInput(BaseModel):
+    customer_id: str
+    customer_type: CustomerType
+    email: str
+
+
+class CreateKycLinkInput(BaseModel):
+    customer_id: str
+    customer_type: CustomerType
+
+
+class ApplicantRef(BaseModel):
+    applicant_id: str
+
+
+@contextmanager
+def _permanent_errors_fail_fast() -> Iterator[None]:
+    """Sumsub 4xx (bar 429) will not change on retry; say so, so the workflow can compensate."""
+    try:
+        yield
+    except SumsubError as exc:
+        if exc.retryable:
+            raise
+        raise ApplicationError(
+            f"Sumsub refused the request ({exc.status_code}: {exc.description})",
+            type="SumsubRejected",
+            non_retryable=True,
+        ) from exc
+
+
+class SumsubActivities:
+    def __init__(self, client: SumsubClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    def _level(self, customer_type: CustomerType) -> str:
+        flow = CUSTOMER_TYPES[customer_type].flow
+        return self._settings.sumsub_kyc_level if flow is VerificationFlow.KYC else self._settings.sumsub_kyb_level
+
+    @activity.defn
+    async def create_sumsub_applicant(self, request: CreateApplicantInput) -> str:
+        """Creates the applicant (externalUserId = customer id); a 409 means it exists and is reused."""
+        flow = CUSTOMER_TYPES[request.customer_type].flow
+        with _permanent_errors_fail_fast():
+            applicant, _created = await self._client.create_applicant(
+                external_user_id=request.customer_id,
+                level_name=self._level(request.customer_type),
+                applicant_type="individual" if flow is VerificationFlow.KYC else "company",
+                email=request.email,
+            )
+        return applicant.id
+
+    @activity.defn
+    async def create_kyc_link(self, request: CreateKycLinkInput) -> str:
+        """A WebSDK link the portal shows the customer to complete verification."""
+        with _permanent_errors_fail_fast():
+            return await self._client.create_websdk_link(
+                external_user_id=request.customer_id,
+                level_name=self._level(request.customer_type),
+                ttl_seconds=self._settings.sumsub_websdk_ttl_seconds,
+            )
+
+    @activity.defn
+    async def deactivate_sumsub_applicant(self, request: ApplicantRef) -> None:
+        """Closes the applicant at Sumsub; deactivating twice is harmless."""
+        with _permanent_errors_fail_fast():
+            await self._client.deactivate_applicant(request.applicant_id)

@@ -1,0 +1,109 @@
+"""The API: GraphQL for the portal and ops, the Sumsub webhook, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+from cross_web import HTTPException  # what strawberry.asgi turns into an HTTP error response
+
+from api.auth import AuthenticationError, TokenVerifier
+from api.customers import CustomerService
+from api.relay import WebhookRelay
+from api.schema import Context, schema
+from api.state import AppState
+from api.webhooks import sumsub_webhook
+from lifecycle import db
+from lifecycle.config import Settings
+from lifecycle.temporal import connect
+
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+class AuthenticatedGraphQL(GraphQL[Context, None]):
+    """Every operation needs a valid Keycloak access token; roles are checked per field."""
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        services: AppState = request.app.state.services
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "missing bearer token")
+        try:
+            principal = await services.verifier.verify(token.strip())
+        except AuthenticationError as exc:
+            raise HTTPException(401, str(exc)) from None
+        return Context(services=services, principal=principal)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """200 only when PostgreSQL and Temporal both answer, so scripts can wait for the stack."""
+    services: AppState = request.app.state.services
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(services.pool.fetchval("SELECT 1"), READINESS_TIMEOUT_SECONDS)
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason is reported, not raised
+        checks["postgres"] = f"unavailable: {type(exc).__name__}"
+    try:
+        await asyncio.wait_for(services.temporal.service_client.check_health(), READINESS_TIMEOUT_SECONDS)
+        checks["temporal"] = "ok"
+    except Exception as exc:  # same: report, do not raise
+        checks["temporal"] = f"unavailable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL must be set for the API")
+    database_url = settings.database_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.migrate(database_url)
+        pool = await db.create_pool(database_url, size=settings.database_pool_size)
+        http = httpx.AsyncClient()
+        temporal = await connect(settings, lazy=True)
+        relay = WebhookRelay(pool=pool, temporal=temporal)
+        app.state.services = AppState(
+            settings=settings,
+            pool=pool,
+            temporal=temporal,
+            verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
+            customers=CustomerService(
+                pool=pool, temporal=temporal, task_queue=settings.temporal_task_queue, id_secret=settings.customer_id_secret
+            ),
+            relay=relay,
+        )
+        sweeper = asyncio.create_task(relay.run())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await http.aclose()
+            await pool.close()
+
+    graphql = AuthenticatedGraphQL(schema, graphql_ide="graphiql" if graphiql else None)
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,106 @@
+"""Keycloak access tokens, verified locally with joserfc against the realm's JWKS.
+
+RS256 only; key chosen by `kid` from a cached JWKS that is refetched (at most every few seconds) when a
+token names a key we have not seen; `iss` exact; `exp`/`nbf` with a small leeway; our audience in
+`aud` or as `azp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+LEEWAY_SECONDS = 30
+JWKS_REFRESH_MIN_INTERVAL = 5.0
+
+
+class AuthenticationError(Exception):
+    """No token, or a token we do not accept: the caller gets 401."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as far as the token says."""
+
+    subject: str
+    client_id: str | None
+    roles: frozenset[str] = field(default_factory=frozenset)
+    customer_id: str | None = None
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+class TokenVerifier:
+    def __init__(self, *, issuer: str, audience: str, http: httpx.AsyncClient) -> None:
+        self._issuer = issuer
+        self._audience = audience
+        self._http = http
+        self._jwks_url = f"{issuer}/protocol/openid-connect/certs"
+        self._keys: KeySet | None = None
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _key_set(self, kid: str | None) -> KeySet:
+        known = self._keys is not None and any(key.kid == kid for key in self._keys.keys)
+        if known:
+            assert self._keys is not None
+            return self._keys
+        async with self._lock:
+            # An unknown kid may be a rotated key: refetch, but not more often than the minimum interval.
+            if self._keys is None or time.monotonic() - self._fetched_at >= JWKS_REFRESH_MIN_INTERVAL:
+                try:
+                    response = await self._http.get(self._jwks_url, timeout=5.0)
+                    response.raise_for_status()
+                except httpx.HTTPError as exc:
+                    if self._keys is None:
+                        raise AuthenticationError("cannot fetch the issuer's signing keys") from exc
+                else:
+                    signing = [k for k in response.json().get("keys", []) if k.get("use", "sig") == "sig"]
+                    self._keys = KeySet.import_key_set({"keys": signing})
+                    self._fetched_at = time.monotonic()
+        assert self._keys is not None
+        return self._keys
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = _header(token)
+            if header.get("alg") != "RS256":
+                raise AuthenticationError("only RS256 tokens are accepted")
+            keys = await self._key_set(header.get("kid"))
+            decoded = jwt.decode(token, keys, algorithms=["RS256"])
+            jwt.JWTClaimsRegistry(
+                leeway=LEEWAY_SECONDS,
+                iss={"essential": True, "value": self._issuer},
+                exp={"essential": True},
+                sub={"essential": True},
+            ).validate(decoded.claims)
+        except JoseError as exc:
+            raise AuthenticationError(f"invalid token: {exc.error}") from exc
+        except ValueError as exc:
+            raise AuthenticationError("malformed token") from exc
+        claims = decoded.claims
+        audiences = claims.get("aud") or []
+        if isinstance(audiences, str):
+            audiences = [audiences]
+        if self._audience not in audiences and claims.get("azp") != self._audience:
+            raise AuthenticationError("token is not meant for this API")
+        roles = set((claims.get("realm_access") or {}).get("roles") or [])
+        return Principal(
+            subject=str(claims["sub"]),
+            client_id=claims.get("azp"),
+            roles=frozenset(roles),
+            customer_id=claims.get("customer_id"),
+        )
+
+
+def _header(token: str) -> dict:
+    """The JOSE header, read before choosing a key (the signature is checked after)."""
+    obj = jws.extract_compact(token.encode())
+    return dict(obj.protected)

@@ -1,0 +1,286 @@
+"""PostgreSQL access: the pool, schema migrations, and every SQL statement the service runs.
+
+The workflow owns a customer's state; the `customers` table is its projection, written by the
+workflow's activities, so the API can answer when the workflow is not reachable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from lifecycle.domain import AccountCategory, DepositAccountStatus
+from lifecycle.models import CustomerState, DepositAccount, Registration
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_LOCK = 0x43_4C_4D_49  # any constant; serialises concurrent migrators (API and worker start together)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Applies the SQL files in migrations/ that have not run yet, in name order; returns their names."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["name"] for row in await conn.fetch("SELECT name FROM schema_migrations")}
+        applied = []
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if path.name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
+            applied.append(path.name)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+
+
+async def ensure_database(server_dsn: str, name: str) -> None:
+    """Creates database `name` on the server if it is missing (dev and tests only)."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+# --- customers -----------------------------------------------------------------------------------------
+
+
+class EmailTakenError(Exception):
+    """The email (or telegram handle) already belongs to another customer."""
+
+
+async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workflow_id: str, run_id: str) -> None:
+    """Upserts the projection of the workflow's state. A unique violation on email or telegram handle
+    means another customer owns it."""
+    reg = state.registration
+    try:
+        await conn.execute(
+            """
+            INSERT INTO customers (id, email, email_normalized, customer_type, telegram_handle, status, kyc_status,
+                kyc_level, onboarding_stage, keycloak_user_id, sumsub_applicant_id, verification_url,
+                moderation_comment, last_error, workflow_id, run_id, created_at, updated_at)
+            VALUES ($1, $2, lower($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+            ON CONFLICT (id) DO UPDATE SET
+                email = EXCLUDED.email, email_normalized = EXCLUDED.email_normalized,
+                telegram_handle = EXCLUDED.telegram_handle, status = EXCLUDED.status,
+                kyc_status = EXCLUDED.kyc_status, kyc_level = EXCLUDED.kyc_level,
+                onboarding_stage = EXCLUDED.onboarding_stage, keycloak_user_id = EXCLUDED.keycloak_user_id,
+                sumsub_applicant_id = EXCLUDED.sumsub_applicant_id, verification_url = EXCLUDED.verification_url,
+                moderation_comment = EXCLUDED.moderation_comment, last_error = EXCLUDED.last_error,
+                run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at
+            WHERE customers.updated_at <= EXCLUDED.updated_at
+            """,
+            reg.customer_id,
+            reg.email,
+            reg.customer_type.value,
+            reg.telegram_handle,
+            state.status.value,
+            state.kyc_status.value,
+            state.kyc_level.value,
+            state.stage.value,
+            state.keycloak_user_id,
+            state.applicant_id,
+            state.verification_url,
+            state.moderation_comment,
+            state.last_error,
+            workflow_id,
+            run_id,
+            state.created_at,
+            state.updated_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise EmailTakenError(exc.constraint_name or "unique") from exc
+
+
+async def append_event(
+    conn: asyncpg.Connection,
+    *,
+    customer_id: str,
+    event_type: str,
+    actor: str,
+    details: dict[str, Any],
+    occurred_at: datetime,
+    workflow_id: str | None,
+    run_id: str | None,
+    idempotency_key: str,
+) -> None:
+    """Appends to the customer's event log once per idempotency key (a retried activity writes nothing)."""
+    await conn.execute(
+        """
+        INSERT INTO customer_events (customer_id, event_type, actor, details, occurred_at, workflow_id, run_id,
+            idempotency_key)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        """,
+        customer_id,
+        event_type,
+        actor,
+        details,
+        occurred_at,
+        workflow_id,
+        run_id,
+        idempotency_key,
+    )
+
+
+async def open_deposit_account(
+    conn: asyncpg.Connection, *, account_id: str, customer_id: str, category: AccountCategory
+) -> DepositAccount:
+    """Opens the customer's one deposit account, or returns the one already open (unique customer_id)."""
+    row = await conn.fetchrow(
+        """
+        WITH inserted AS (
+            INSERT INTO deposit_accounts (id, customer_id, category, status) VALUES ($1, $2, $3, 'ACTIVE')
+            ON CONFLICT (customer_id) DO NOTHING
+            RETURNING id, category, status, created_at
+        )
+        SELECT * FROM inserted
+        UNION ALL
+        SELECT id, category, status, created_at FROM deposit_accounts WHERE customer_id = $2
+        LIMIT 1
+        """,
+        account_id,
+        customer_id,
+        category.value,
+    )
+    assert row is not None
+    return _deposit_account(row)
+
+
+def _deposit_account(row: asyncpg.Record) -> DepositAccount:
+    return DepositAccount(
+        id=str(row["id"]),
+        category=AccountCategory(row["category"]),
+        status=DepositAccountStatus(row["status"]),
+        created_at=row["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class StoredCustomer:
+    """A customer as the database last saw it, with where its workflow lives."""
+
+    state: CustomerState
+    workflow_id: str
+    run_id: str | None
+
+
+async def get_customer(pool: asyncpg.Pool, customer_id: str) -> StoredCustomer | None:
+    row = await pool.fetchrow(
+        """
+        SELECT c.*, a.id AS account_id, a.category AS account_category, a.status AS account_status,
+               a.created_at AS account_created_at
+        FROM customers c LEFT JOIN deposit_accounts a ON a.customer_id = c.id
+        WHERE c.id = $1
+        """,
+        customer_id,
+    )
+    if row is None:
+        return None
+    account = None
+    if row["account_id"] is not None:
+        account = DepositAccount(
+            id=str(row["account_id"]),
+            category=row["account_category"],
+            status=row["account_status"],
+            created_at=row["account_created_at"],
+        )
+    state = CustomerState(
+        registration=Registration(
+            customer_id=str(row["id"]),
+            email=row["email"],
+            customer_type=row["customer_type"],
+            telegram_handle=row["telegram_handle"],
+        ),
+        status=row["status"],
+        kyc_status=row["kyc_status"],
+        kyc_level=row["kyc_level"],
+        stage=row["onboarding_stage"],
+        keycloak_user_id=row["keycloak_user_id"],
+        applicant_id=row["sumsub_applicant_id"],
+        verification_url=row["verification_url"],
+        moderation_comment=row["moderation_comment"],
+        last_error=row["last_error"],
+        deposit_account=account,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+    return StoredCustomer(state=state, workflow_id=row["workflow_id"], run_id=row["run_id"])
+
+
+async def find_customer_id(pool: asyncpg.Pool, *, email: str | None = None, telegram_handle: str | None = None) -> str | None:
+    """The id of the customer holding this (normalised) email or telegram handle, if any."""
+    if email is not None:
+        value = await pool.fetchval("SELECT id FROM customers WHERE email_normalized = lower($1)", email)
+    else:
+        value = await pool.fetchval("SELECT id FROM customers WHERE telegram_handle = $1", telegram_handle)
+    return str(value) if value is not None else None
+
+
+# --- Sumsub webhook inbox ------------------------------------------------------------------------------
+
+
+async def store_webhook(
+    pool: asyncpg.Pool, *, dedupe_key: str, payload: dict[str, Any], outcome: str | None = None
+) -> int | None:
+    """Stores a webhook durably; returns its inbox id, or None when it is a duplicate already stored.
+    A row stored with an outcome needs no delivery (e.g. rejected after authentication)."""
+    return await pool.fetchval(
+        """
+        INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload,
+            outcome, delivered_at)
+        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END)
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id
+        """,
+        dedupe_key,
+        str(payload.get("type") or "invalid"),
+        payload.get("externalUserId") if isinstance(payload.get("externalUserId"), str) else None,
+        payload.get("applicantId") if isinstance(payload.get("applicantId"), str) else None,
+        payload,
+        outcome,
+    )
+
+
+async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
+    """Records a delivery attempt: with an outcome the row is done, without one it stays pending."""
+    await pool.execute(
+        """
+        UPDATE sumsub_webhook_inbox
+        SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
+            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
+        WHERE id = $1
+        """,
+        inbox_id,
+        outcome,
+        error,
+    )
+
+
+async def pending_webhooks(pool: asyncpg.Pool, *, limit: int = 100) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT id, dedupe_key, payload, received_at FROM sumsub_webhook_inbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1",
+        limit,
+    )

@@ -1,0 +1,94 @@
+"""The one place that turns a Sumsub webhook into a lifecycle KYC event, and says what each event does."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from lifecycle.domain import KycStatus, OnboardingStage
+from lifecycle.models import KycEvent, KycEventKind
+
+
+class InvalidWebhook(ValueError):
+    """An authentic webhook whose body we cannot act on (not JSON, or missing type/externalUserId)."""
+
+
+_CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _kind_of(payload: dict[str, Any]) -> KycEventKind:
+    event_type = payload["type"]
+    if event_type == "applicantCreated":
+        return KycEventKind.CREATED
+    if event_type in ("applicantPending", "applicantPrechecked"):
+        return KycEventKind.SUBMITTED
+    if event_type == "applicantOnHold":
+        return KycEventKind.ON_HOLD
+    if event_type in ("applicantReset", "applicantLevelChanged"):
+        return KycEventKind.RESET
+    if event_type == "applicantReviewed":
+        result = payload.get("reviewResult") or {}
+        if result.get("reviewAnswer") == "GREEN":
+            return KycEventKind.APPROVED
+        if result.get("reviewAnswer") == "RED":
+            if result.get("reviewRejectType") == "RETRY":
+                return KycEventKind.RESUBMISSION_REQUESTED
+            return KycEventKind.DECLINED
+    return KycEventKind.IGNORED
+
+
+def _occurred_at(raw: object, received_at: datetime) -> datetime:
+    """Sumsub sends `createdAtMs` as a UTC string despite its name; fall back to our receipt time."""
+    if isinstance(raw, str):
+        try:
+            return datetime.strptime(raw, _CREATED_AT_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return received_at
+
+
+def webhook_dedupe_key(payload: dict[str, Any], raw_body: bytes) -> str:
+    """type + correlationId + createdAtMs identifies a delivery; the body digest when those are absent."""
+    correlation_id, created_at = payload.get("correlationId"), payload.get("createdAtMs")
+    if correlation_id and created_at:
+        return f"{payload['type']}:{correlation_id}:{created_at}"
+    return "sha256:" + hashlib.sha256(raw_body).hexdigest()
+
+
+def parse_webhook(payload: object) -> dict[str, Any]:
+    """Checks the fields we route on; everything else in the body is optional."""
+    if not isinstance(payload, dict):
+        raise InvalidWebhook("body must be a JSON object")
+    for field in ("type", "externalUserId"):
+        if not isinstance(payload.get(field), str) or not payload[field]:
+            raise InvalidWebhook(f"missing or invalid field: {field}")
+    return payload
+
+
+def kyc_event_from_webhook(payload: dict[str, Any], *, dedupe_key: str, received_at: datetime) -> KycEvent:
+    result = payload.get("reviewResult") or {}
+    return KycEvent(
+        kind=_kind_of(payload),
+        sumsub_type=payload["type"],
+        applicant_id=payload.get("applicantId"),
+        occurred_at=_occurred_at(payload.get("createdAtMs"), received_at),
+        dedupe_key=dedupe_key,
+        moderation_comment=result.get("moderationComment"),
+    )
+
+
+# What each kind of event does to the KYC status and the onboarding stage (None: no change).
+KYC_EVENT_EFFECTS: dict[KycEventKind, tuple[KycStatus, OnboardingStage] | None] = {
+    KycEventKind.CREATED: None,
+    KycEventKind.SUBMITTED: (KycStatus.PENDING, OnboardingStage.KYC_IN_REVIEW),
+    KycEventKind.ON_HOLD: (KycStatus.ON_HOLD, OnboardingStage.KYC_ON_HOLD),
+    KycEventKind.RESUBMISSION_REQUESTED: (
+        KycStatus.RESUBMISSION_REQUESTED,
+        OnboardingStage.KYC_RESUBMISSION_REQUESTED,
+    ),
+    KycEventKind.APPROVED: (KycStatus.APPROVED, OnboardingStage.KYC_APPROVED),
+    KycEventKind.DECLINED: (KycStatus.DECLINED, OnboardingStage.KYC_DECLINED),
+    KycEventKind.RESET: (KycStatus.STARTED, OnboardingStage.AWAITING_KYC),
+    KycEventKind.IGNORED: None,
+}

@@ -1,0 +1,104 @@
+"""Typed data that crosses process boundaries: workflow input and state, and KYC events.
+
+All of it is pydantic so Temporal's pydantic converter carries it and fields can be added later
+without breaking running workflows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from lifecycle.domain import (
+    AccountCategory,
+    CustomerStatus,
+    CustomerType,
+    DepositAccountStatus,
+    KycLevel,
+    KycStatus,
+    OnboardingStage,
+)
+
+
+def workflow_id_for(customer_id: str) -> str:
+    """One workflow per customer, named after it, so anyone holding the id can address it."""
+    return f"customer-{customer_id}"
+
+
+class Registration(BaseModel):
+    """What the portal told us about a new customer."""
+
+    customer_id: str
+    email: str
+    customer_type: CustomerType
+    telegram_handle: str | None = None
+
+
+class DepositAccount(BaseModel):
+    id: str
+    category: AccountCategory
+    status: DepositAccountStatus
+    created_at: datetime
+
+
+class CustomerState(BaseModel):
+    """Everything the workflow knows about its customer; carried across continue-as-new."""
+
+    registration: Registration
+    status: CustomerStatus = CustomerStatus.INACTIVE
+    kyc_status: KycStatus = KycStatus.NOT_STARTED
+    kyc_level: KycLevel = KycLevel.NOT_KYCED
+    stage: OnboardingStage = OnboardingStage.REGISTERED
+    keycloak_user_id: str | None = None
+    applicant_id: str | None = None
+    verification_url: str | None = None
+    moderation_comment: str | None = None
+    deposit_account: DepositAccount | None = None
+    last_error: str | None = None
+    last_kyc_event_at: datetime | None = None
+    applied_kyc_events: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def customer_id(self) -> str:
+        return self.registration.customer_id
+
+
+class CustomerWorkflowInput(BaseModel):
+    """Start input; `state` is set only when the workflow continues as new."""
+
+    registration: Registration
+    state: CustomerState | None = None
+
+
+class RegisterRequest(BaseModel):
+    """The portal's (possibly repeated) registration; the update answers with the current state."""
+
+    customer_id: str
+
+
+class KycEventKind(StrEnum):
+    """What a Sumsub webhook means for the lifecycle; nothing past the mapping sees Sumsub's JSON."""
+
+    CREATED = "CREATED"
+    SUBMITTED = "SUBMITTED"
+    ON_HOLD = "ON_HOLD"
+    APPROVED = "APPROVED"
+    RESUBMISSION_REQUESTED = "RESUBMISSION_REQUESTED"
+    DECLINED = "DECLINED"
+    RESET = "RESET"
+    IGNORED = "IGNORED"
+
+
+class KycEvent(BaseModel):
+    """One Sumsub verification event, already authenticated and mapped."""
+
+    kind: KycEventKind
+    sumsub_type: str
+    applicant_id: str | None
+    occurred_at: datetime
+    dedupe_key: str
+    moderation_comment: str | None = None

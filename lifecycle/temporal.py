@@ -1,0 +1,31 @@
+"""Connecting to Temporal the same way from every process: one namespace, one data converter."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from lifecycle.config import Settings
+from lifecycle.search_attributes import ALL_KEYS
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client with the pydantic converter; `lazy` lets the API start (and report 503) while Temporal is down."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        lazy=lazy,
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Registers our search attributes if the server lacks them (the dev server gets them as flags)."""
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    missing = {key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS if key.name not in existing.custom_attributes}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )

@@ -1,0 +1,91 @@
+"""The worker process: runs CustomerWorkflow and every activity, with injected pool and clients."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+from temporalio.worker import Worker
+
+from activities.database import DatabaseActivities
+from activities.keycloak import KeycloakActivities
+from activities.sumsub import SumsubActivities
+from lifecycle import db
+from lifecycle.config import Settings, get_settings
+from lifecycle.logging import configure_logging
+from lifecycle.sumsub import SumsubClient
+from lifecycle.temporal import connect, ensure_search_attributes
+from workflows.customer import CustomerWorkflow
+
+log = structlog.get_logger("worker")
+
+
+def keycloak_admin(settings: Settings) -> KeycloakAdmin:
+    """An admin client authenticated as our service account (client_credentials)."""
+    connection = KeycloakOpenIDConnection(
+        server_url=settings.keycloak_url.rstrip("/") + "/",
+        realm_name=settings.keycloak_realm,
+        client_id=settings.keycloak_client_id,
+        client_secret_key=settings.keycloak_client_secret,
+        timeout=10,
+    )
+    return KeycloakAdmin(connection=connection)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL must be set for the worker")
+    await db.migrate(settings.database_url)
+    pool = await db.create_pool(settings.database_url, size=settings.database_pool_size)
+    admin = keycloak_admin(settings)
+    sumsub = SumsubClient.from_settings(settings)
+    client = await connect(settings)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    database, identity, kyc = (
+        DatabaseActivities(pool),
+        KeycloakActivities(admin, send_actions_email=settings.keycloak_send_actions_email),
+        SumsubActivities(sumsub, settings),
+    )
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[CustomerWorkflow],
+        activities=[
+            database.record_change,
+            database.open_deposit_account,
+            identity.provision_keycloak_user,
+            identity.set_keycloak_user_enabled,
+            kyc.create_sumsub_applicant,
+            kyc.create_kyc_link,
+            kyc.deactivate_sumsub_applicant,
+        ],
+    )
+    try:
+        async with worker:
+            log.info("worker started", task_queue=settings.temporal_task_queue, temporal=settings.temporal_address)
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        await sumsub.aclose()
+        await admin.connection.aclose()
+        await pool.close()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
