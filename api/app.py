@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
-from cross_web import HTTPException  # what strawberry.asgi turns into an HTTP error response
+from cross_web import HTTPException, StarletteRequestAdapter  # what strawberry.asgi builds on
 
-from api.auth import AuthenticationError, TokenVerifier
+from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
 from api.customers import CustomerService
 from api.relay import WebhookRelay
 from api.schema import Context, schema
@@ -33,6 +33,8 @@ class AuthenticatedGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Any, response: Any) -> Context:
         services: AppState = request.app.state.services
+        if self.graphql_ide and self.should_render_graphql_ide(StarletteRequestAdapter(request)):
+            return Context(services=services, principal=ANONYMOUS)  # the IDE page itself runs no operation
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(401, "missing bearer token")

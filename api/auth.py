@@ -37,6 +37,9 @@ class Principal:
         return bool(self.roles.intersection(roles))
 
 
+ANONYMOUS = Principal(subject="anonymous", client_id=None)
+
+
 class TokenVerifier:
     def __init__(self, *, issuer: str, audience: str, http: httpx.AsyncClient) -> None:
         self._issuer = issuer

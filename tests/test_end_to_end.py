@@ -87,6 +87,7 @@ async def keycloak_admin(stack: DevStack) -> Any:
         client_secret_key="customer-lifecycle-dev-secret",
     )
     yield KeycloakAdmin(connection=connection)
+    await connection.keycloak_openid.connection.aclose()
     await connection.aclose()
 
 

@@ -69,6 +69,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             log.info("worker stopping")
     finally:
         await sumsub.aclose()
+        # python-keycloak fetches tokens with a second httpx client that conn.aclose() leaves open.
+        await admin.connection.keycloak_openid.connection.aclose()
         await admin.connection.aclose()
         await pool.close()
 
