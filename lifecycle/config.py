@@ -5,6 +5,7 @@ The defaults describe the local development stack (`make dev`); production sets 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,6 +62,19 @@ class Settings(BaseSettings):
     sumsub_kyb_level: str = "basic-kyb-level"
     sumsub_websdk_ttl_seconds: int = 7 * 24 * 3600
     sumsub_webhook_max_bytes: int = 256 * 1024
+
+    # Onboarding policy (durations: seconds or ISO 8601, e.g. P1D)
+    kyc_reminders_after: list[timedelta] = Field(
+        default=[timedelta(days=1), timedelta(days=3), timedelta(days=7)],
+        description="Remind a customer who has not submitted KYC after each of these (JSON list).",
+    )
+    kyc_expires_after: timedelta = Field(default=timedelta(days=30), description="Give up on KYC after this.")
+    kyc_status_poll_interval: timedelta = Field(
+        default=timedelta(hours=6), description="While waiting, ask Sumsub for the review status this often."
+    )
+    activity_retry_budget: timedelta = Field(
+        default=timedelta(hours=1), description="How long a side effect is retried before the step fails."
+    )
 
     # Logging
     log_format: str = Field(default="json", description="json or console.")
