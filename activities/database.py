@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from lifecycle import db
-from lifecycle.domain import AccountCategory
+from lifecycle.domain import AccountCategory, DepositAccountStatus
 from lifecycle.models import CustomerState, DepositAccount
 
 
@@ -26,6 +26,11 @@ class OpenDepositAccountInput(BaseModel):
     customer_id: str
     account_id: str
     category: AccountCategory
+
+
+class SetAccountStatusInput(BaseModel):
+    customer_id: str
+    status: DepositAccountStatus
 
 
 class DatabaseActivities:
@@ -64,3 +69,12 @@ class DatabaseActivities:
             return await db.open_deposit_account(
                 conn, account_id=request.account_id, customer_id=request.customer_id, category=request.category
             )
+
+    @activity.defn
+    async def set_deposit_account_status(self, request: SetAccountStatusInput) -> DepositAccount:
+        """Freezes, reactivates or closes the customer's account; setting the same status twice is harmless."""
+        async with self._pool.acquire() as conn:
+            account = await db.set_deposit_account_status(conn, customer_id=request.customer_id, status=request.status)
+        if account is None:
+            raise ApplicationError("the customer has no deposit account", type="NoDepositAccount", non_retryable=True)
+        return account

@@ -20,6 +20,15 @@ class ProvisionUserInput(BaseModel):
     email: str
 
 
+class ProvisionedUser(BaseModel):
+    user_id: str
+    created: bool
+
+
+class UserRef(BaseModel):
+    user_id: str
+
+
 class SetUserEnabledInput(BaseModel):
     user_id: str
     enabled: bool
@@ -62,12 +71,12 @@ class KeycloakActivities:
         return str(user["id"])
 
     @activity.defn
-    async def provision_keycloak_user(self, request: ProvisionUserInput) -> str:
+    async def provision_keycloak_user(self, request: ProvisionUserInput) -> ProvisionedUser:
         """Creates the customer's Keycloak user, or reuses the one that already carries its customer_id."""
         with _permanent_errors_fail_fast():
             existing = await self._find_user(request.email)
             if existing is not None:
-                return self._owned_user_id(existing, request.customer_id)
+                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id), created=False)
             payload = {
                 "username": request.email,
                 "email": request.email,
@@ -83,13 +92,23 @@ class KeycloakActivities:
                 existing = await self._find_user(request.email)
                 if existing is None:
                     raise
-                return self._owned_user_id(existing, request.customer_id)
+                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id), created=False)
             if self._send_actions_email:
                 await self._admin.a_send_update_account(user_id, _ACCOUNT_ACTIONS)
-            return str(user_id)
+            return ProvisionedUser(user_id=str(user_id), created=True)
 
     @activity.defn
     async def set_keycloak_user_enabled(self, request: SetUserEnabledInput) -> None:
         """Enables or disables sign-in; a partial PUT, so repeating it is harmless."""
         with _permanent_errors_fail_fast():
             await self._admin.a_update_user(request.user_id, {"enabled": request.enabled})
+
+    @activity.defn
+    async def delete_keycloak_user(self, request: UserRef) -> None:
+        """Compensation: removes the user we created; already gone is fine."""
+        with _permanent_errors_fail_fast():
+            try:
+                await self._admin.a_delete_user(request.user_id)
+            except KeycloakError as exc:
+                if exc.response_code != 404:
+                    raise

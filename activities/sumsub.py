@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -11,6 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from lifecycle.config import Settings
 from lifecycle.domain import CUSTOMER_TYPES, CustomerType, VerificationFlow
+from lifecycle.kyc_events import kind_of_review
+from lifecycle.models import KycEvent
 from lifecycle.sumsub import SumsubClient, SumsubError
 
 
@@ -81,3 +84,20 @@ class SumsubActivities:
         """Closes the applicant at Sumsub; deactivating twice is harmless."""
         with _permanent_errors_fail_fast():
             await self._client.deactivate_applicant(request.applicant_id)
+
+    @activity.defn
+    async def poll_kyc_review(self, request: ApplicantRef) -> KycEvent | None:
+        """The safety net for lost webhooks: a completed review at Sumsub, as the webhook would have said it."""
+        with _permanent_errors_fail_fast():
+            review = await self._client.get_review_status(request.applicant_id)
+        if review.review_status != "completed" or review.review_result is None:
+            return None
+        result = review.review_result
+        return KycEvent(
+            kind=kind_of_review(result.review_answer, result.review_reject_type),
+            sumsub_type="applicantReviewed (polled)",
+            applicant_id=request.applicant_id,
+            occurred_at=datetime.now(UTC),
+            dedupe_key=f"poll:{review.review_id}:{review.attempt_id}",
+            moderation_comment=result.moderation_comment,
+        )

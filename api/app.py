@@ -1,4 +1,4 @@
-"""The API: GraphQL for the portal and ops, the Sumsub webhook, health and readiness."""
+"""The API: GraphQL for the portal and ops, the Sumsub webhook, the Temporal UI's codec, health and readiness."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from strawberry.asgi import GraphQL
 from cross_web import HTTPException, StarletteRequestAdapter  # what strawberry.asgi builds on
 
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
+from api.codec import codec_app
 from api.customers import CustomerService
 from api.relay import WebhookRelay
 from api.schema import Context, schema
@@ -84,9 +85,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             pool=pool,
             temporal=temporal,
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
-            customers=CustomerService(
-                pool=pool, temporal=temporal, task_queue=settings.temporal_task_queue, id_secret=settings.customer_id_secret
-            ),
+            customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
             relay=relay,
         )
         sweeper = asyncio.create_task(relay.run())
@@ -106,6 +105,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here
         ],
         lifespan=lifespan,
     )

@@ -7,6 +7,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from temporalio.client import (
@@ -18,12 +19,21 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import BadUserInput, Conflict, Unavailable
+from api.errors import BadUserInput, Conflict, NotFound, Unavailable
 from lifecycle import db
-from lifecycle.domain import CustomerType, mask_email, normalise_email
-from lifecycle.models import CustomerState, CustomerWorkflowInput, RegisterRequest, Registration, workflow_id_for
+from lifecycle.config import Settings
+from lifecycle.domain import CustomerType, OnboardingStage, mask_email, normalise_email
+from lifecycle.models import (
+    CustomerState,
+    CustomerWorkflowInput,
+    OnboardingPolicy,
+    RegisterRequest,
+    Registration,
+    workflow_id_for,
+)
 from workflows.customer import CustomerWorkflow
 
 # A query is answered by a worker; past this the projection in PostgreSQL answers instead.
@@ -55,12 +65,23 @@ class CustomerView:
     workflow_id: str
 
 
+def onboarding_policy(settings: Settings) -> OnboardingPolicy:
+    """The durations a new customer's workflow runs by, fixed when it starts."""
+    return OnboardingPolicy(
+        reminders_after=settings.kyc_reminders_after,
+        expires_after=settings.kyc_expires_after,
+        status_poll_interval=settings.kyc_status_poll_interval,
+        activity_retry_budget=settings.activity_retry_budget,
+    )
+
+
 class CustomerService:
-    def __init__(self, *, pool: asyncpg.Pool, temporal: Client, task_queue: str, id_secret: str) -> None:
+    def __init__(self, *, pool: asyncpg.Pool, temporal: Client, settings: Settings) -> None:
         self._pool = pool
         self._temporal = temporal
-        self._task_queue = task_queue
-        self._id_secret = id_secret
+        self._task_queue = settings.temporal_task_queue
+        self._id_secret = settings.customer_id_secret
+        self._policy = onboarding_policy(settings)
 
     async def register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
         email = normalise_email(email)
@@ -75,7 +96,8 @@ class CustomerService:
             CustomerWorkflowInput(
                 registration=Registration(
                     customer_id=customer_id, email=email, customer_type=customer_type, telegram_handle=telegram_handle
-                )
+                ),
+                policy=self._policy,
             ),
             id=workflow_id,
             task_queue=self._task_queue,
@@ -109,3 +131,31 @@ class CustomerService:
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
             stored = await db.get_customer(self._pool, customer_id)
             return None if stored is None else CustomerView(state=stored.state, workflow_id=stored.workflow_id)
+
+    async def act(self, customer_id: str, update: Any, request: Any) -> CustomerView:
+        """Runs an ops update on the customer's workflow; a refusal becomes a precise API error."""
+        workflow_id = workflow_id_for(customer_id)
+        try:
+            state = await self._temporal.get_workflow_handle(workflow_id).execute_update(
+                update, request, rpc_timeout=REGISTER_TIMEOUT
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "InvalidInput":
+                raise BadUserInput(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == "IllegalTransition":
+                raise Conflict(cause.message) from None
+            raise
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise Unavailable("the customer's workflow is not reachable now; retry") from exc
+            stored = await db.get_customer(self._pool, customer_id)
+            if stored is None:
+                raise NotFound("no customer with this id") from None
+            if stored.state.stage is OnboardingStage.CLOSED:
+                raise Conflict("the customer is closed; no further changes are allowed") from None
+            raise Unavailable("the customer's workflow is not running; ops must repair it") from exc
+        return CustomerView(state=state, workflow_id=workflow_id)
+
+    async def events(self, customer_id: str) -> list[db.CustomerEvent]:
+        return await db.list_events(self._pool, customer_id)

@@ -9,8 +9,10 @@ from typing import Any
 
 import strawberry
 from email_validator import EmailNotValidError, validate_email
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.permission import BasePermission
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api.auth import Principal
@@ -18,6 +20,8 @@ from api.customers import CustomerView, parse_customer_id
 from api.errors import ApiError, BadUserInput
 from api.state import AppState
 from lifecycle import domain
+from lifecycle.models import CloseRequest, ReactivateRequest, RetryOnboardingRequest, SuspendRequest
+from workflows.customer import CustomerWorkflow
 
 CustomerType = strawberry.enum(domain.CustomerType, name="CustomerType")
 CustomerStatus = strawberry.enum(domain.CustomerStatus, name="CustomerStatus")
@@ -52,6 +56,10 @@ class PortalOrOps(_RolePermission):
     roles = ("portal", "ops")
 
 
+class OpsOnly(_RolePermission):
+    roles = ("ops",)
+
+
 # --- types ------------------------------------------------------------------------------------------
 
 
@@ -69,6 +77,9 @@ class Onboarding:
     stage: OnboardingStage
     workflow_id: str
     last_error: str | None
+    current_step: str | None
+    next_reminder_at: datetime | None
+    expires_at: datetime | None
     started_at: datetime
     updated_at: datetime
 
@@ -82,6 +93,14 @@ class DepositAccount:
 
 
 @strawberry.type
+class CustomerEvent:
+    type: str
+    occurred_at: datetime
+    actor: str
+    details: JSON
+
+
+@strawberry.type
 class Customer:
     id: strawberry.ID
     email: str
@@ -92,6 +111,12 @@ class Customer:
     kyc: Kyc
     onboarding: Onboarding
     deposit_account: DepositAccount | None
+    suspension_reason: str | None
+
+    @strawberry.field(description="The audit trail, newest first.")
+    async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
+        rows = await info.context.services.customers.events(str(self.id))
+        return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=r.details) for r in rows]
 
     @classmethod
     def from_view(cls, view: CustomerView) -> Customer:
@@ -103,6 +128,7 @@ class Customer:
             customer_type=reg.customer_type,
             telegram_handle=reg.telegram_handle,
             status=state.status,
+            suspension_reason=state.suspension_reason,
             created_at=state.created_at,
             kyc=Kyc(
                 status=state.kyc_status,
@@ -115,6 +141,9 @@ class Customer:
                 stage=state.stage,
                 workflow_id=view.workflow_id,
                 last_error=state.last_error,
+                current_step=state.current_step,
+                next_reminder_at=state.next_reminder_at,
+                expires_at=state.expires_at,
                 started_at=state.created_at,
                 updated_at=state.updated_at,
             ),
@@ -134,8 +163,30 @@ class CustomerRegisterInput:
 
 
 @strawberry.type
-class CustomerRegisterPayload:
+class CustomerPayload:
     customer: Customer
+
+
+@strawberry.input
+class CustomerSuspendInput:
+    customer_id: strawberry.ID
+    reason: str
+
+
+@strawberry.input
+class CustomerReactivateInput:
+    customer_id: strawberry.ID
+
+
+@strawberry.input
+class CustomerCloseInput:
+    customer_id: strawberry.ID
+    reason: str
+
+
+@strawberry.input
+class CustomerOnboardingRetryInput:
+    customer_id: strawberry.ID
 
 
 def _valid_email(value: str) -> str:
@@ -168,18 +219,56 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(permission_classes=[PortalOrOps])
-    async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerRegisterPayload:
+    async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerPayload:
         view = await info.context.services.customers.register(
             email=_valid_email(input.email),
             customer_type=domain.CustomerType(input.customer_type),
             telegram_handle=_valid_telegram_handle(input.telegram_handle),
         )
-        return CustomerRegisterPayload(customer=Customer.from_view(view))
+        return CustomerPayload(customer=Customer.from_view(view))
+
+    @strawberry.mutation(permission_classes=[OpsOnly])
+    async def customer_suspend(self, info: Info[Context, Any], input: CustomerSuspendInput) -> CustomerPayload:
+        request = SuspendRequest(reason=_reason(input.reason), actor=_actor(info))
+        return await _act(info, input.customer_id, CustomerWorkflow.suspend, request)
+
+    @strawberry.mutation(permission_classes=[OpsOnly])
+    async def customer_reactivate(self, info: Info[Context, Any], input: CustomerReactivateInput) -> CustomerPayload:
+        return await _act(info, input.customer_id, CustomerWorkflow.reactivate, ReactivateRequest(actor=_actor(info)))
+
+    @strawberry.mutation(permission_classes=[OpsOnly])
+    async def customer_close(self, info: Info[Context, Any], input: CustomerCloseInput) -> CustomerPayload:
+        request = CloseRequest(reason=_reason(input.reason), actor=_actor(info))
+        return await _act(info, input.customer_id, CustomerWorkflow.close, request)
+
+    @strawberry.mutation(permission_classes=[OpsOnly])
+    async def customer_onboarding_retry(
+        self, info: Info[Context, Any], input: CustomerOnboardingRetryInput
+    ) -> CustomerPayload:
+        request = RetryOnboardingRequest(actor=_actor(info))
+        return await _act(info, input.customer_id, CustomerWorkflow.retry_onboarding, request)
 
 
-def _is_unexpected(error: Any) -> bool:
+def _actor(info: Info[Context, Any]) -> str:
+    principal = info.context.principal
+    return principal.client_id or principal.subject
+
+
+def _reason(value: str) -> str:
+    if not value.strip():
+        raise BadUserInput("a reason is required", field="reason")
+    return value.strip()
+
+
+async def _act(info: Info[Context, Any], customer_id: strawberry.ID, update: Any, request: Any) -> CustomerPayload:
+    view = await info.context.services.customers.act(parse_customer_id(customer_id), update, request)
+    return CustomerPayload(customer=Customer.from_view(view))
+
+
+def _is_unexpected(error: GraphQLError) -> bool:
+    """Our typed errors and GraphQL's own (validation, coercion, permissions) are meant for the caller."""
     original = error.original_error
-    return original is not None and not isinstance(original, ApiError)
+    return original is not None and not isinstance(original, (ApiError, GraphQLError))
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, extensions=[MaskErrors(should_mask_error=_is_unexpected)])
+schema = strawberry.Schema(query=Query, mutation=Mutation, extensions=[lambda: MaskErrors(should_mask_error=_is_unexpected)])

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lifecycle.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
+
 
 class Settings(BaseSettings):
     """Service settings, read from the environment (names are the upper-case field names)."""
@@ -74,6 +76,19 @@ class Settings(BaseSettings):
     )
     activity_retry_budget: timedelta = Field(
         default=timedelta(hours=1), description="How long a side effect is retried before the step fails."
+    )
+
+    # Payload encryption
+    payload_encryption_keys: str = Field(
+        default=DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS,
+        description="`id:base64key,...` (32-byte AES keys), newest first: encrypt with the first, decrypt with any; "
+        "empty disables encryption. The default is a public dev-only key. Checked when a process connects to Temporal.",
+    )
+    temporal_ui_origin: str = Field(
+        default="http://127.0.0.1:8233", description="The Temporal Web UI's origin, the only one CORS lets call /codec."
+    )
+    codec_auth_required: bool = Field(
+        default=True, description="/codec answers only bearer tokens with the ops role (false only on a loopback dev stack)."
     )
 
     # Logging

@@ -17,7 +17,7 @@ import asyncpg
 from lifecycle.domain import AccountCategory, DepositAccountStatus
 from lifecycle.models import CustomerState, DepositAccount, Registration
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x43_4C_4D_49  # any constant; serialises concurrent migrators (API and worker start together)
 
 
@@ -80,8 +80,10 @@ async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workf
             """
             INSERT INTO customers (id, email, email_normalized, customer_type, telegram_handle, status, kyc_status,
                 kyc_level, onboarding_stage, keycloak_user_id, sumsub_applicant_id, verification_url,
-                moderation_comment, last_error, workflow_id, run_id, created_at, updated_at)
-            VALUES ($1, $2, lower($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                moderation_comment, last_error, workflow_id, run_id, created_at, updated_at, suspension_reason,
+                current_step, next_reminder_at, expires_at)
+            VALUES ($1, $2, lower($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                $20, $21)
             ON CONFLICT (id) DO UPDATE SET
                 email = EXCLUDED.email, email_normalized = EXCLUDED.email_normalized,
                 telegram_handle = EXCLUDED.telegram_handle, status = EXCLUDED.status,
@@ -89,7 +91,9 @@ async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workf
                 onboarding_stage = EXCLUDED.onboarding_stage, keycloak_user_id = EXCLUDED.keycloak_user_id,
                 sumsub_applicant_id = EXCLUDED.sumsub_applicant_id, verification_url = EXCLUDED.verification_url,
                 moderation_comment = EXCLUDED.moderation_comment, last_error = EXCLUDED.last_error,
-                run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at
+                run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at,
+                suspension_reason = EXCLUDED.suspension_reason, current_step = EXCLUDED.current_step,
+                next_reminder_at = EXCLUDED.next_reminder_at, expires_at = EXCLUDED.expires_at
             WHERE customers.updated_at <= EXCLUDED.updated_at
             """,
             reg.customer_id,
@@ -109,6 +113,10 @@ async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workf
             run_id,
             state.created_at,
             state.updated_at,
+            state.suspension_reason,
+            state.current_step,
+            state.next_reminder_at,
+            state.expires_at,
         )
     except asyncpg.UniqueViolationError as exc:
         raise EmailTakenError(exc.constraint_name or "unique") from exc
@@ -169,6 +177,20 @@ async def open_deposit_account(
     return _deposit_account(row)
 
 
+async def set_deposit_account_status(
+    conn: asyncpg.Connection, *, customer_id: str, status: DepositAccountStatus
+) -> DepositAccount | None:
+    row = await conn.fetchrow(
+        """
+        UPDATE deposit_accounts SET status = $2, updated_at = now() WHERE customer_id = $1
+        RETURNING id, category, status, created_at
+        """,
+        customer_id,
+        status.value,
+    )
+    return None if row is None else _deposit_account(row)
+
+
 def _deposit_account(row: asyncpg.Record) -> DepositAccount:
     return DepositAccount(
         id=str(row["id"]),
@@ -223,6 +245,10 @@ async def get_customer(pool: asyncpg.Pool, customer_id: str) -> StoredCustomer |
         verification_url=row["verification_url"],
         moderation_comment=row["moderation_comment"],
         last_error=row["last_error"],
+        suspension_reason=row["suspension_reason"],
+        current_step=row["current_step"],
+        next_reminder_at=row["next_reminder_at"],
+        expires_at=row["expires_at"],
         deposit_account=account,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -237,6 +263,27 @@ async def find_customer_id(pool: asyncpg.Pool, *, email: str | None = None, tele
     else:
         value = await pool.fetchval("SELECT id FROM customers WHERE telegram_handle = $1", telegram_handle)
     return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class CustomerEvent:
+    event_type: str
+    actor: str
+    details: dict[str, Any]
+    occurred_at: datetime
+
+
+async def list_events(pool: asyncpg.Pool, customer_id: str, *, limit: int = 200) -> list[CustomerEvent]:
+    """The customer's audit trail, newest first."""
+    rows = await pool.fetch(
+        """
+        SELECT event_type, actor, details, occurred_at FROM customer_events
+        WHERE customer_id = $1 ORDER BY occurred_at DESC, id DESC LIMIT $2
+        """,
+        customer_id,
+        limit,
+    )
+    return [CustomerEvent(r["event_type"], r["actor"], r["details"], r["occurred_at"]) for r in rows]
 
 
 # --- Sumsub webhook inbox ------------------------------------------------------------------------------

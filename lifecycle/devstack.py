@@ -24,6 +24,7 @@ from typing import IO
 import httpx
 
 from lifecycle import db
+from lifecycle.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
 from lifecycle.search_attributes import dev_server_flags
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -96,8 +97,10 @@ class DevStack:
         env.setdefault("API_HOST", "127.0.0.1")
         env["API_PORT"] = str(self.ports.api)
         env.setdefault("DATABASE_URL", await self._start_postgres())
+        env.setdefault("PAYLOAD_ENCRYPTION_KEYS", DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS)
         if "TEMPORAL_ADDRESS" not in env:
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{self.ports.temporal}"
+            env.setdefault("TEMPORAL_UI_ORIGIN", f"http://127.0.0.1:{self.ports.temporal_ui}")
             self._start_temporal()
         if "KEYCLOAK_URL" not in env:
             env["KEYCLOAK_URL"] = f"http://127.0.0.1:{self.ports.keycloak}"
@@ -164,6 +167,7 @@ class DevStack:
             "--ui-port", str(self.ports.temporal_ui),
             "--log-level", "warn",
             "--ui-disable-news-fetch",
+            "--ui-codec-endpoint", f"{self.api_url}/codec",  # the UI decrypts payloads through the API
             *dev_server_flags(),
         ]
         if self.persistent_temporal:
@@ -231,7 +235,7 @@ def _banner(stack: DevStack) -> str:
         f"  Temporal gRPC      {env['TEMPORAL_ADDRESS']}",
     ]
     if "TEMPORAL_ADDRESS" not in stack.env:
-        lines.append(f"  Temporal Web UI    http://127.0.0.1:{stack.ports.temporal_ui}")
+        lines.append(f"  Temporal Web UI    http://127.0.0.1:{stack.ports.temporal_ui}  (payloads decoded via {stack.api_url}/codec)")
     lines += [
         f"  PostgreSQL         {env['DATABASE_URL']}",
         f"  Keycloak           {env['KEYCLOAK_URL']}  (realm {env.get('KEYCLOAK_REALM', 'customers')})",
@@ -252,6 +256,9 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
     env.setdefault("API_GRAPHIQL", "true")
+    if env.get("API_HOST", "127.0.0.1") in ("127.0.0.1", "localhost", "::1"):
+        # The dev server's UI cannot forward a token to the codec; tolerable only while the API is loopback-only.
+        env.setdefault("CODEC_AUTH_REQUIRED", "false")
     data_dir = Path(env.get("DATA_DIR", ".data")).resolve()
     stack = DevStack(data_dir=data_dir, env=env, ports=Ports(
         api=int(env.get("API_PORT", 8000)), temporal_ui=int(env.get("TEMPORAL_UI_PORT", 8233))))

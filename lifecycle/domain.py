@@ -150,3 +150,32 @@ def mask_email(email: str) -> str:
     """`j***@example.com`: enough for ops to recognise a customer, not enough to leak the address."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+class CustomerAction(StrEnum):
+    """What ops (or Sumsub, for automatic suspension) may do to a customer after registration."""
+
+    SUSPEND = "SUSPEND"
+    REACTIVATE = "REACTIVATE"
+    CLOSE = "CLOSE"
+    RETRY_ONBOARDING = "RETRY_ONBOARDING"
+
+
+# Which customer statuses (and, for a retry, which stage) allow each action. A closed customer allows none.
+ACTION_REQUIRES_STATUS: dict[CustomerAction, frozenset[CustomerStatus]] = {
+    CustomerAction.SUSPEND: frozenset({CustomerStatus.ACTIVE}),
+    CustomerAction.REACTIVATE: frozenset({CustomerStatus.SUSPENDED}),
+    CustomerAction.CLOSE: frozenset(CustomerStatus),
+    CustomerAction.RETRY_ONBOARDING: frozenset({CustomerStatus.INACTIVE}),
+}
+
+
+def refusal(action: CustomerAction, status: CustomerStatus, stage: OnboardingStage) -> str | None:
+    """Why `action` is not allowed now, or None when it is."""
+    if stage is OnboardingStage.CLOSED:
+        return "the customer is closed; no further changes are allowed"
+    if status not in ACTION_REQUIRES_STATUS[action]:
+        return f"cannot {action.value.lower().replace('_', ' ')} a customer whose status is {status.value}"
+    if action is CustomerAction.RETRY_ONBOARDING and stage is not OnboardingStage.FAILED:
+        return f"onboarding can be retried only after it FAILED (stage is {stage.value})"
+    return None

@@ -17,6 +17,15 @@ class InvalidWebhook(ValueError):
 _CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
+def kind_of_review(review_answer: str | None, reject_type: str | None) -> KycEventKind:
+    """A completed review's verdict: GREEN approves; RED + RETRY asks again; any other RED declines."""
+    if review_answer == "GREEN":
+        return KycEventKind.APPROVED
+    if review_answer == "RED":
+        return KycEventKind.RESUBMISSION_REQUESTED if reject_type == "RETRY" else KycEventKind.DECLINED
+    return KycEventKind.IGNORED
+
+
 def _kind_of(payload: dict[str, Any]) -> KycEventKind:
     event_type = payload["type"]
     if event_type == "applicantCreated":
@@ -29,12 +38,7 @@ def _kind_of(payload: dict[str, Any]) -> KycEventKind:
         return KycEventKind.RESET
     if event_type == "applicantReviewed":
         result = payload.get("reviewResult") or {}
-        if result.get("reviewAnswer") == "GREEN":
-            return KycEventKind.APPROVED
-        if result.get("reviewAnswer") == "RED":
-            if result.get("reviewRejectType") == "RETRY":
-                return KycEventKind.RESUBMISSION_REQUESTED
-            return KycEventKind.DECLINED
+        return kind_of_review(result.get("reviewAnswer"), result.get("reviewRejectType"))
     return KycEventKind.IGNORED
 
 

@@ -6,7 +6,7 @@ without breaking running workflows.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -36,6 +36,17 @@ class Registration(BaseModel):
     telegram_handle: str | None = None
 
 
+class OnboardingPolicy(BaseModel):
+    """Durations the workflow waits by; fixed at registration from the settings, carried in its state."""
+
+    reminders_after: list[timedelta] = Field(
+        default_factory=lambda: [timedelta(days=1), timedelta(days=3), timedelta(days=7)]
+    )
+    expires_after: timedelta = timedelta(days=30)
+    status_poll_interval: timedelta = timedelta(hours=6)
+    activity_retry_budget: timedelta = timedelta(hours=1)
+
+
 class DepositAccount(BaseModel):
     id: str
     category: AccountCategory
@@ -56,7 +67,16 @@ class CustomerState(BaseModel):
     verification_url: str | None = None
     moderation_comment: str | None = None
     deposit_account: DepositAccount | None = None
+    suspension_reason: str | None = None
     last_error: str | None = None
+    current_step: str | None = Field(default=None, description="The side effect in progress (and retrying).")
+    keycloak_user_created: bool = Field(default=False, description="We created the user, so compensation removes it.")
+    kyc_started_at: datetime | None = None
+    kyc_submitted: bool = False
+    reminders_sent: int = 0
+    next_reminder_at: datetime | None = None
+    expires_at: datetime | None = None
+    next_poll_at: datetime | None = None
     last_kyc_event_at: datetime | None = None
     applied_kyc_events: list[str] = Field(default_factory=list)
     created_at: datetime
@@ -71,13 +91,33 @@ class CustomerWorkflowInput(BaseModel):
     """Start input; `state` is set only when the workflow continues as new."""
 
     registration: Registration
+    policy: OnboardingPolicy = Field(default_factory=OnboardingPolicy)
     state: CustomerState | None = None
+    pending_kyc_events: list[KycEvent] = Field(default_factory=list)
 
 
 class RegisterRequest(BaseModel):
     """The portal's (possibly repeated) registration; the update answers with the current state."""
 
     customer_id: str
+
+
+class SuspendRequest(BaseModel):
+    reason: str
+    actor: str
+
+
+class ReactivateRequest(BaseModel):
+    actor: str
+
+
+class CloseRequest(BaseModel):
+    reason: str
+    actor: str
+
+
+class RetryOnboardingRequest(BaseModel):
+    actor: str
 
 
 class KycEventKind(StrEnum):
@@ -102,3 +142,6 @@ class KycEvent(BaseModel):
     occurred_at: datetime
     dedupe_key: str
     moderation_comment: str | None = None
+
+
+CustomerWorkflowInput.model_rebuild()

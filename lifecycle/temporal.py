@@ -1,22 +1,26 @@
-"""Connecting to Temporal the same way from every process: one namespace, one data converter."""
+"""Connecting to Temporal the same way from every process: one namespace, one data converter.
+
+The converter is pydantic plus payload encryption (`lifecycle.codec`), so the API, the worker and the
+tests write no plaintext personal data into Temporal and read each other's payloads.
+"""
 
 from __future__ import annotations
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from lifecycle.codec import data_converter
 from lifecycle.config import Settings
 from lifecycle.search_attributes import ALL_KEYS
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client with the pydantic converter; `lazy` lets the API start (and report 503) while Temporal is down."""
+    """A client with the encrypting pydantic converter; `lazy` lets the API start (and report 503) while Temporal is down."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         lazy=lazy,
     )
 

@@ -67,3 +67,11 @@ async def database(stack: DevStack) -> AsyncIterator[asyncpg.Pool]:
     assert pool is not None
     yield pool
     await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def ops(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
+    """Operations staff: an HTTP client to the API holding the ops service account's token."""
+    token = await client_token(stack, "ops", "ops-dev-secret")
+    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        yield http

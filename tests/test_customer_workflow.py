@@ -1,57 +1,89 @@
 """CustomerWorkflow on a real Temporal dev server with stand-in activities registered under the real
-activity names (the end-to-end tests run the real ones). Nothing here waits on a timer, so the
-time-skipping server (which has no search attributes) is not needed."""
+activity names (the end-to-end tests run the real ones). Time-dependent paths run with short policy
+durations: the time-skipping test server has no search attributes, which the workflow upserts."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.database import OpenDepositAccountInput, RecordChangeInput
-from activities.keycloak import ProvisionUserInput, SetUserEnabledInput
+from activities.database import OpenDepositAccountInput, RecordChangeInput, SetAccountStatusInput
+from activities.keycloak import ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
+from activities.notifications import Notification
 from activities.sumsub import ApplicantRef, CreateApplicantInput, CreateKycLinkInput
 from lifecycle.domain import CustomerType
+from lifecycle.models import (
+    CloseRequest,
+    CustomerState,
+    CustomerWorkflowInput,
+    KycEvent,
+    KycEventKind,
+    OnboardingPolicy,
+    ReactivateRequest,
+    Registration,
+    RetryOnboardingRequest,
+    SuspendRequest,
+)
 from lifecycle.search_attributes import ALL_KEYS
-from lifecycle.models import CustomerState, CustomerWorkflowInput, KycEvent, KycEventKind, Registration
 from workflows.customer import CustomerWorkflow
+
+TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
+# Long enough that nothing time-driven happens unless a test asks for it.
+QUIET = OnboardingPolicy(reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(hours=1))
+
+
+async def _local_env(*extra_args: str) -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=TEMPORAL_CLI,
+        search_attributes=ALL_KEYS,
+        dev_server_log_level="error",
+        dev_server_extra_args=list(extra_args),
+    )
 
 
 @pytest_asyncio.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=ALL_KEYS,
-        dev_server_log_level="error",
-    ) as environment:
+    async with await _local_env() as environment:
         yield environment
 
 
 class FakeWorld:
     """Stand-ins for the side effects, recording what the workflow asked for."""
 
-    def __init__(self, *, keycloak_conflict: bool = False) -> None:
-        self.keycloak_conflict = keycloak_conflict
+    def __init__(self) -> None:
+        self.keycloak_conflict = False
+        self.kyc_link_rejected = False
+        self.polled_review: KycEvent | None = None
         self.recorded: list[str] = []
+        self.actors: list[str] = []
         self.accounts: list[OpenDepositAccountInput] = []
+        self.account_statuses: list[str] = []
         self.user_enabled: list[bool] = []
+        self.deleted_users: list[str] = []
+        self.deactivated_applicants: list[str] = []
+        self.notifications: list[Notification] = []
+        self.polls = 0
 
-    def activities(self) -> list:
+    def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="record_change")
         async def record_change(change: RecordChangeInput) -> None:
             self.recorded.append(change.event_type)
+            self.actors.append(change.actor)
 
         @activity.defn(name="open_deposit_account")
         async def open_deposit_account(request: OpenDepositAccountInput) -> dict:
@@ -59,15 +91,24 @@ class FakeWorld:
             return {"id": request.account_id, "category": request.category, "status": "ACTIVE",
                     "created_at": datetime.now(UTC).isoformat()}
 
+        @activity.defn(name="set_deposit_account_status")
+        async def set_deposit_account_status(request: SetAccountStatusInput) -> dict:
+            self.account_statuses.append(request.status.value)
+            return {"id": "acc", "category": "INDIVIDUAL", "status": request.status, "created_at": datetime.now(UTC).isoformat()}
+
         @activity.defn(name="provision_keycloak_user")
-        async def provision_keycloak_user(request: ProvisionUserInput) -> str:
+        async def provision_keycloak_user(request: ProvisionUserInput) -> ProvisionedUser:
             if self.keycloak_conflict:
                 raise ApplicationError("belongs to another customer", type="KeycloakUserConflict", non_retryable=True)
-            return "kc-user-1"
+            return ProvisionedUser(user_id="kc-user-1", created=True)
 
         @activity.defn(name="set_keycloak_user_enabled")
         async def set_keycloak_user_enabled(request: SetUserEnabledInput) -> None:
             self.user_enabled.append(request.enabled)
+
+        @activity.defn(name="delete_keycloak_user")
+        async def delete_keycloak_user(request: UserRef) -> None:
+            self.deleted_users.append(request.user_id)
 
         @activity.defn(name="create_sumsub_applicant")
         async def create_sumsub_applicant(request: CreateApplicantInput) -> str:
@@ -75,114 +116,283 @@ class FakeWorld:
 
         @activity.defn(name="create_kyc_link")
         async def create_kyc_link(request: CreateKycLinkInput) -> str:
+            if self.kyc_link_rejected:
+                raise ApplicationError("level not found", type="SumsubRejected", non_retryable=True)
             return "https://sumsub.example/websdk/abc"
 
         @activity.defn(name="deactivate_sumsub_applicant")
         async def deactivate_sumsub_applicant(request: ApplicantRef) -> None:
-            return None
+            self.deactivated_applicants.append(request.applicant_id)
 
-        return [record_change, open_deposit_account, provision_keycloak_user, set_keycloak_user_enabled,
-                create_sumsub_applicant, create_kyc_link, deactivate_sumsub_applicant]
+        @activity.defn(name="poll_kyc_review")
+        async def poll_kyc_review(request: ApplicantRef) -> KycEvent | None:
+            self.polls += 1
+            return self.polled_review
+
+        @activity.defn(name="notify_customer")
+        async def notify_customer(notification: Notification) -> None:
+            self.notifications.append(notification)
+
+        return [record_change, open_deposit_account, set_deposit_account_status, provision_keycloak_user,
+                set_keycloak_user_enabled, delete_keycloak_user, create_sumsub_applicant, create_kyc_link,
+                deactivate_sumsub_applicant, poll_kyc_review, notify_customer]
 
 
-def event(kind: KycEventKind, minute: int, key: str | None = None, applicant_id: str = "applicant-1",
-          comment: str | None = None) -> KycEvent:
+def event(kind: KycEventKind, minute: int, applicant_id: str = "applicant-1", comment: str | None = None) -> KycEvent:
     return KycEvent(
         kind=kind,
         sumsub_type="applicantReviewed",
         applicant_id=applicant_id,
         occurred_at=datetime(2026, 1, 1, 12, minute, tzinfo=UTC),
-        dedupe_key=key or f"{kind.value}:{minute}",
+        dedupe_key=f"{kind.value}:{minute}:{applicant_id}",
         moderation_comment=comment,
     )
 
 
-async def start(env: WorkflowEnvironment, world: FakeWorld, task_queue: str,
-                customer_type: CustomerType = CustomerType.INDIVIDUAL) -> WorkflowHandle:
-    customer_id = str(uuid.uuid4())
-    registration = Registration(customer_id=customer_id, email="ada@example.com", customer_type=customer_type)
-    return await env.client.start_workflow(
-        CustomerWorkflow.run,
-        CustomerWorkflowInput(registration=registration),
-        id=f"customer-{customer_id}",
-        task_queue=task_queue,
-    )
+class Case:
+    """One customer workflow with its own worker and fake world."""
+
+    def __init__(self, env: WorkflowEnvironment, world: FakeWorld, policy: OnboardingPolicy) -> None:
+        self.env, self.world, self.policy = env, world, policy
+        self.task_queue = f"tq-{uuid.uuid4()}"
+        self.handle: WorkflowHandle[Any, CustomerState] | None = None
+
+    async def start(self, customer_type: CustomerType = CustomerType.INDIVIDUAL) -> WorkflowHandle[Any, CustomerState]:
+        customer_id = str(uuid.uuid4())
+        registration = Registration(customer_id=customer_id, email="ada@example.com", customer_type=customer_type)
+        self.handle = await self.env.client.start_workflow(
+            CustomerWorkflow.run,
+            CustomerWorkflowInput(registration=registration, policy=self.policy),
+            id=f"customer-{customer_id}",
+            task_queue=self.task_queue,
+        )
+        return self.handle
+
+    async def send(self, *events: KycEvent) -> None:
+        assert self.handle is not None
+        for e in events:
+            await self.handle.signal(CustomerWorkflow.kyc_event, e)
+
+    async def wait_for(self, stage: str, timeout: float = 20.0) -> CustomerState:
+        assert self.handle is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            state = await self.handle.query(CustomerWorkflow.state)
+            if state.stage.value == stage:
+                return state
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"never reached {stage}; stage is {state.stage.value}")
+            await asyncio.sleep(0.05)
 
 
-async def wait_for(handle: WorkflowHandle, stage: str) -> CustomerState:
-    for _ in range(200):
-        state = await handle.query(CustomerWorkflow.state)
-        if state.stage.value == stage:
-            return state
-        await _tick()
-    raise AssertionError(f"never reached {stage}")
-
-
-async def _tick() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.05)
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
-def task_queue() -> str:
-    return f"tq-{uuid.uuid4()}"
+def world() -> FakeWorld:
+    return FakeWorld()
 
 
-async def test_approval_opens_one_account_and_activates(env: WorkflowEnvironment, task_queue: str) -> None:
-    world = FakeWorld()
-    async with Worker(env.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
-        handle = await start(env, world, task_queue, CustomerType.BANK)
-        await wait_for(handle, "AWAITING_KYC")
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.SUBMITTED, 1))
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.APPROVED, 2))
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.APPROVED, 2))  # duplicate delivery
-        state = await handle.result()
-    assert state.status.value == "ACTIVE" and state.kyc_level.value == "BASIC" and state.stage.value == "ONBOARDED"
-    assert [a.category.value for a in world.accounts] == ["INTERBANK"]
-    assert world.recorded[0] == "customer.registered" and world.recorded[-1] == "customer.activated"
+@pytest_asyncio.fixture
+async def case(env: WorkflowEnvironment, world: FakeWorld) -> AsyncIterator[Case]:
+    c = Case(env, world, QUIET)
+    async with Worker(env.client, task_queue=c.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+        yield c
 
 
+async def test_approval_opens_one_account_and_activates(case: Case) -> None:
+    await case.start(CustomerType.BANK)
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.SUBMITTED, 1), event(KycEventKind.APPROVED, 2), event(KycEventKind.APPROVED, 2))
+    state = await case.wait_for("ONBOARDED")
+    assert state.status.value == "ACTIVE" and state.kyc_level.value == "BASIC"
+    assert [a.category.value for a in case.world.accounts] == ["INTERBANK"]
+    await eventually(lambda: "customer.activated" in case.world.recorded)
+    await eventually(lambda: "kyc.event_ignored" in case.world.recorded)  # the duplicate delivery
+    assert case.world.recorded[0] == "customer.registered"
 
-async def test_events_apply_in_created_at_order_and_stale_ones_are_ignored(env: WorkflowEnvironment, task_queue: str) -> None:
-    world = FakeWorld()
-    async with Worker(env.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
-        handle = await start(env, world, task_queue)
-        await wait_for(handle, "AWAITING_KYC")
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.ON_HOLD, 5))
-        on_hold = await wait_for(handle, "KYC_ON_HOLD")
-        # Older than the hold, delivered late: must not move the customer back to "in review".
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.SUBMITTED, 3))
-        # Another applicant's event (misrouted) changes nothing either.
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.APPROVED, 6, applicant_id="someone-else"))
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.RESUBMISSION_REQUESTED, 7, comment="blurry"))
-        state = await wait_for(handle, "KYC_RESUBMISSION_REQUESTED")
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.APPROVED, 9))
-        final = await handle.result()
+
+async def test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_change_nothing(case: Case) -> None:
+    await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.ON_HOLD, 5))
+    on_hold = await case.wait_for("KYC_ON_HOLD")
+    await case.send(
+        event(KycEventKind.SUBMITTED, 3),  # older than the hold, delivered late
+        event(KycEventKind.APPROVED, 6, applicant_id="someone-else"),  # not this customer's applicant
+        event(KycEventKind.RESUBMISSION_REQUESTED, 7, comment="blurry"),
+    )
+    retry = await case.wait_for("KYC_RESUBMISSION_REQUESTED")
+    await case.send(event(KycEventKind.APPROVED, 9))
+    final = await case.wait_for("ONBOARDED")
     assert on_hold.kyc_status.value == "ON_HOLD"
-    assert state.kyc_status.value == "RESUBMISSION_REQUESTED" and state.moderation_comment == "blurry"
-    assert final.stage.value == "ONBOARDED" and len(world.accounts) == 1
-    assert world.recorded.count("kyc.event_ignored") == 2
+    assert retry.kyc_status.value == "RESUBMISSION_REQUESTED" and retry.moderation_comment == "blurry"
+    assert final.status.value == "ACTIVE" and len(case.world.accounts) == 1
+    assert case.world.recorded.count("kyc.event_ignored") == 2
 
 
-async def test_final_rejection_declines_and_disables_the_user(env: WorkflowEnvironment, task_queue: str) -> None:
-    world = FakeWorld()
-    async with Worker(env.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
-        handle = await start(env, world, task_queue)
-        await wait_for(handle, "AWAITING_KYC")
-        await handle.signal(CustomerWorkflow.kyc_event, event(KycEventKind.DECLINED, 1))
-        final = await handle.result()
-    assert (final.stage.value, final.status.value, final.kyc_status.value) == ("KYC_DECLINED", "INACTIVE", "DECLINED")
-    assert world.user_enabled == [False] and world.accounts == []
+async def test_reset_goes_back_to_waiting_and_unknown_events_are_recorded_only(case: Case) -> None:
+    await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.SUBMITTED, 1))
+    await case.wait_for("KYC_IN_REVIEW")
+    await case.send(event(KycEventKind.IGNORED, 2), event(KycEventKind.RESET, 3))
+    state = await case.wait_for("AWAITING_KYC")
+    assert state.kyc_status.value == "STARTED"
+    await eventually(lambda: case.world.recorded[-2:] == ["kyc.event_ignored", "kyc.reset"])
 
 
-async def test_a_keycloak_user_of_another_customer_fails_onboarding_with_the_reason(
-    env: WorkflowEnvironment, task_queue: str
+async def test_final_rejection_declines_disables_the_user_and_keeps_the_customer_closable(case: Case) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.DECLINED, 1))
+    declined = await case.wait_for("KYC_DECLINED")
+    assert (declined.status.value, declined.kyc_status.value) == ("INACTIVE", "DECLINED")
+    await eventually(lambda: case.world.user_enabled == [False])
+    assert case.world.accounts == []
+    await case.send(event(KycEventKind.APPROVED, 2))  # too late: onboarding ended
+    closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="declined", actor="ops-1"))
+    assert closed.stage.value == "CLOSED"
+    assert (await handle.result()).stage.value == "CLOSED"
+    assert case.world.accounts == [] and case.world.deactivated_applicants == ["applicant-1"]
+
+
+async def test_permanent_failure_compensates_in_reverse_order_and_ops_can_retry(case: Case) -> None:
+    case.world.kyc_link_rejected = True
+    handle = await case.start()
+    failed = await case.wait_for("FAILED")
+    assert failed.last_error is not None and failed.last_error.startswith("SumsubRejected")
+    assert case.world.deactivated_applicants == ["applicant-1"] and case.world.deleted_users == ["kc-user-1"]
+    assert failed.keycloak_user_id is None
+    await eventually(lambda: case.world.recorded[-1] == "onboarding.failed")
+
+    case.world.kyc_link_rejected = False
+    retried = await handle.execute_update(CustomerWorkflow.retry_onboarding, RetryOnboardingRequest(actor="ops-1"))
+    assert retried.last_error is None
+    await case.wait_for("AWAITING_KYC")
+
+
+async def test_keycloak_user_of_another_customer_fails_without_touching_it(case: Case) -> None:
+    case.world.keycloak_conflict = True
+    await case.start()
+    failed = await case.wait_for("FAILED")
+    assert failed.last_error is not None and failed.last_error.startswith("KeycloakUserConflict")
+    assert case.world.deleted_users == [] and case.world.deactivated_applicants == []
+
+
+async def test_suspend_reactivate_close_and_illegal_transitions_are_refused(case: Case) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    with pytest.raises(WorkflowUpdateFailedError, match="update failed"):
+        await handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="fraud", actor="ops-1"))
+    await case.send(event(KycEventKind.APPROVED, 1))
+    await case.wait_for("ONBOARDED")
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(CustomerWorkflow.reactivate, ReactivateRequest(actor="ops-1"))
+    assert "status is ACTIVE" in str(refused.value.cause)
+
+    suspended = await handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="fraud check", actor="ops-1"))
+    assert (suspended.status.value, suspended.suspension_reason) == ("SUSPENDED", "fraud check")
+    active = await handle.execute_update(CustomerWorkflow.reactivate, ReactivateRequest(actor="ops-2"))
+    assert active.status.value == "ACTIVE"
+    closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="customer left", actor="ops-1"))
+    assert (closed.status.value, closed.stage.value) == ("INACTIVE", "CLOSED")
+    assert case.world.account_statuses == ["FROZEN", "ACTIVE", "CLOSED"]
+    assert case.world.user_enabled == [False, True, False]
+    assert (await handle.result()).stage.value == "CLOSED"
+    assert {"ops-1", "ops-2"} <= set(case.world.actors)
+
+
+async def test_a_red_review_after_approval_suspends_and_only_a_green_lifts_that_suspension(case: Case) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.APPROVED, 1))
+    await case.wait_for("ONBOARDED")
+    await case.send(event(KycEventKind.DECLINED, 2))
+    for _ in range(100):
+        state = await handle.query(CustomerWorkflow.state)
+        if state.status.value == "SUSPENDED":
+            break
+        await asyncio.sleep(0.05)
+    assert state.suspension_reason == "kyc_review_declined"
+    await case.send(event(KycEventKind.APPROVED, 3))
+    for _ in range(100):
+        state = await handle.query(CustomerWorkflow.state)
+        if state.status.value == "ACTIVE":
+            break
+        await asyncio.sleep(0.05)
+    assert state.status.value == "ACTIVE" and state.suspension_reason is None
+
+    await handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="sanctions", actor="ops-1"))
+    await case.send(event(KycEventKind.APPROVED, 4))
+    await asyncio.sleep(0.5)
+    state = await handle.query(CustomerWorkflow.state)
+    assert (state.status.value, state.suspension_reason) == ("SUSPENDED", "sanctions")
+
+
+async def test_reminders_until_expiry_then_expired_with_user_disabled_and_applicant_deactivated(
+    env: WorkflowEnvironment, world: FakeWorld
 ) -> None:
-    world = FakeWorld(keycloak_conflict=True)
-    async with Worker(env.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
-        handle = await start(env, world, task_queue)
-        final = await handle.result()
-    assert final.stage.value == "FAILED"
-    assert final.last_error is not None and final.last_error.startswith("KeycloakUserConflict")
-    assert world.recorded[-1] == "onboarding.failed"
+    policy = OnboardingPolicy(
+        reminders_after=[timedelta(seconds=1), timedelta(seconds=2)],
+        expires_after=timedelta(seconds=3),
+        status_poll_interval=timedelta(hours=1),
+    )
+    case = Case(env, world, policy)
+    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+        await case.start()
+        expired = await case.wait_for("EXPIRED")
+        await eventually(lambda: world.recorded[-1] == "kyc.expired")
+    assert [n.details["number"] for n in world.notifications] == [1, 2]
+    assert world.recorded.count("kyc.reminder_sent") == 2 and world.recorded[-1] == "kyc.expired"
+    assert expired.status.value == "INACTIVE" and world.user_enabled == [False]
+    assert world.deactivated_applicants == ["applicant-1"]
+
+
+async def test_no_reminder_once_the_customer_has_submitted(env: WorkflowEnvironment, world: FakeWorld) -> None:
+    policy = OnboardingPolicy(
+        reminders_after=[timedelta(seconds=1)], expires_after=timedelta(hours=1), status_poll_interval=timedelta(hours=1)
+    )
+    case = Case(env, world, policy)
+    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+        await case.start()
+        await case.wait_for("AWAITING_KYC")
+        await case.send(event(KycEventKind.SUBMITTED, 1))
+        state = await case.wait_for("KYC_IN_REVIEW")
+        await asyncio.sleep(1.5)
+    assert world.notifications == [] and state.next_reminder_at is None
+
+
+async def test_a_review_whose_webhook_was_lost_is_found_by_polling(env: WorkflowEnvironment, world: FakeWorld) -> None:
+    world.polled_review = event(KycEventKind.APPROVED, 30)
+    policy = OnboardingPolicy(reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1))
+    case = Case(env, world, policy)
+    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+        await case.start()
+        state = await case.wait_for("ONBOARDED")
+    assert world.polls >= 1 and state.status.value == "ACTIVE" and len(world.accounts) == 1
+
+
+async def test_continues_as_new_with_its_state_and_loses_no_event() -> None:
+    world = FakeWorld()
+    async with await _local_env("--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=60") as small:
+        case = Case(small, world, QUIET)
+        async with Worker(small.client, task_queue=case.task_queue, workflows=[CustomerWorkflow],
+                          activities=world.activities()):
+            handle = await case.start()
+            await case.wait_for("AWAITING_KYC")
+            first_run = (await handle.describe()).run_id
+            unknown = [event(KycEventKind.IGNORED, 0).model_copy(update={"dedupe_key": f"unknown-{i}"}) for i in range(40)]
+            await case.send(*unknown)
+            await case.send(event(KycEventKind.SUBMITTED, 1), event(KycEventKind.APPROVED, 2))
+            state = await case.wait_for("ONBOARDED")
+            latest = await small.client.get_workflow_handle(handle.id).describe()
+    assert latest.run_id != first_run
+    assert state.applicant_id == "applicant-1" and state.kyc_status.value == "APPROVED"
+    assert len(world.accounts) == 1
+    assert world.recorded.count("kyc.event_ignored") == 40

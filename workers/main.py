@@ -11,6 +11,7 @@ from temporalio.worker import Worker
 
 from activities.database import DatabaseActivities
 from activities.keycloak import KeycloakActivities
+from activities.notifications import LogNotifier, NotificationActivities
 from activities.sumsub import SumsubActivities
 from lifecycle import db
 from lifecycle.config import Settings, get_settings
@@ -43,10 +44,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     sumsub = SumsubClient.from_settings(settings)
     client = await connect(settings)
     await ensure_search_attributes(client, settings.temporal_namespace)
-    database, identity, kyc = (
+    database, identity, kyc, notifications = (
         DatabaseActivities(pool),
         KeycloakActivities(admin, send_actions_email=settings.keycloak_send_actions_email),
         SumsubActivities(sumsub, settings),
+        NotificationActivities(LogNotifier()),
     )
     worker = Worker(
         client,
@@ -55,11 +57,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         activities=[
             database.record_change,
             database.open_deposit_account,
+            database.set_deposit_account_status,
             identity.provision_keycloak_user,
             identity.set_keycloak_user_enabled,
+            identity.delete_keycloak_user,
             kyc.create_sumsub_applicant,
             kyc.create_kyc_link,
             kyc.deactivate_sumsub_applicant,
+            kyc.poll_kyc_review,
+            notifications.notify_customer,
         ],
     )
     try:

@@ -1,13 +1,18 @@
-"""CustomerWorkflow: one durable workflow per customer, from registration to an open deposit account.
+"""CustomerWorkflow: one durable workflow per customer, from registration until the customer is closed.
 
 It reads like the business process: provision the identity, open the KYC case, wait for Sumsub's
-verdict, open the deposit account, activate. Every side effect is an activity; every state change is
-saved to PostgreSQL (projection + append-only event) through `record_change`.
+verdict (reminding, polling for lost webhooks, expiring), open the deposit account, activate; then
+serve ops (suspend, reactivate, close) and later KYC reviews. Every side effect is an activity; every
+state change is saved to PostgreSQL (projection + append-only event) through `record_change`.
+
+Declined, expired and failed customers keep their workflow open: ops can still close them, and a
+failed onboarding can be retried. Only `close` completes the workflow.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -15,29 +20,55 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.database import DatabaseActivities, OpenDepositAccountInput, RecordChangeInput
-    from activities.keycloak import KeycloakActivities, ProvisionUserInput, SetUserEnabledInput
-    from activities.sumsub import CreateApplicantInput, CreateKycLinkInput, SumsubActivities
+    from activities.database import (
+        DatabaseActivities,
+        OpenDepositAccountInput,
+        RecordChangeInput,
+        SetAccountStatusInput,
+    )
+    from activities.keycloak import KeycloakActivities, ProvisionUserInput, SetUserEnabledInput, UserRef
+    from activities.notifications import Notification, NotificationActivities
+    from activities.sumsub import ApplicantRef, CreateApplicantInput, CreateKycLinkInput, SumsubActivities
     from lifecycle.domain import (
         CUSTOMER_TYPES,
         WAITING_FOR_KYC_STAGES,
+        CustomerAction,
         CustomerStatus,
+        DepositAccountStatus,
         IllegalTransition,
         KycLevel,
         KycStatus,
         OnboardingStage,
         next_stage,
+        refusal,
     )
     from lifecycle.kyc_events import KYC_EVENT_EFFECTS
-    from lifecycle.models import CustomerState, CustomerWorkflowInput, KycEvent, RegisterRequest
+    from lifecycle.models import (
+        CloseRequest,
+        CustomerState,
+        CustomerWorkflowInput,
+        KycEvent,
+        KycEventKind,
+        ReactivateRequest,
+        RegisterRequest,
+        RetryOnboardingRequest,
+        SuspendRequest,
+    )
     from lifecycle.search_attributes import search_attribute_updates
 
-# Transient failures (5xx, timeouts, connection refused) retry with backoff inside this budget.
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
-ACTIVITY_ATTEMPT_TIMEOUT = timedelta(seconds=30)
-ACTIVITY_BUDGET = timedelta(hours=1)
+# Each call is a few HTTP or SQL round trips (clients time out at 10 s); a crashed attempt is retried after this.
+ACTIVITY_ATTEMPT_TIMEOUT = timedelta(seconds=15)
+KYC_REVIEW_SUSPENSION = "kyc_review_declined"
 # Remember this many applied Sumsub deliveries to drop duplicates; older ones are also older by createdAtMs.
 _REMEMBERED_EVENTS = 200
+_SUBMITTED_KINDS = {
+    KycEventKind.SUBMITTED,
+    KycEventKind.ON_HOLD,
+    KycEventKind.APPROVED,
+    KycEventKind.RESUBMISSION_REQUESTED,
+    KycEventKind.DECLINED,
+}
 
 
 @workflow.defn
@@ -45,9 +76,14 @@ class CustomerWorkflow:
     @workflow.init
     def __init__(self, input: CustomerWorkflowInput) -> None:
         now = workflow.now()
+        self._policy = input.policy
         self._state = input.state or CustomerState(registration=input.registration, created_at=now, updated_at=now)
-        self._kyc_inbox: list[KycEvent] = []
+        self._kyc_inbox: list[KycEvent] = list(input.pending_kyc_events)
         self._sequence = 0
+        # One change at a time: the main loop and update handlers both change state across activities.
+        self._lock = asyncio.Lock()
+
+    # --- messages -----------------------------------------------------------------------------------
 
     @workflow.update
     def register(self, request: RegisterRequest) -> CustomerState:
@@ -68,71 +104,242 @@ class CustomerWorkflow:
     def state(self) -> CustomerState:
         return self._state
 
-    @workflow.run
-    async def run(self, input: CustomerWorkflowInput) -> CustomerState:
-        if self._state.stage is OnboardingStage.REGISTERED:
-            await self._record("customer.registered", actor="portal")
-            await self._open_kyc_case()
-        while self._state.stage in WAITING_FOR_KYC_STAGES:
-            await workflow.wait_condition(lambda: bool(self._kyc_inbox))
-            await self._apply_kyc_events()
-        if self._state.stage is OnboardingStage.KYC_APPROVED:
-            await self._activate()
-        if self._state.stage is OnboardingStage.KYC_DECLINED:
-            await self._set_user_enabled(False)
+    @workflow.update
+    async def suspend(self, request: SuspendRequest) -> CustomerState:
+        async with self._lock:
+            self._refuse_unless(CustomerAction.SUSPEND)
+            await self._suspend(request.reason, actor=request.actor)
         return self._state
 
-    # --- onboarding steps ---------------------------------------------------------------------------
+    @suspend.validator
+    def _validate_suspend(self, request: SuspendRequest) -> None:
+        if not request.reason.strip():
+            raise ApplicationError("a reason is required", type="InvalidInput", non_retryable=True)
+        self._refuse_unless(CustomerAction.SUSPEND)
+
+    @workflow.update
+    async def reactivate(self, request: ReactivateRequest) -> CustomerState:
+        async with self._lock:
+            self._refuse_unless(CustomerAction.REACTIVATE)
+            await self._reactivate(actor=request.actor)
+        return self._state
+
+    @reactivate.validator
+    def _validate_reactivate(self, request: ReactivateRequest) -> None:
+        self._refuse_unless(CustomerAction.REACTIVATE)
+
+    @workflow.update
+    async def close(self, request: CloseRequest) -> CustomerState:
+        async with self._lock:
+            self._refuse_unless(CustomerAction.CLOSE)
+            await self._close(request.reason, actor=request.actor)
+        return self._state
+
+    @close.validator
+    def _validate_close(self, request: CloseRequest) -> None:
+        if not request.reason.strip():
+            raise ApplicationError("a reason is required", type="InvalidInput", non_retryable=True)
+        self._refuse_unless(CustomerAction.CLOSE)
+
+    @workflow.update
+    async def retry_onboarding(self, request: RetryOnboardingRequest) -> CustomerState:
+        """After FAILED and once the cause is fixed: onboarding starts again from registration."""
+        async with self._lock:
+            self._refuse_unless(CustomerAction.RETRY_ONBOARDING)
+            self._state.last_error = None
+            self._move_to(OnboardingStage.REGISTERED)
+            await self._record("onboarding.retried", actor=request.actor)
+        return self._state
+
+    @retry_onboarding.validator
+    def _validate_retry_onboarding(self, request: RetryOnboardingRequest) -> None:
+        self._refuse_unless(CustomerAction.RETRY_ONBOARDING)
+
+    # --- the process --------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: CustomerWorkflowInput) -> CustomerState:
+        if input.state is None and not await self._registered():
+            return self._state
+        while self._state.stage is not OnboardingStage.CLOSED:
+            stage = self._state.stage
+            if stage is OnboardingStage.REGISTERED:
+                async with self._lock:
+                    await self._open_kyc_case()
+            elif stage in WAITING_FOR_KYC_STAGES:
+                await self._wait_for_verdict()
+            elif stage is OnboardingStage.KYC_APPROVED:
+                async with self._lock:
+                    await self._activate()
+            else:
+                await self._serve(stage)
+            if workflow.info().is_continue_as_new_suggested():
+                await self._continue_as_new(input)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
+
+    async def _registered(self) -> bool:
+        """Saves the new customer; an email or telegram handle owned by someone else ends it here."""
+        try:
+            await self._record("customer.registered", actor="portal")
+        except ActivityError as err:
+            self._state.last_error = _reason(err)
+            self._state.stage = OnboardingStage.FAILED
+            return False
+        return True
 
     async def _open_kyc_case(self) -> None:
         reg = self._state.registration
         try:
-            self._state.keycloak_user_id = await workflow.execute_activity_method(
+            user = await self._step(
+                "create Keycloak user",
                 KeycloakActivities.provision_keycloak_user,
                 ProvisionUserInput(customer_id=reg.customer_id, email=reg.email),
-                **self._activity_options("create Keycloak user"),
             )
-            await self._record("identity.provisioned", details={"keycloak_user_id": self._state.keycloak_user_id})
-            self._state.applicant_id = await workflow.execute_activity_method(
+            self._state.keycloak_user_id, self._state.keycloak_user_created = user.user_id, user.created
+            await self._record("identity.provisioned", details={"keycloak_user_id": user.user_id, "created": user.created})
+            self._state.applicant_id = await self._step(
+                "create Sumsub applicant",
                 SumsubActivities.create_sumsub_applicant,
                 CreateApplicantInput(customer_id=reg.customer_id, customer_type=reg.customer_type, email=reg.email),
-                **self._activity_options("create Sumsub applicant"),
             )
-            self._state.verification_url = await workflow.execute_activity_method(
+            self._state.verification_url = await self._step(
+                "create KYC link",
                 SumsubActivities.create_kyc_link,
                 CreateKycLinkInput(customer_id=reg.customer_id, customer_type=reg.customer_type),
-                **self._activity_options("create KYC link"),
             )
         except ActivityError as err:
             await self._fail(err)
             return
+        now = workflow.now()
         self._state.kyc_status = KycStatus.STARTED
+        self._state.kyc_started_at = now
+        self._state.expires_at = now + self._policy.expires_after
+        self._state.next_poll_at = now + self._policy.status_poll_interval
+        self._schedule_next_reminder()
         self._move_to(OnboardingStage.AWAITING_KYC)
         await self._record("kyc.started", details={"applicant_id": self._state.applicant_id})
 
+    async def _wait_for_verdict(self) -> None:
+        """Waits for a Sumsub event, the next reminder, the next status poll or expiry, then acts on it."""
+        wake_at = min(t for t in (self._state.next_reminder_at, self._state.next_poll_at, self._state.expires_at) if t)
+        stage = self._state.stage
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._kyc_inbox) or self._state.stage is not stage or _should_continue_as_new(),
+                timeout=max(wake_at - workflow.now(), timedelta(0)),
+                timeout_summary=f"wait for KYC review until {wake_at:%Y-%m-%d %H:%M} UTC",
+            )
+        except TimeoutError:
+            pass
+        async with self._lock:
+            if self._state.stage not in WAITING_FOR_KYC_STAGES:
+                return
+            if self._kyc_inbox:
+                await self._apply_kyc_events()
+                return
+            now = workflow.now()
+            if self._state.expires_at and now >= self._state.expires_at:
+                await self._expire()
+            elif self._state.next_poll_at and now >= self._state.next_poll_at:
+                await self._poll_review()
+            elif self._state.next_reminder_at and now >= self._state.next_reminder_at:
+                await self._remind()
+
+    async def _serve(self, stage: OnboardingStage) -> None:
+        """After onboarding ended (ONBOARDED, or a terminal exit): handle later KYC events until ops act."""
+        await workflow.wait_condition(
+            lambda: bool(self._kyc_inbox) or self._state.stage is not stage or _should_continue_as_new()
+        )
+        async with self._lock:
+            if self._kyc_inbox:
+                await self._apply_kyc_events()
+
+    async def _activate(self) -> None:
+        reg = self._state.registration
+        try:
+            self._state.deposit_account = await self._step(
+                "open deposit account",
+                DatabaseActivities.open_deposit_account,
+                OpenDepositAccountInput(
+                    customer_id=reg.customer_id,
+                    account_id=str(workflow.uuid4()),
+                    category=CUSTOMER_TYPES[reg.customer_type].account_category,
+                ),
+            )
+        except ActivityError as err:
+            await self._fail(err)
+            return
+        self._state.status = CustomerStatus.ACTIVE
+        self._state.kyc_level = KycLevel.BASIC
+        self._move_to(OnboardingStage.ONBOARDED)
+        account = self._state.deposit_account
+        await self._record(
+            "customer.activated", details={"deposit_account_id": account.id, "category": account.category.value}
+        )
+
+    # --- KYC events ---------------------------------------------------------------------------------
+
     async def _apply_kyc_events(self) -> None:
-        """Applies queued Sumsub events oldest first; duplicates and stale events change nothing."""
+        """Applies queued Sumsub events oldest first. Duplicates, stale and misrouted events change
+        nothing (and are recorded). Once onboarding leaves the waiting stages, the rest stay queued
+        for the next step (after activation a RED review suspends)."""
         events, self._kyc_inbox = sorted(self._kyc_inbox, key=lambda e: e.occurred_at), []
-        for event in events:
+        for index, event in enumerate(events):
+            waiting = self._state.stage in WAITING_FOR_KYC_STAGES
             reason = self._reason_to_ignore(event)
-            effect = KYC_EVENT_EFFECTS[event.kind]
-            if reason is None and effect is not None:
-                kyc_status, stage = effect
-                try:
-                    self._move_to(stage)
-                except IllegalTransition as exc:
-                    reason = str(exc)
-                else:
-                    self._state.kyc_status = kyc_status
-                    if event.moderation_comment is not None:
-                        self._state.moderation_comment = event.moderation_comment
+            if reason is None:
+                reason = await (self._apply_while_waiting(event) if waiting else self._apply_after_onboarding(event))
             self._remember(event)
             details: dict[str, Any] = {"sumsub_type": event.sumsub_type, "kind": event.kind.value}
             if reason is not None:
                 details["ignored"] = reason
-            elif effect is not None:
-                self._state.last_kyc_event_at = event.occurred_at
-            await self._record("kyc.event_ignored" if reason else f"kyc.{event.kind.value.lower()}", actor="sumsub", details=details)
+            await self._record(
+                "kyc.event_ignored" if reason else f"kyc.{event.kind.value.lower()}", actor="sumsub", details=details
+            )
+            if waiting and self._state.stage not in WAITING_FOR_KYC_STAGES:
+                self._kyc_inbox = events[index + 1 :] + self._kyc_inbox
+                return
+
+    async def _apply_while_waiting(self, event: KycEvent) -> str | None:
+        effect = KYC_EVENT_EFFECTS[event.kind]
+        if effect is None:
+            return None if event.kind is KycEventKind.CREATED else "no lifecycle meaning"
+        kyc_status, stage = effect
+        try:
+            self._move_to(stage)
+        except IllegalTransition as exc:
+            return str(exc)
+        self._state.kyc_status = kyc_status
+        self._state.last_kyc_event_at = event.occurred_at
+        if event.moderation_comment is not None:
+            self._state.moderation_comment = event.moderation_comment
+        if event.kind in _SUBMITTED_KINDS:
+            self._state.kyc_submitted = True
+            self._state.next_reminder_at = None
+        if stage is OnboardingStage.KYC_DECLINED:
+            await self._end_onboarding()
+        return None
+
+    async def _apply_after_onboarding(self, event: KycEvent) -> str | None:
+        """A RED review of an active customer suspends it; a later GREEN lifts only that suspension."""
+        if self._state.stage is not OnboardingStage.ONBOARDED:
+            return f"onboarding already ended ({self._state.stage.value})"
+        red = event.kind in (KycEventKind.DECLINED, KycEventKind.RESUBMISSION_REQUESTED)
+        if red and self._state.status is CustomerStatus.ACTIVE:
+            self._state.last_kyc_event_at = event.occurred_at
+            self._state.moderation_comment = event.moderation_comment or self._state.moderation_comment
+            await self._suspend(KYC_REVIEW_SUSPENSION, actor="sumsub")
+            return None
+        if (
+            event.kind is KycEventKind.APPROVED
+            and self._state.status is CustomerStatus.SUSPENDED
+            and self._state.suspension_reason == KYC_REVIEW_SUSPENSION
+        ):
+            self._state.last_kyc_event_at = event.occurred_at
+            await self._reactivate(actor="sumsub")
+            return None
+        return "no effect on an onboarded customer in this state"
 
     def _reason_to_ignore(self, event: KycEvent) -> str | None:
         if event.dedupe_key in self._state.applied_kyc_events:
@@ -147,55 +354,139 @@ class CustomerWorkflow:
     def _remember(self, event: KycEvent) -> None:
         self._state.applied_kyc_events = [*self._state.applied_kyc_events, event.dedupe_key][-_REMEMBERED_EVENTS:]
 
-    async def _activate(self) -> None:
-        reg = self._state.registration
-        try:
-            self._state.deposit_account = await workflow.execute_activity_method(
-                DatabaseActivities.open_deposit_account,
-                OpenDepositAccountInput(
-                    customer_id=reg.customer_id,
-                    account_id=str(workflow.uuid4()),
-                    category=CUSTOMER_TYPES[reg.customer_type].account_category,
-                ),
-                **self._activity_options("open deposit account"),
-            )
-        except ActivityError as err:
-            await self._fail(err)
-            return
-        self._state.status = CustomerStatus.ACTIVE
-        self._state.kyc_level = KycLevel.BASIC
-        self._move_to(OnboardingStage.ONBOARDED)
-        await self._record(
-            "customer.activated",
-            details={"deposit_account_id": self._state.deposit_account.id, "category": self._state.deposit_account.category.value},
-        )
+    # --- time ---------------------------------------------------------------------------------------
 
-    async def _set_user_enabled(self, enabled: bool) -> None:
-        if self._state.keycloak_user_id is None:
-            return
-        await workflow.execute_activity_method(
-            KeycloakActivities.set_keycloak_user_enabled,
-            SetUserEnabledInput(user_id=self._state.keycloak_user_id, enabled=enabled),
-            **self._activity_options("enable Keycloak user" if enabled else "disable Keycloak user"),
+    def _schedule_next_reminder(self) -> None:
+        schedule = self._policy.reminders_after
+        started = self._state.kyc_started_at
+        due = self._state.reminders_sent < len(schedule) and not self._state.kyc_submitted and started is not None
+        self._state.next_reminder_at = started + schedule[self._state.reminders_sent] if due and started else None
+
+    async def _remind(self) -> None:
+        self._state.reminders_sent += 1
+        self._schedule_next_reminder()
+        await self._step(
+            "send KYC reminder",
+            NotificationActivities.notify_customer,
+            Notification(
+                customer_id=self._state.customer_id, kind="kyc_reminder", details={"number": self._state.reminders_sent}
+            ),
         )
+        await self._record("kyc.reminder_sent", details={"number": self._state.reminders_sent})
+
+    async def _poll_review(self) -> None:
+        """The safety net: a completed review whose webhook never came is applied as the webhook would be."""
+        self._state.next_poll_at = workflow.now() + self._policy.status_poll_interval
+        if self._state.applicant_id is None:
+            return
+        event = await self._step(
+            "poll Sumsub review status", SumsubActivities.poll_kyc_review, ApplicantRef(applicant_id=self._state.applicant_id)
+        )
+        if event is not None:
+            self._kyc_inbox.append(event)
+            await self._apply_kyc_events()
+
+    async def _expire(self) -> None:
+        self._move_to(OnboardingStage.EXPIRED)
+        await self._end_onboarding()
+        await self._deactivate_applicant()
+        await self._record("kyc.expired")
+
+    async def _end_onboarding(self) -> None:
+        """KYC will not complete: the customer stays INACTIVE and cannot sign in."""
+        self._state.next_reminder_at = self._state.next_poll_at = self._state.expires_at = None
+        await self._set_user_enabled(False)
+
+    # --- ops actions --------------------------------------------------------------------------------
+
+    def _refuse_unless(self, action: CustomerAction) -> None:
+        reason = refusal(action, self._state.status, self._state.stage)
+        if reason is not None:
+            raise ApplicationError(reason, type="IllegalTransition", non_retryable=True)
+
+    async def _suspend(self, reason: str, *, actor: str) -> None:
+        await self._set_account_status(DepositAccountStatus.FROZEN)
+        await self._set_user_enabled(False)
+        self._state.status = CustomerStatus.SUSPENDED
+        self._state.suspension_reason = reason
+        await self._record("customer.suspended", actor=actor, details={"reason": reason})
+
+    async def _reactivate(self, *, actor: str) -> None:
+        await self._set_account_status(DepositAccountStatus.ACTIVE)
+        await self._set_user_enabled(True)
+        self._state.status = CustomerStatus.ACTIVE
+        self._state.suspension_reason = None
+        await self._record("customer.reactivated", actor=actor)
+
+    async def _close(self, reason: str, *, actor: str) -> None:
+        await self._set_account_status(DepositAccountStatus.CLOSED)
+        await self._set_user_enabled(False)
+        await self._deactivate_applicant()
+        self._state.status = CustomerStatus.INACTIVE
+        self._state.suspension_reason = None
+        self._state.next_reminder_at = self._state.next_poll_at = self._state.expires_at = None
+        self._move_to(OnboardingStage.CLOSED)
+        await self._record("customer.closed", actor=actor, details={"reason": reason})
+
+    # --- failure and compensation -------------------------------------------------------------------
 
     async def _fail(self, err: ActivityError) -> None:
-        cause = err.cause
-        reason = f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else str(cause or err)
-        self._state.last_error = reason
+        """A permanent failure: undo what onboarding created, newest first, and stop at FAILED."""
+        self._state.last_error = _reason(err)
+        self._state.current_step = "compensate"
+        await self._deactivate_applicant()
+        if self._state.keycloak_user_created and self._state.keycloak_user_id:
+            await self._step(
+                "delete Keycloak user", KeycloakActivities.delete_keycloak_user, UserRef(user_id=self._state.keycloak_user_id)
+            )
+            self._state.keycloak_user_id, self._state.keycloak_user_created = None, False
+        self._state.current_step = None
         self._move_to(OnboardingStage.FAILED)
-        await self._record("onboarding.failed", details={"reason": reason})
+        await self._record("onboarding.failed", details={"reason": self._state.last_error})
 
-    # --- plumbing ----------------------------------------------------------------------------------
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    async def _set_user_enabled(self, enabled: bool) -> None:
+        if self._state.keycloak_user_id is not None:
+            await self._step(
+                "enable Keycloak user" if enabled else "disable Keycloak user",
+                KeycloakActivities.set_keycloak_user_enabled,
+                SetUserEnabledInput(user_id=self._state.keycloak_user_id, enabled=enabled),
+            )
+
+    async def _set_account_status(self, status: DepositAccountStatus) -> None:
+        if self._state.deposit_account is not None:
+            self._state.deposit_account = await self._step(
+                f"set deposit account {status.value}",
+                DatabaseActivities.set_deposit_account_status,
+                SetAccountStatusInput(customer_id=self._state.customer_id, status=status),
+            )
+
+    async def _deactivate_applicant(self) -> None:
+        if self._state.applicant_id is not None:
+            await self._step(
+                "deactivate Sumsub applicant",
+                SumsubActivities.deactivate_sumsub_applicant,
+                ApplicantRef(applicant_id=self._state.applicant_id),
+            )
 
     def _move_to(self, stage: OnboardingStage) -> None:
         self._state.stage = next_stage(self._state.stage, stage)
 
+    async def _step(self, summary: str, activity: Any, arg: Any) -> Any:
+        """Runs one side effect; while it runs (and retries) the state names it as the current step."""
+        self._state.current_step = summary
+        try:
+            return await workflow.execute_activity_method(activity, arg, **self._activity_options(summary))
+        finally:
+            self._state.current_step = None
+
     async def _record(self, event_type: str, *, actor: str = "system", details: dict[str, Any] | None = None) -> None:
-        """Saves the state change to PostgreSQL and mirrors it into the search attributes ops filter on."""
+        """Saves the state change to PostgreSQL and mirrors it into what ops see in the Temporal UI."""
         self._sequence += 1
         self._state.updated_at = workflow.now()
         workflow.upsert_search_attributes(search_attribute_updates(self._state))
+        workflow.set_current_details(_details_markdown(self._state))
         await workflow.execute_activity_method(
             DatabaseActivities.record_change,
             RecordChangeInput(
@@ -204,11 +495,52 @@ class CustomerWorkflow:
             **self._activity_options(f"record {event_type}"),
         )
 
-    @staticmethod
-    def _activity_options(summary: str) -> dict[str, Any]:
+    def _activity_options(self, summary: str) -> dict[str, Any]:
         return {
             "start_to_close_timeout": ACTIVITY_ATTEMPT_TIMEOUT,
-            "schedule_to_close_timeout": ACTIVITY_BUDGET,
+            "schedule_to_close_timeout": self._policy.activity_retry_budget,
             "retry_policy": ACTIVITY_RETRY,
             "summary": summary,
         }
+
+    async def _continue_as_new(self, input: CustomerWorkflowInput) -> None:
+        """Starts a fresh history with the same state; queued events travel with it."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            CustomerWorkflowInput(
+                registration=self._state.registration,
+                policy=self._policy,
+                state=self._state,
+                pending_kyc_events=self._kyc_inbox,
+            )
+        )
+
+
+def _should_continue_as_new() -> bool:
+    return workflow.info().is_continue_as_new_suggested()
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    return f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else str(cause or err)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
+
+
+def _details_markdown(state: CustomerState) -> str:
+    """What ops read in the Temporal UI: where the customer is and what the workflow waits for."""
+    lines = [
+        f"**Stage:** {state.stage.value} · **Status:** {state.status.value} · **KYC:** {state.kyc_status.value}",
+    ]
+    if state.stage in WAITING_FOR_KYC_STAGES:
+        lines.append(
+            f"Waiting for Sumsub's review · next reminder {_when(state.next_reminder_at)} · "
+            f"next status poll {_when(state.next_poll_at)} · expires {_when(state.expires_at)}"
+        )
+    if state.suspension_reason:
+        lines.append(f"**Suspended:** {state.suspension_reason}")
+    if state.last_error:
+        lines.append(f"**Last error:** {state.last_error}")
+    return "\n\n".join(lines)

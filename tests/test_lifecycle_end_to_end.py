@@ -1,0 +1,173 @@
+"""The rest of the lifecycle through the real stack: declines, ops actions over GraphQL, the audit trail,
+webhooks for unknown customers, and a worker killed mid-onboarding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from lifecycle.devstack import DevStack
+from lifecycle.sumsub import webhook_digest
+from tests.test_end_to_end import (
+    CUSTOMER_FIELDS,
+    get_customer,
+    graphql,
+    onboard,
+    press,
+    register,
+    wait_for_stage,
+)
+
+SUSPEND = f"mutation($id: ID!, $r: String!) {{ customerSuspend(input: {{customerId: $id, reason: $r}}) {{ customer {{ {CUSTOMER_FIELDS} suspensionReason }} }} }}"
+REACTIVATE = f"mutation($id: ID!) {{ customerReactivate(input: {{customerId: $id}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
+CLOSE = f"mutation($id: ID!, $r: String!) {{ customerClose(input: {{customerId: $id, reason: $r}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
+EVENTS = "query($id: ID!) { customer(id: $id) { events { type occurredAt actor details } } }"
+
+
+async def test_ops_suspend_reactivate_and_close_with_illegal_moves_refused(
+    ops: httpx.AsyncClient, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    customer = await onboard(portal, "ops-path@example.com", "PRIVATE_COMPANY")
+    cid = customer["id"]
+
+    refused = await graphql(ops, REACTIVATE, {"id": cid})
+    assert refused["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert "status is ACTIVE" in refused["errors"][0]["message"]
+    forbidden = await graphql(portal, SUSPEND, {"id": cid, "r": "x"})
+    assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    blank = await graphql(ops, SUSPEND, {"id": cid, "r": "  "})
+    assert blank["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "reason"}
+
+    suspended = (await graphql(ops, SUSPEND, {"id": cid, "r": "fraud check"}))["data"]["customerSuspend"]["customer"]
+    assert (suspended["status"], suspended["suspensionReason"]) == ("SUSPENDED", "fraud check")
+    assert suspended["depositAccount"]["status"] == "FROZEN"
+    active = (await graphql(ops, REACTIVATE, {"id": cid}))["data"]["customerReactivate"]["customer"]
+    assert active["status"] == "ACTIVE" and active["depositAccount"]["status"] == "ACTIVE"
+    closed = (await graphql(ops, CLOSE, {"id": cid, "r": "customer request"}))["data"]["customerClose"]["customer"]
+    assert (closed["status"], closed["onboarding"]["stage"], closed["depositAccount"]["status"]) == (
+        "INACTIVE", "CLOSED", "CLOSED")
+
+    for query, variables in ((SUSPEND, {"id": cid, "r": "again"}), (REACTIVATE, {"id": cid}), (CLOSE, {"id": cid, "r": "x"})):
+        body = await graphql(ops, query, variables)
+        assert body["errors"][0]["extensions"]["code"] == "CONFLICT", body
+    # The closed customer is still readable (from PostgreSQL once the workflow has completed).
+    after = await get_customer(ops, cid)
+    assert after is not None and after["onboarding"]["stage"] == "CLOSED"
+    assert await database.fetchval("SELECT status FROM deposit_accounts WHERE customer_id = $1", cid) == "CLOSED"
+
+    events = (await graphql(ops, EVENTS, {"id": cid}))["data"]["customer"]["events"]
+    ops_events = [e for e in events if e["type"].startswith("customer.")]
+    assert [e["type"] for e in ops_events] == [
+        "customer.closed", "customer.reactivated", "customer.suspended", "customer.activated", "customer.registered"]
+    assert ops_events[0]["actor"] == "ops" and ops_events[0]["details"] == {"reason": "customer request"}
+    assert events == sorted(events, key=lambda e: e["occurredAt"], reverse=True)
+
+
+async def test_unknown_customer_is_not_found_for_ops_actions(ops: httpx.AsyncClient) -> None:
+    body = await graphql(ops, SUSPEND, {"id": str(uuid.uuid4()), "r": "x"})
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_final_rejection_declines_and_disables_the_keycloak_user(
+    portal: httpx.AsyncClient, stack: DevStack
+) -> None:
+    customer = await register(portal, "declined@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await wait_for_stage(portal, customer["id"], "KYC_IN_REVIEW")
+    await press(waiting["kyc"]["verificationUrl"], "resubmit")
+    retry = await wait_for_stage(portal, customer["id"], "KYC_RESUBMISSION_REQUESTED")
+    assert retry["kyc"]["moderationComment"]
+    await press(waiting["kyc"]["verificationUrl"], "reject")
+    declined = await wait_for_stage(portal, customer["id"], "KYC_DECLINED")
+    assert (declined["status"], declined["kyc"]["status"], declined["depositAccount"]) == ("INACTIVE", "DECLINED", None)
+
+
+async def test_webhooks_for_unknown_customers_are_acknowledged_and_kept_for_ops(
+    stack: DevStack, database: asyncpg.Pool
+) -> None:
+    stranger = str(uuid.uuid4())
+    body = json.dumps({"type": "applicantReviewed", "externalUserId": stranger, "applicantId": "a" * 24,
+                       "correlationId": f"req-{stranger}", "createdAtMs": "2026-01-01 00:00:00.000",
+                       "reviewResult": {"reviewAnswer": "GREEN"}}).encode()
+    headers = {"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret"), "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        first = await http.post("/webhooks/sumsub", content=body, headers=headers)
+        again = await http.post("/webhooks/sumsub", content=body, headers=headers)
+        broken = b'{"type": "applicantPending"}'
+        invalid = await http.post("/webhooks/sumsub", content=broken,
+                                  headers={"X-Payload-Digest": webhook_digest(broken, "dev-sumsub-webhook-secret")})
+    assert (first.status_code, again.status_code, invalid.status_code) == (200, 200, 400)
+    assert again.json() == {"ok": True, "duplicate": True}
+    deadline = time.monotonic() + 10
+    while True:
+        outcome = await database.fetchval("SELECT outcome FROM sumsub_webhook_inbox WHERE external_user_id = $1", stranger)
+        if outcome is not None or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert outcome == "no_running_workflow"
+    assert await database.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE external_user_id = $1", stranger) == 1
+    assert await database.fetchval(
+        "SELECT count(*) FROM sumsub_webhook_inbox WHERE outcome LIKE 'rejected:%' AND payload->>'raw' = $1",
+        broken.decode()) == 1
+
+
+async def test_killing_the_worker_mid_onboarding_loses_nothing_and_duplicates_nothing(
+    stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    """SIGKILLs the worker repeatedly while customers are being provisioned and activated."""
+    rng = random.Random(7)
+    started = time.monotonic()
+    kills = 0
+    customers = [await register(portal, f"crash-{i}@example.com", "INDIVIDUAL") for i in range(8)]
+
+    async def chaos(stop: asyncio.Event) -> None:
+        # A kill lands in the middle of whatever is running: a workflow task or an activity. The worker
+        # gets a moment after each restart to make progress (it needs ~1.5 s to start).
+        nonlocal kills
+        while not stop.is_set() and kills < 4:
+            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            stack.kill("worker")
+            kills += 1
+            stack.restart("worker")
+
+    async def finish(customer: dict[str, Any]) -> dict[str, Any]:
+        waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC", timeout=120)
+        await press(waiting["kyc"]["verificationUrl"], "submit")
+        await press(waiting["kyc"]["verificationUrl"], "approve")
+        return await wait_for_stage(portal, customer["id"], "ONBOARDED", timeout=120)
+
+    stop = asyncio.Event()
+    monkey = asyncio.create_task(chaos(stop))
+    try:
+        done = await asyncio.gather(*(finish(c) for c in customers))
+    finally:
+        stop.set()
+        await monkey
+    print(f"crash test: {kills} worker SIGKILLs, {time.monotonic() - started:.1f}s for {len(customers)} customers")
+    assert kills >= 3
+    ids = [c["id"] for c in done]
+    assert all(c["status"] == "ACTIVE" for c in done)
+    assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = ANY($1::uuid[])", ids) == len(ids)
+    async with httpx.AsyncClient() as http:
+        for customer in done:
+            # exactly one Keycloak user and one Sumsub applicant each (the emulators' own views)
+            token = (await http.post(f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token", data={
+                "grant_type": "client_credentials", "client_id": "customer-lifecycle",
+                "client_secret": "customer-lifecycle-dev-secret"})).json()["access_token"]
+            users = (await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
+                                    params={"q": f"customer_id:{customer['id']}"},
+                                    headers={"Authorization": f"Bearer {token}"})).json()
+            assert len(users) == 1
+    created = [d for d in (await httpx.AsyncClient().get(f"{stack.sumsub_url}/_emulator/deliveries")).json()
+               if d["type"] == "applicantCreated" and d["attempt"] == 0]
+    applicants_per_customer = {c["kyc"]["applicantId"] for c in done}
+    assert len(applicants_per_customer) == len(done)
+    assert len({d["applicantId"] for d in created} & applicants_per_customer) == len(done)
