@@ -1,0 +1,65 @@
+"""Records the event history of each workflow path as a JSON fixture for the replay test.
+
+Run after a deliberate, compatible change of the workflow, or to add a path:
+    .venv/bin/python -m tests.record_histories
+Never re-record to make a failing replay pass: that failure means running workflows would break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+
+from temporalio.worker import Worker
+
+from tests import test_customer_workflow as paths
+from workflows.customer import CustomerWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+PATHS = {
+    "approved": paths.test_approval_opens_one_account_and_activates,
+    "resubmission_then_approved": paths.test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_change_nothing,
+    "reset": paths.test_reset_goes_back_to_waiting_and_unknown_events_are_recorded_only,
+    "declined_then_closed": paths.test_final_rejection_declines_disables_the_user_and_keeps_the_customer_closable,
+    "failed_compensated_retried": paths.test_permanent_failure_compensates_in_reverse_order_and_ops_can_retry,
+    "suspend_reactivate_close": paths.test_suspend_reactivate_close_and_illegal_transitions_are_refused,
+    "red_review_after_approval": paths.test_a_red_review_after_approval_suspends_and_only_a_green_lifts_that_suspension,
+    "reminded_then_expired": paths.test_reminders_until_expiry_then_expired_with_user_disabled_and_applicant_deactivated,
+    "approved_by_polling": paths.test_a_review_whose_webhook_was_lost_is_found_by_polling,
+}
+
+
+async def main() -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    async with await paths._local_env() as env:
+        for name, scenario in PATHS.items():
+            world = paths.FakeWorld()
+            started: list[paths.Case] = []
+            original_start = paths.Case.start
+
+            async def remember(self: paths.Case, *args: object, **kwargs: object) -> object:
+                started.append(self)
+                return await original_start(self, *args, **kwargs)
+
+            paths.Case.start = remember  # type: ignore[method-assign]
+            try:
+                if "case" in inspect.signature(scenario).parameters:
+                    case = paths.Case(env, world, paths.QUIET)
+                    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow],
+                                      activities=world.activities()):
+                        await scenario(case)
+                        await asyncio.sleep(1.0)  # let trailing records finish so the history is complete
+                else:
+                    await scenario(env, world)
+            finally:
+                paths.Case.start = original_start  # type: ignore[method-assign]
+            handle = started[0].handle
+            assert handle is not None
+            history = await env.client.get_workflow_handle(handle.id).fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
