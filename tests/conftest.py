@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,8 +25,9 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevStack]:
-    root = tmp_path_factory.mktemp("stack")
+async def stack() -> AsyncIterator[DevStack]:
+    # Our own temporary folder: pytest prunes old basetemps, which another pytest run beside us could do.
+    root = Path(tempfile.mkdtemp(prefix="customer-lifecycle-test-"))
     env = _clean_env() | {"LOG_FORMAT": "json"}
     dev = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
     try:
@@ -35,6 +38,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevSt
         raise
     yield dev
     dev.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _print_logs(log_dir: Path) -> None:
