@@ -1,12 +1,15 @@
 """Delivers stored Sumsub webhooks from the inbox to their customers' workflows.
 
-The webhook endpoint answers 200 once a webhook is stored; this relay delivers it right after, and a
-sweep redelivers whatever is still pending (Temporal was down, the process died) until it lands.
+The webhook endpoint answers 200 once a webhook is stored and hands it to this relay's queue, so
+Sumsub never waits on Temporal. A few deliverers drain the queue; a sweep redelivers whatever is still
+pending (Temporal was down, the queue was full, the process died) until it lands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,16 +26,33 @@ from workflows.customer import CustomerWorkflow
 log = structlog.get_logger("relay")
 
 SWEEP_INTERVAL_SECONDS = 5.0
+DELIVERERS = 4
+QUEUE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class StoredWebhook:
+    inbox_id: int
+    payload: dict[str, Any]
+    dedupe_key: str
+    received_at: datetime
 
 
 class WebhookRelay:
     def __init__(self, *, pool: asyncpg.Pool, temporal: Client) -> None:
         self._pool = pool
         self._temporal = temporal
+        self._queue: asyncio.Queue[StoredWebhook] = asyncio.Queue(maxsize=QUEUE_SIZE)
 
-    async def deliver(self, inbox_id: int, payload: dict[str, Any], dedupe_key: str, received_at: datetime) -> bool:
+    def submit(self, webhook: StoredWebhook) -> None:
+        """Queues a stored webhook for delivery; when the queue is full the sweep delivers it later."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(webhook)
+
+    async def deliver(self, webhook: StoredWebhook) -> bool:
         """Signals the customer's workflow; True when the row is settled (delivered or undeliverable)."""
-        event = kyc_event_from_webhook(payload, dedupe_key=dedupe_key, received_at=received_at)
+        inbox_id, payload = webhook.inbox_id, webhook.payload
+        event = kyc_event_from_webhook(payload, dedupe_key=webhook.dedupe_key, received_at=webhook.received_at)
         handle = self._temporal.get_workflow_handle(workflow_id_for(payload["externalUserId"]))
         try:
             await handle.signal(CustomerWorkflow.kyc_event, event)
@@ -51,16 +71,27 @@ class WebhookRelay:
     async def deliver_pending(self) -> int:
         """One sweep over the inbox; returns how many rows were settled."""
         settled = 0
-        for row in await db.pending_webhooks(self._pool):
-            if await self.deliver(row["id"], row["payload"], row["dedupe_key"], row["received_at"]):
+        for row in await db.pending_webhooks(self._pool, older_than_seconds=SWEEP_INTERVAL_SECONDS):
+            if await self.deliver(StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"])):
                 settled += 1
         return settled
 
-    async def run(self) -> None:
-        """Sweeps the inbox every few seconds until cancelled."""
+    async def _deliver_queued(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            webhook = await self._queue.get()
             try:
-                await self.deliver_pending()
+                await self.deliver(webhook)
             except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("inbox sweep failed", error=str(exc))
+                log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=str(exc))
+
+    async def run(self) -> None:
+        """Delivers queued webhooks and sweeps the inbox every few seconds until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(DELIVERERS):
+                group.create_task(self._deliver_queued())
+            while True:
+                await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+                try:
+                    await self.deliver_pending()
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("inbox sweep failed", error=str(exc))

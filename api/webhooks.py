@@ -10,10 +10,10 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.relay import StoredWebhook
 from api.state import AppState
 from lifecycle import db
 from lifecycle.kyc_events import InvalidWebhook, parse_webhook, webhook_dedupe_key
@@ -65,8 +65,5 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
     inbox_id = await db.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
     if inbox_id is None:
         return JSONResponse({"ok": True, "duplicate": True})
-    received_at = datetime.now(UTC)
-    return JSONResponse(
-        {"ok": True},
-        background=BackgroundTask(state.relay.deliver, inbox_id, payload, dedupe_key, received_at),
-    )
+    state.relay.submit(StoredWebhook(inbox_id, payload, dedupe_key, datetime.now(UTC)))
+    return JSONResponse({"ok": True})

@@ -14,7 +14,14 @@ from typing import Any
 
 import asyncpg
 
-from lifecycle.domain import AccountCategory, DepositAccountStatus
+from lifecycle.domain import (
+    AccountCategory,
+    CustomerStatus,
+    CustomerType,
+    DepositAccountStatus,
+    KycStatus,
+    OnboardingStage,
+)
 from lifecycle.models import CustomerState, DepositAccount, Registration
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -209,18 +216,16 @@ class StoredCustomer:
     run_id: str | None
 
 
-async def get_customer(pool: asyncpg.Pool, customer_id: str) -> StoredCustomer | None:
-    row = await pool.fetchrow(
-        """
-        SELECT c.*, a.id AS account_id, a.category AS account_category, a.status AS account_status,
-               a.created_at AS account_created_at
-        FROM customers c LEFT JOIN deposit_accounts a ON a.customer_id = c.id
-        WHERE c.id = $1
-        """,
-        customer_id,
-    )
-    if row is None:
-        return None
+# The projection row with its deposit account, as every customer read selects it.
+_SELECT_CUSTOMER = """
+    SELECT c.*, a.id AS account_id, a.category AS account_category, a.status AS account_status,
+           a.created_at AS account_created_at
+    FROM customers c LEFT JOIN deposit_accounts a ON a.customer_id = c.id
+"""
+
+
+def _stored_customer(row: asyncpg.Record) -> StoredCustomer:
+    """The one mapping from a `_SELECT_CUSTOMER` row to the workflow's state shape."""
     account = None
     if row["account_id"] is not None:
         account = DepositAccount(
@@ -256,13 +261,93 @@ async def get_customer(pool: asyncpg.Pool, customer_id: str) -> StoredCustomer |
     return StoredCustomer(state=state, workflow_id=row["workflow_id"], run_id=row["run_id"])
 
 
-async def find_customer_id(pool: asyncpg.Pool, *, email: str | None = None, telegram_handle: str | None = None) -> str | None:
-    """The id of the customer holding this (normalised) email or telegram handle, if any."""
+async def get_customer(pool: asyncpg.Pool, customer_id: str) -> StoredCustomer | None:
+    row = await pool.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.id = $1", customer_id)
+    return None if row is None else _stored_customer(row)
+
+
+async def find_customer_id(
+    pool: asyncpg.Pool,
+    *,
+    email: str | None = None,
+    telegram_handle: str | None = None,
+    keycloak_user_id: str | None = None,
+) -> str | None:
+    """The id of the customer holding this (normalised) email, Keycloak user or telegram handle, if any."""
     if email is not None:
         value = await pool.fetchval("SELECT id FROM customers WHERE email_normalized = lower($1)", email)
+    elif keycloak_user_id is not None:
+        value = await pool.fetchval("SELECT id FROM customers WHERE keycloak_user_id = $1 LIMIT 1", keycloak_user_id)
     else:
         value = await pool.fetchval("SELECT id FROM customers WHERE telegram_handle = $1", telegram_handle)
     return str(value) if value is not None else None
+
+
+# --- the customer list (keyset pagination) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerFilter:
+    """Which customers a list holds: each field set narrows it; the creation range is [after, before)."""
+
+    status: CustomerStatus | None = None
+    customer_type: CustomerType | None = None
+    kyc_status: KycStatus | None = None
+    stage: OnboardingStage | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CustomerKey:
+    """A customer's place in the list: the sort key (created_at, id), which is unique."""
+
+    created_at: datetime
+    customer_id: str
+
+
+def customer_page_query(
+    filter: CustomerFilter, *, after: CustomerKey | None, descending: bool, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL and arguments of one page: the customers past `after` in (created_at, id) order.
+
+    Keyset, not OFFSET: every page is an index range scan (migration 0002) that stops after `limit` rows,
+    so page 1000 costs what page 1 costs, and rows inserted meanwhile neither repeat nor vanish."""
+    conditions: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    equal = {
+        "status": filter.status,
+        "customer_type": filter.customer_type,
+        "kyc_status": filter.kyc_status,
+        "onboarding_stage": filter.stage,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            conditions.append(f"c.{column} = {arg(value.value)}")
+    if filter.created_after is not None:
+        conditions.append(f"c.created_at >= {arg(filter.created_after)}")
+    if filter.created_before is not None:
+        conditions.append(f"c.created_at < {arg(filter.created_before)}")
+    if after is not None:
+        past = "<" if descending else ">"
+        conditions.append(f"(c.created_at, c.id) {past} ({arg(after.created_at)}, {arg(after.customer_id)}::uuid)")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    direction = "DESC" if descending else "ASC"
+    sql = f"{_SELECT_CUSTOMER} {where} ORDER BY c.created_at {direction}, c.id {direction} LIMIT {arg(limit)}"
+    return sql, args
+
+
+async def list_customers(
+    pool: asyncpg.Pool, filter: CustomerFilter, *, after: CustomerKey | None, descending: bool, limit: int
+) -> list[StoredCustomer]:
+    """One page of the projection, in (created_at, id) order, starting past `after`."""
+    sql, args = customer_page_query(filter, after=after, descending=descending, limit=limit)
+    return [_stored_customer(row) for row in await pool.fetch(sql, *args)]
 
 
 @dataclass(frozen=True)
@@ -326,8 +411,14 @@ async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None
     )
 
 
-async def pending_webhooks(pool: asyncpg.Pool, *, limit: int = 100) -> list[asyncpg.Record]:
+async def pending_webhooks(pool: asyncpg.Pool, *, older_than_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
+    """Stored webhooks not delivered yet and older than a moment (younger ones are still in the queue)."""
     return await pool.fetch(
-        "SELECT id, dedupe_key, payload, received_at FROM sumsub_webhook_inbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1",
+        """
+        SELECT id, dedupe_key, payload, received_at FROM sumsub_webhook_inbox
+        WHERE delivered_at IS NULL AND received_at < now() - make_interval(secs => $2)
+        ORDER BY id LIMIT $1
+        """,
         limit,
+        older_than_seconds,
     )

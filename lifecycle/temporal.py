@@ -16,7 +16,10 @@ from lifecycle.search_attributes import ALL_KEYS
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client with the encrypting pydantic converter; `lazy` lets the API start (and report 503) while Temporal is down."""
+    """A client with the pydantic converter, encrypting payloads with `settings.payload_encryption_keys`.
+
+    `lazy` lets the API start (and report 503) while Temporal is down.
+    """
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,

@@ -1,0 +1,118 @@
+"""The codec server for the Temporal Web UI: `POST /codec/decode` and `POST /codec/encode`.
+
+Payloads in Temporal are encrypted (`lifecycle.codec`); the UI shows them in clear only by sending
+them here from the browser. Bodies and answers are `{"payloads": [...]}` in protobuf JSON (bytes in
+base64). Only the UI's origin (`TEMPORAL_UI_ORIGIN`) may call from a browser (CORS, with
+credentials). With `CODEC_AUTH_REQUIRED` (the default) a call needs a bearer token with the `ops`
+role: 401 without a valid token, 403 without the role. Malformed bodies are 400, payloads that do not
+decrypt (unknown key id, tampered) 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from google.protobuf import json_format
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp
+from temporalio.api.common.v1 import Payload, Payloads
+
+from api.auth import AuthenticationError
+from api.state import AppState
+from lifecycle.codec import EncryptionCodec, PayloadDecryptionError
+from lifecycle.config import Settings
+
+ALLOWED_HEADERS = ("X-Namespace", "Content-Type", "Authorization")
+CODEC_ROLE = "ops"
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a UI request carries one event's payloads (each at most 2 MB)
+PREFLIGHT_MAX_AGE_SECONDS = 600
+
+Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
+
+
+def codec_app(settings: Settings) -> ASGIApp:
+    """The `/codec` routes, to mount in the API; raises KeyConfigError on bad PAYLOAD_ENCRYPTION_KEYS."""
+    endpoints = _CodecEndpoints(EncryptionCodec.from_spec(settings.payload_encryption_keys), settings.codec_auth_required)
+    router = Router(
+        routes=[
+            Route("/decode", endpoints.decode, methods=["POST"]),
+            Route("/encode", endpoints.encode, methods=["POST"]),
+        ]
+    )
+    return CORSMiddleware(
+        router,
+        allow_origins=[settings.temporal_ui_origin.rstrip("/")],
+        allow_methods=["POST"],
+        allow_headers=ALLOWED_HEADERS,
+        allow_credentials=True,
+        max_age=PREFLIGHT_MAX_AGE_SECONDS,
+    )
+
+
+class _CodecEndpoints:
+    def __init__(self, codec: EncryptionCodec | None, auth_required: bool) -> None:
+        self._codec = codec  # None: encryption is off, payloads pass through
+        self._auth_required = auth_required
+
+    async def decode(self, request: Request) -> Response:
+        return await self._handle(request, self._codec.decode if self._codec else _unchanged)
+
+    async def encode(self, request: Request) -> Response:
+        return await self._handle(request, self._codec.encode if self._codec else _unchanged)
+
+    async def _handle(self, request: Request, transform: Transform) -> Response:
+        refused = await self._refuse(request)
+        if refused is not None:
+            return refused
+        body = await _read_body(request)
+        if body is None:
+            return _error(413, "body too large")
+        try:
+            payloads = json_format.Parse(body, Payloads())
+        except (json_format.ParseError, ValueError) as exc:
+            return _error(400, f"body is not {{\"payloads\": [...]}} in protobuf JSON: {exc}")
+        try:
+            result = Payloads(payloads=await transform(payloads.payloads))
+        except PayloadDecryptionError as exc:
+            return _error(422, str(exc))
+        return JSONResponse(json_format.MessageToDict(result, always_print_fields_with_no_presence=True))
+
+    async def _refuse(self, request: Request) -> Response | None:
+        """401 or 403 unless the caller may use the codec (or auth is off, on a loopback dev stack)."""
+        if not self._auth_required:
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        services: AppState = request.app.state.services
+        try:
+            principal = await services.verifier.verify(token.strip())
+        except AuthenticationError as exc:
+            return _error(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if not principal.has_role(CODEC_ROLE):
+            return _error(403, f"the codec needs the {CODEC_ROLE} role")
+        return None
+
+
+async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:
+    return list(payloads)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None once it exceeds MAX_BODY_BYTES (declared or streamed)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
