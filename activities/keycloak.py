@@ -29,6 +29,11 @@ class UserRef(BaseModel):
     user_id: str
 
 
+class ChangeUserEmailInput(BaseModel):
+    user_id: str
+    email: str
+
+
 class SetUserEnabledInput(BaseModel):
     user_id: str
     enabled: bool
@@ -112,3 +117,18 @@ class KeycloakActivities:
             except KeycloakError as exc:
                 if exc.response_code != 404:
                     raise
+
+    @activity.defn
+    async def change_keycloak_user_email(self, request: ChangeUserEmailInput) -> None:
+        """Username and email follow the customer's email; another user holding it is a conflict."""
+        with _permanent_errors_fail_fast():
+            try:
+                await self._admin.a_update_user(request.user_id, {"username": request.email, "email": request.email})
+            except KeycloakError as exc:
+                if exc.response_code == 409:
+                    raise ApplicationError(
+                        "a Keycloak user with this email belongs to another customer",
+                        type="KeycloakUserConflict",
+                        non_retryable=True,
+                    ) from exc
+                raise

@@ -32,6 +32,11 @@ class ApplicantRef(BaseModel):
     applicant_id: str
 
 
+class ChangeApplicantEmailInput(BaseModel):
+    applicant_id: str
+    email: str
+
+
 @contextmanager
 def _permanent_errors_fail_fast() -> Iterator[None]:
     """Sumsub 4xx (bar 429) will not change on retry; say so, so the workflow can compensate."""
@@ -78,6 +83,11 @@ class SumsubActivities:
                 level_name=self._level(request.customer_type),
                 ttl_seconds=self._settings.sumsub_websdk_ttl_seconds,
             )
+
+    @activity.defn
+    async def change_sumsub_applicant_email(self, request: ChangeApplicantEmailInput) -> None:
+        with _permanent_errors_fail_fast():
+            await self._client.change_applicant_email(request.applicant_id, request.email)
 
     @activity.defn
     async def deactivate_sumsub_applicant(self, request: ApplicantRef) -> None:

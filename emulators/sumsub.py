@@ -438,6 +438,18 @@ class _Emulator:
         self._notify(applicant, "applicantReset")
         return JSONResponse({"ok": 1})
 
+    async def change_profile(self, request: Request) -> Response:
+        """PATCH /resources/applicants: only the given fields change (email here); null fields are ignored."""
+        body = await _json_object(request)
+        if body is None or not isinstance(body.get("id"), str):
+            return _error(400, "id is required")
+        applicant = self._applicants.get(body["id"])
+        if applicant is None:
+            return _error(404, "Applicant not found")
+        if isinstance(body.get("email"), str):
+            applicant.email = body["email"]
+        return JSONResponse(applicant.to_json())
+
     async def deactivate(self, request: Request) -> Response:
         applicant = self._applicants.get(request.path_params["applicant_id"])
         if applicant is None:
@@ -625,6 +637,7 @@ def create_app(
     signed = emulator.signed
     routes = [
         Route("/resources/applicants", signed(emulator.create_applicant), methods=["POST"]),
+        Route("/resources/applicants", signed(emulator.change_profile), methods=["PATCH"]),
         Route("/resources/applicants/{reference:path}/one", signed(emulator.get_applicant), methods=["GET"]),
         Route("/resources/applicants/{applicant_id}/status", signed(emulator.get_status), methods=["GET"]),
         Route("/resources/applicants/{applicant_id}/reset", signed(emulator.reset), methods=["POST"]),

@@ -159,6 +159,7 @@ class CustomerAction(StrEnum):
     REACTIVATE = "REACTIVATE"
     CLOSE = "CLOSE"
     RETRY_ONBOARDING = "RETRY_ONBOARDING"
+    CHANGE_EMAIL = "CHANGE_EMAIL"
 
 
 # Which customer statuses (and, for a retry, which stage) allow each action. A closed customer allows none.
@@ -167,6 +168,7 @@ ACTION_REQUIRES_STATUS: dict[CustomerAction, frozenset[CustomerStatus]] = {
     CustomerAction.REACTIVATE: frozenset({CustomerStatus.SUSPENDED}),
     CustomerAction.CLOSE: frozenset(CustomerStatus),
     CustomerAction.RETRY_ONBOARDING: frozenset({CustomerStatus.INACTIVE}),
+    CustomerAction.CHANGE_EMAIL: frozenset(CustomerStatus),
 }
 
 

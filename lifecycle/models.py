@@ -116,6 +116,11 @@ class CloseRequest(BaseModel):
     actor: str
 
 
+class ChangeEmailRequest(BaseModel):
+    email: str
+    actor: str
+
+
 class RetryOnboardingRequest(BaseModel):
     actor: str
 

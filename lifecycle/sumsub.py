@@ -241,6 +241,10 @@ class SumsubClient:
         """Sends the applicant back to `init` so they can verify again from scratch."""
         await self._request("POST", f"/resources/applicants/{_segment(applicant_id)}/reset")
 
+    async def change_applicant_email(self, applicant_id: str, email: str) -> None:
+        """Sumsub's "change profile data details": a PATCH carrying only the fields to change."""
+        await self._request("PATCH", "/resources/applicants", json={"id": applicant_id, "email": email})
+
     async def deactivate_applicant(self, applicant_id: str) -> None:
         await self._request("PATCH", f"/resources/applicants/{_segment(applicant_id)}/presence/deactivated")
 

@@ -1,7 +1,7 @@
 """Records the event history of each workflow path as a JSON fixture for the replay test.
 
-Run after a deliberate, compatible change of the workflow, or to add a path:
-    .venv/bin/python -m tests.record_histories
+Run to add a path (names select which to record; none: all):
+    .venv/bin/python -m tests.record_histories [name ...]
 Never re-record to make a failing replay pass: that failure means running workflows would break.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from pathlib import Path
 
 from temporalio.worker import Worker
@@ -27,13 +28,16 @@ PATHS = {
     "red_review_after_approval": paths.test_a_red_review_after_approval_suspends_and_only_a_green_lifts_that_suspension,
     "reminded_then_expired": paths.test_reminders_until_expiry_then_expired_with_user_disabled_and_applicant_deactivated,
     "approved_by_polling": paths.test_a_review_whose_webhook_was_lost_is_found_by_polling,
+    "email_changed_then_reverted": paths.test_email_change_reaches_keycloak_and_sumsub_or_is_reverted_everywhere,
 }
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     async with await paths._local_env() as env:
         for name, scenario in PATHS.items():
+            if names and name not in names:
+                continue
             world = paths.FakeWorld()
             started: list[paths.Case] = []
             original_start = paths.Case.start
@@ -62,4 +66,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

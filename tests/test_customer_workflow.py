@@ -22,11 +22,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.database import OpenDepositAccountInput, RecordChangeInput, SetAccountStatusInput
-from activities.keycloak import ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
+from activities.keycloak import ChangeUserEmailInput, ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
 from activities.notifications import Notification
-from activities.sumsub import ApplicantRef, CreateApplicantInput, CreateKycLinkInput
+from activities.sumsub import ApplicantRef, ChangeApplicantEmailInput, CreateApplicantInput, CreateKycLinkInput
 from lifecycle.domain import CustomerType
 from lifecycle.models import (
+    ChangeEmailRequest,
     CloseRequest,
     CustomerState,
     CustomerWorkflowInput,
@@ -78,6 +79,9 @@ class FakeWorld:
         self.deactivated_applicants: list[str] = []
         self.notifications: list[Notification] = []
         self.polls = 0
+        self.email_taken_in_keycloak = False
+        self.keycloak_emails: list[str] = []
+        self.sumsub_emails: list[str] = []
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="record_change")
@@ -129,13 +133,24 @@ class FakeWorld:
             self.polls += 1
             return self.polled_review
 
+        @activity.defn(name="change_keycloak_user_email")
+        async def change_keycloak_user_email(request: ChangeUserEmailInput) -> None:
+            if self.email_taken_in_keycloak and request.email == "taken@example.com":
+                raise ApplicationError("taken", type="KeycloakUserConflict", non_retryable=True)
+            self.keycloak_emails.append(request.email)
+
+        @activity.defn(name="change_sumsub_applicant_email")
+        async def change_sumsub_applicant_email(request: ChangeApplicantEmailInput) -> None:
+            self.sumsub_emails.append(request.email)
+
         @activity.defn(name="notify_customer")
         async def notify_customer(notification: Notification) -> None:
             self.notifications.append(notification)
 
         return [record_change, open_deposit_account, set_deposit_account_status, provision_keycloak_user,
                 set_keycloak_user_enabled, delete_keycloak_user, create_sumsub_applicant, create_kyc_link,
-                deactivate_sumsub_applicant, poll_kyc_review, notify_customer]
+                deactivate_sumsub_applicant, poll_kyc_review, notify_customer, change_keycloak_user_email,
+                change_sumsub_applicant_email]
 
 
 def event(kind: KycEventKind, minute: int, applicant_id: str = "applicant-1", comment: str | None = None) -> KycEvent:
@@ -396,3 +411,19 @@ async def test_continues_as_new_with_its_state_and_loses_no_event() -> None:
     assert state.applicant_id == "applicant-1" and state.kyc_status.value == "APPROVED"
     assert len(world.accounts) == 1
     assert world.recorded.count("kyc.event_ignored") == 40
+
+
+async def test_email_change_reaches_keycloak_and_sumsub_or_is_reverted_everywhere(case: Case) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    changed = await handle.execute_update(CustomerWorkflow.change_email, ChangeEmailRequest(email=" Ada.New@Example.com", actor="ops-1"))
+    assert changed.registration.email == "ada.new@example.com"
+    assert case.world.keycloak_emails == ["ada.new@example.com"] and case.world.sumsub_emails == ["ada.new@example.com"]
+
+    case.world.email_taken_in_keycloak = True
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(CustomerWorkflow.change_email, ChangeEmailRequest(email="taken@example.com", actor="ops-1"))
+    assert "KeycloakUserConflict" in str(refused.value.cause)
+    state = await handle.query(CustomerWorkflow.state)
+    assert state.registration.email == "ada.new@example.com"
+    assert case.world.recorded[-1] == "customer.email_change_reverted"

@@ -26,11 +26,24 @@ with workflow.unsafe.imports_passed_through():
         RecordChangeInput,
         SetAccountStatusInput,
     )
-    from activities.keycloak import KeycloakActivities, ProvisionUserInput, SetUserEnabledInput, UserRef
+    from activities.keycloak import (
+        ChangeUserEmailInput,
+        KeycloakActivities,
+        ProvisionUserInput,
+        SetUserEnabledInput,
+        UserRef,
+    )
     from activities.notifications import Notification, NotificationActivities
-    from activities.sumsub import ApplicantRef, CreateApplicantInput, CreateKycLinkInput, SumsubActivities
+    from activities.sumsub import (
+        ApplicantRef,
+        ChangeApplicantEmailInput,
+        CreateApplicantInput,
+        CreateKycLinkInput,
+        SumsubActivities,
+    )
     from lifecycle.domain import (
         CUSTOMER_TYPES,
+        normalise_email,
         WAITING_FOR_KYC_STAGES,
         CustomerAction,
         CustomerStatus,
@@ -44,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lifecycle.kyc_events import KYC_EVENT_EFFECTS
     from lifecycle.models import (
+        ChangeEmailRequest,
         CloseRequest,
         CustomerState,
         CustomerWorkflowInput,
@@ -154,6 +168,53 @@ class CustomerWorkflow:
     @retry_onboarding.validator
     def _validate_retry_onboarding(self, request: RetryOnboardingRequest) -> None:
         self._refuse_unless(CustomerAction.RETRY_ONBOARDING)
+
+    @workflow.update
+    async def change_email(self, request: ChangeEmailRequest) -> CustomerState:
+        """The new email is claimed in PostgreSQL first (unique), then given to Keycloak and Sumsub; if
+        either refuses, the customer keeps the old one everywhere."""
+        async with self._lock:
+            self._refuse_unless(CustomerAction.CHANGE_EMAIL)
+            reg = self._state.registration
+            old, new = reg.email, normalise_email(request.email)
+            if new == old:
+                return self._state
+            reg.email = new
+            try:
+                await self._record("customer.email_changed", actor=request.actor)
+            except ActivityError as err:
+                reg.email = old
+                raise ApplicationError(_reason(err), type="EmailConflict", non_retryable=True) from None
+            keycloak_changed = False
+            try:
+                if self._state.keycloak_user_id:
+                    await self._step(
+                        "change Keycloak user email",
+                        KeycloakActivities.change_keycloak_user_email,
+                        ChangeUserEmailInput(user_id=self._state.keycloak_user_id, email=new),
+                    )
+                    keycloak_changed = True
+                if self._state.applicant_id:
+                    await self._step(
+                        "change Sumsub applicant email",
+                        SumsubActivities.change_sumsub_applicant_email,
+                        ChangeApplicantEmailInput(applicant_id=self._state.applicant_id, email=new),
+                    )
+            except ActivityError as err:
+                reg.email = old
+                if keycloak_changed and self._state.keycloak_user_id:
+                    await self._step(
+                        "restore Keycloak user email",
+                        KeycloakActivities.change_keycloak_user_email,
+                        ChangeUserEmailInput(user_id=self._state.keycloak_user_id, email=old),
+                    )
+                await self._record("customer.email_change_reverted", actor=request.actor, details={"reason": _reason(err)})
+                raise ApplicationError(_reason(err), type="EmailConflict", non_retryable=True) from None
+        return self._state
+
+    @change_email.validator
+    def _validate_change_email(self, request: ChangeEmailRequest) -> None:
+        self._refuse_unless(CustomerAction.CHANGE_EMAIL)
 
     # --- the process --------------------------------------------------------------------------------
 
