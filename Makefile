@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev test install clean
+.PHONY: dev test install clean bench-api
 
 install: $(INSTALLED)
 
@@ -17,6 +17,10 @@ dev: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest
+
+# Load-tests webhook intake and the customer(id) read on a stack of its own; BENCH_ARGS="-n 500 -c 8" etc.
+bench-api: $(INSTALLED)
+	$(VENV)/bin/python scripts/bench_api.py --start-stack $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data test-artifacts

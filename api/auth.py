@@ -58,6 +58,8 @@ class TokenVerifier:
         async with self._lock:
             # An unknown kid may be a rotated key: refetch, but not more often than the minimum interval.
             if self._keys is None or time.monotonic() - self._fetched_at >= JWKS_REFRESH_MIN_INTERVAL:
+                # A failed attempt counts too: an unreachable JWKS is not asked again on every request.
+                self._fetched_at = time.monotonic()
                 try:
                     response = await self._http.get(self._jwks_url, timeout=5.0)
                     response.raise_for_status()
@@ -67,7 +69,6 @@ class TokenVerifier:
                 else:
                     signing = [k for k in response.json().get("keys", []) if k.get("use", "sig") == "sig"]
                     self._keys = KeySet.import_key_set({"keys": signing})
-                    self._fetched_at = time.monotonic()
         assert self._keys is not None
         return self._keys
 

