@@ -95,6 +95,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await app.state.services.customers.aclose()
             await http.aclose()
             await pool.close()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import BadUserInput, Conflict, NotFound, Unavailable
 from lifecycle import db
 from lifecycle.config import Settings
-from lifecycle.domain import CustomerType, OnboardingStage, mask_email, normalise_email
+from lifecycle.domain import CUSTOMER_TYPES, CustomerType, OnboardingStage, VerificationFlow, mask_email, normalise_email
 from lifecycle.models import (
     CustomerState,
     CustomerWorkflowInput,
@@ -34,11 +37,13 @@ from lifecycle.models import (
     Registration,
     workflow_id_for,
 )
+from lifecycle.sumsub import SumsubClient, SumsubError
 from workflows.customer import CustomerWorkflow
 
 # A query is answered by a worker; past this the projection in PostgreSQL answers instead.
 QUERY_TIMEOUT = timedelta(seconds=2)
 REGISTER_TIMEOUT = timedelta(seconds=10)
+MAX_PAGE_SIZE = 100
 
 
 def customer_id_for_email(normalised_email: str, secret: str) -> str:
@@ -52,17 +57,51 @@ def customer_id_for_email(normalised_email: str, secret: str) -> str:
     return str(uuid.UUID(bytes=bytes(digest)))
 
 
-def parse_customer_id(value: str) -> str:
+def parse_customer_id(value: str, *, field: str = "id") -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise BadUserInput("customer id must be a UUID", field="id") from None
+        raise BadUserInput("customer id must be a UUID", field=field) from None
+
+
+def _uuid_or_none(value: str | None) -> str | None:
+    try:
+        return None if value is None else str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def encode_cursor(key: db.CustomerKey) -> str:
+    """An opaque cursor for a place in the customer list: base64 of `created_at|id`."""
+    return base64.urlsafe_b64encode(f"{key.created_at.isoformat()}|{key.customer_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str, *, field: str = "after") -> db.CustomerKey:
+    """The place a cursor from `encode_cursor` names; anything else is the caller's mistake."""
+    try:
+        created_at, _, customer_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().partition("|")
+        key = db.CustomerKey(created_at=datetime.fromisoformat(created_at), customer_id=str(uuid.UUID(customer_id)))
+    except (ValueError, binascii.Error, UnicodeError):
+        raise BadUserInput("invalid cursor", field=field) from None
+    if key.created_at.tzinfo is None:
+        raise BadUserInput("invalid cursor", field=field)
+    return key
 
 
 @dataclass(frozen=True)
 class CustomerView:
     state: CustomerState
     workflow_id: str
+
+    @property
+    def key(self) -> db.CustomerKey:
+        return db.CustomerKey(created_at=self.state.created_at, customer_id=self.state.customer_id)
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    customers: list[CustomerView]
+    has_next_page: bool
 
 
 def onboarding_policy(settings: Settings) -> OnboardingPolicy:
@@ -76,12 +115,29 @@ def onboarding_policy(settings: Settings) -> OnboardingPolicy:
 
 
 class CustomerService:
-    def __init__(self, *, pool: asyncpg.Pool, temporal: Client, settings: Settings) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, temporal: Client, settings: Settings, sumsub: SumsubClient | None = None
+    ) -> None:
+        """`sumsub` is created from the settings on first use when not given; `aclose()` closes only that one."""
         self._pool = pool
         self._temporal = temporal
+        self._settings = settings
         self._task_queue = settings.temporal_task_queue
         self._id_secret = settings.customer_id_secret
         self._policy = onboarding_policy(settings)
+        self._sumsub = sumsub
+        self._owns_sumsub = sumsub is None
+
+    async def aclose(self) -> None:
+        """Closes the Sumsub client this service created (an injected one belongs to its creator)."""
+        if self._owns_sumsub and self._sumsub is not None:
+            await self._sumsub.aclose()
+            self._sumsub = None
+
+    def _sumsub_client(self) -> SumsubClient:
+        if self._sumsub is None:
+            self._sumsub = SumsubClient.from_settings(self._settings)
+        return self._sumsub
 
     async def register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
         email = normalise_email(email)
@@ -124,8 +180,10 @@ class CustomerService:
         """Live state from the workflow; the PostgreSQL projection when the workflow is not reachable."""
         workflow_id = workflow_id_for(customer_id)
         try:
-            state = await self._temporal.get_workflow_handle(workflow_id).query(
-                CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT
+            # The client retries some failures inside one call: bound the whole call, not each try.
+            state = await asyncio.wait_for(
+                self._temporal.get_workflow_handle(workflow_id).query(CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT),
+                QUERY_TIMEOUT.total_seconds(),
             )
             return CustomerView(state=state, workflow_id=workflow_id)
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
@@ -159,3 +217,51 @@ class CustomerService:
 
     async def events(self, customer_id: str) -> list[db.CustomerEvent]:
         return await db.list_events(self._pool, customer_id)
+
+    async def page(
+        self, filter: db.CustomerFilter, *, first: int, after: db.CustomerKey | None, descending: bool
+    ) -> CustomerPage:
+        """A page of the PostgreSQL projection (a list cannot query thousands of workflows)."""
+        if not 1 <= first <= MAX_PAGE_SIZE:
+            raise BadUserInput(f"first must be between 1 and {MAX_PAGE_SIZE}", field="first")
+        rows = await db.list_customers(self._pool, filter, after=after, descending=descending, limit=first + 1)
+        views = [CustomerView(state=row.state, workflow_id=row.workflow_id) for row in rows[:first]]
+        return CustomerPage(customers=views, has_next_page=len(rows) > first)
+
+    async def get_by_email(self, email: str) -> CustomerView | None:
+        """The customer registered with this email in any letter case, live like `get`."""
+        customer_id = await db.find_customer_id(self._pool, email=normalise_email(email))
+        return None if customer_id is None else await self.get(customer_id)
+
+    async def find_own(self, *, customer_id: str | None, subject: str) -> CustomerView | None:
+        """The customer a token speaks for: its `customer_id` claim, else the Keycloak user (`sub`) we provisioned."""
+        claimed = _uuid_or_none(customer_id)
+        if claimed is not None and (view := await self.get(claimed)) is not None:
+            return view
+        found = await db.find_customer_id(self._pool, keycloak_user_id=subject)
+        return None if found is None else await self.get(found)
+
+    async def is_own(self, customer_id: str, *, claimed_customer_id: str | None, subject: str) -> bool:
+        """Whether a token with this `customer_id` claim and `sub` belongs to the customer."""
+        if _uuid_or_none(claimed_customer_id) == customer_id:
+            return True
+        return await db.find_customer_id(self._pool, keycloak_user_id=subject) == customer_id
+
+    async def create_kyc_link(self, customer_id: str) -> str:
+        """A fresh Sumsub WebSDK link for a customer who already has an applicant."""
+        view = await self.get(customer_id)
+        if view is None:
+            raise NotFound("no customer with this id")
+        state = view.state
+        if state.stage is OnboardingStage.CLOSED:
+            raise Conflict("the customer is closed; no further changes are allowed")
+        if state.stage is OnboardingStage.REGISTERED or state.applicant_id is None:
+            raise Conflict("verification has not started yet (no Sumsub applicant); retry shortly")
+        flow = CUSTOMER_TYPES[state.registration.customer_type].flow
+        level = self._settings.sumsub_kyc_level if flow is VerificationFlow.KYC else self._settings.sumsub_kyb_level
+        try:
+            return await self._sumsub_client().create_websdk_link(
+                external_user_id=customer_id, level_name=level, ttl_seconds=self._settings.sumsub_websdk_ttl_seconds
+            )
+        except SumsubError as exc:
+            raise Unavailable("Sumsub could not create a verification link now; retry") from exc

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -15,11 +16,11 @@ from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api.auth import Principal
-from api.customers import CustomerView, parse_customer_id
-from api.errors import ApiError, BadUserInput
+from api.auth import ANONYMOUS, Principal
+from api.customers import CustomerView, decode_cursor, encode_cursor, parse_customer_id
+from api.errors import ApiError, BadUserInput, Forbidden
 from api.state import AppState
-from lifecycle import domain
+from lifecycle import db, domain
 from lifecycle.models import CloseRequest, ReactivateRequest, RetryOnboardingRequest, SuspendRequest
 from workflows.customer import CustomerWorkflow
 
@@ -58,6 +59,16 @@ class PortalOrOps(_RolePermission):
 
 class OpsOnly(_RolePermission):
     roles = ("ops",)
+
+
+class Authenticated(BasePermission):
+    """Any verified token, a customer's own included; the resolver decides what it may see."""
+
+    message = "forbidden"
+    error_extensions = {"code": "FORBIDDEN"}
+
+    def has_permission(self, source: Any, info: Info[Context, Any], **kwargs: Any) -> bool:
+        return info.context.principal != ANONYMOUS
 
 
 # --- types ------------------------------------------------------------------------------------------
@@ -113,7 +124,7 @@ class Customer:
     deposit_account: DepositAccount | None
     suspension_reason: str | None
 
-    @strawberry.field(description="The audit trail, newest first.")
+    @strawberry.field(description="The audit trail, newest first (portal and ops only).", permission_classes=[PortalOrOps])
     async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
         rows = await info.context.services.customers.events(str(self.id))
         return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=r.details) for r in rows]
@@ -153,6 +164,71 @@ class Customer:
                 id=strawberry.ID(account.id), status=account.status, category=account.category, created_at=account.created_at
             ),
         )
+
+
+@strawberry.enum
+class CustomerSortField(Enum):
+    CREATED_AT = "CREATED_AT"
+
+
+@strawberry.enum
+class SortDirection(Enum):
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+@strawberry.input
+class CustomerSort:
+    field: CustomerSortField = CustomerSortField.CREATED_AT
+    direction: SortDirection = SortDirection.DESC
+
+
+@strawberry.input(description="Every field set narrows the list; the creation range is [createdAfter, createdBefore).")
+class CustomerFilter:
+    status: CustomerStatus | None = None
+    customer_type: CustomerType | None = None
+    kyc_status: KycStatus | None = None
+    stage: OnboardingStage | None = None
+    created_after: datetime | None = strawberry.field(default=None, description="Created at or after this instant.")
+    created_before: datetime | None = strawberry.field(default=None, description="Created before this instant.")
+
+    def to_db(self) -> db.CustomerFilter:
+        return db.CustomerFilter(
+            status=self.status,
+            customer_type=self.customer_type,
+            kyc_status=self.kyc_status,
+            stage=self.stage,
+            created_after=_aware(self.created_after),
+            created_before=_aware(self.created_before),
+        )
+
+
+@strawberry.type
+class CustomerEdge:
+    cursor: str
+    node: Customer
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class CustomerConnection:
+    edges: list[CustomerEdge]
+    page_info: PageInfo
+
+
+@strawberry.input
+class CustomerKycLinkCreateInput:
+    customer_id: strawberry.ID
+
+
+@strawberry.type
+class CustomerKycLinkCreatePayload:
+    url: str = strawberry.field(description="A fresh Sumsub WebSDK link the customer opens to verify.")
 
 
 @strawberry.input
@@ -196,6 +272,11 @@ def _valid_email(value: str) -> str:
         raise BadUserInput(f"invalid email: {exc}", field="email") from None
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """An instant without an offset is read as UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _valid_telegram_handle(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
@@ -215,9 +296,63 @@ class Query:
         view = await info.context.services.customers.get(parse_customer_id(id))
         return None if view is None else Customer.from_view(view)
 
+    @strawberry.field(
+        permission_classes=[PortalOrOps],
+        description="Customers from the PostgreSQL projection, newest first unless sorted otherwise; "
+        "`first` is 1-100, `after` an `endCursor` from the previous page.",
+    )
+    async def customers(
+        self,
+        info: Info[Context, Any],
+        first: int = 20,
+        after: str | None = None,
+        filter: CustomerFilter | None = None,
+        sort: CustomerSort | None = None,
+    ) -> CustomerConnection:
+        descending = (sort or CustomerSort()).direction is SortDirection.DESC
+        page = await info.context.services.customers.page(
+            (filter or CustomerFilter()).to_db(),
+            first=first,
+            after=None if after is None else decode_cursor(after),
+            descending=descending,
+        )
+        edges = [CustomerEdge(cursor=encode_cursor(view.key), node=Customer.from_view(view)) for view in page.customers]
+        end_cursor = edges[-1].cursor if edges else None
+        return CustomerConnection(edges=edges, page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor))
+
+    @strawberry.field(permission_classes=[PortalOrOps], description="The customer with this email, in any letter case.")
+    async def customer_by_email(self, info: Info[Context, Any], email: str) -> Customer | None:
+        view = await info.context.services.customers.get_by_email(_valid_email(email))
+        return None if view is None else Customer.from_view(view)
+
+    @strawberry.field(
+        permission_classes=[Authenticated],
+        description="The customer the caller's token belongs to (its customer_id claim, else its Keycloak user); "
+        "null for any other token.",
+    )
+    async def me(self, info: Info[Context, Any]) -> Customer | None:
+        principal = info.context.principal
+        view = await info.context.services.customers.find_own(customer_id=principal.customer_id, subject=principal.subject)
+        return None if view is None else Customer.from_view(view)
+
 
 @strawberry.type
 class Mutation:
+    @strawberry.mutation(
+        permission_classes=[Authenticated],
+        description="A fresh Sumsub verification link; for the portal, ops, or the customer themself.",
+    )
+    async def customer_kyc_link_create(
+        self, info: Info[Context, Any], input: CustomerKycLinkCreateInput
+    ) -> CustomerKycLinkCreatePayload:
+        principal, customers = info.context.principal, info.context.services.customers
+        customer_id = parse_customer_id(input.customer_id, field="customerId")
+        if not principal.has_role("portal", "ops") and not await customers.is_own(
+            customer_id, claimed_customer_id=principal.customer_id, subject=principal.subject
+        ):
+            raise Forbidden("a customer may create a verification link only for themself")
+        return CustomerKycLinkCreatePayload(url=await customers.create_kyc_link(customer_id))
+
     @strawberry.mutation(permission_classes=[PortalOrOps])
     async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerPayload:
         view = await info.context.services.customers.register(

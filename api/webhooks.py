@@ -54,6 +54,8 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
     ):
         return _error(401, "invalid or missing X-Payload-Digest")
     try:
+        if b"\x00" in body or b"\\u0000" in body:
+            raise InvalidWebhook("NUL characters are not accepted")  # PostgreSQL text cannot hold them
         payload = parse_webhook(json.loads(body))
     except (ValueError, InvalidWebhook) as exc:
         raw = {"raw": body.decode("utf-8", "replace").replace("\x00", "")}

@@ -7,8 +7,10 @@ workflow's activities, so the API can answer when the workflow is not reachable.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +314,8 @@ def customer_page_query(
     """The SQL and arguments of one page: the customers past `after` in (created_at, id) order.
 
     Keyset, not OFFSET: every page is an index range scan (migration 0002) that stops after `limit` rows,
-    so page 1000 costs what page 1 costs, and rows inserted meanwhile neither repeat nor vanish."""
+    so page 1000 costs what page 1 costs, and rows inserted meanwhile do not shift later pages (no
+    customer is shown twice or skipped)."""
     conditions: list[str] = []
     args: list[Any] = []
 
@@ -328,7 +331,7 @@ def customer_page_query(
     }
     for column, value in equal.items():
         if value is not None:
-            conditions.append(f"c.{column} = {arg(value.value)}")
+            conditions.append(f"c.{column} = {_enum_literal(value)}")
     if filter.created_after is not None:
         conditions.append(f"c.created_at >= {arg(filter.created_after)}")
     if filter.created_before is not None:
@@ -338,8 +341,22 @@ def customer_page_query(
         conditions.append(f"(c.created_at, c.id) {past} ({arg(after.created_at)}, {arg(after.customer_id)}::uuid)")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     direction = "DESC" if descending else "ASC"
-    sql = f"{_SELECT_CUSTOMER} {where} ORDER BY c.created_at {direction}, c.id {direction} LIMIT {arg(limit)}"
+    # LIMIT inlined too: with a bound LIMIT a generic plan assumes a large result and may hash-join every
+    # deposit account instead of looking up the page's few.
+    sql = f"{_SELECT_CUSTOMER} {where} ORDER BY c.created_at {direction}, c.id {direction} LIMIT {int(limit)}"
     return sql, args
+
+
+def _enum_literal(value: StrEnum) -> str:
+    """An enum member as an SQL literal. Filter values are inlined, not bound: they are a closed set, and a
+    literal keeps the plan specific to the value, so a rare one (BANK, SUSPENDED) is read from its own index
+    even after PostgreSQL caches a generic plan for a prepared statement (it would not know the value)."""
+    if not _ENUM_VALUE.fullmatch(value.value):
+        raise ValueError(f"not an enum value: {value!r}")
+    return f"'{value.value}'"
+
+
+_ENUM_VALUE = re.compile(r"[A-Z][A-Z_]*")
 
 
 async def list_customers(
