@@ -201,7 +201,7 @@ class CustomerService:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "InvalidInput":
                 raise BadUserInput(cause.message) from None
-            if isinstance(cause, ApplicationError) and cause.type == "IllegalTransition":
+            if isinstance(cause, ApplicationError) and cause.type in ("IllegalTransition", "EmailConflict"):
                 raise Conflict(cause.message) from None
             raise
         except RPCError as exc:

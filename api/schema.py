@@ -18,10 +18,11 @@ from strawberry.types import Info
 
 from api.auth import ANONYMOUS, Principal
 from api.customers import CustomerView, decode_cursor, encode_cursor, parse_customer_id
-from api.errors import ApiError, BadUserInput, Forbidden
+from api.errors import ApiError, BadUserInput, Conflict, Forbidden, NotFound
 from api.state import AppState
 from lifecycle import db, domain
-from lifecycle.models import CloseRequest, ReactivateRequest, RetryOnboardingRequest, SuspendRequest
+from api.relay import StoredWebhook
+from lifecycle.models import ChangeEmailRequest, CloseRequest, ReactivateRequest, RetryOnboardingRequest, SuspendRequest
 from workflows.customer import CustomerWorkflow
 
 CustomerType = strawberry.enum(domain.CustomerType, name="CustomerType")
@@ -335,6 +336,50 @@ class Query:
         view = await info.context.services.customers.find_own(customer_id=principal.customer_id, subject=principal.subject)
         return None if view is None else Customer.from_view(view)
 
+    @strawberry.field(
+        permission_classes=[OpsOnly],
+        description="Stored Sumsub webhooks no workflow took, that were refused, or whose delivery keeps failing.",
+    )
+    async def undeliverable_webhooks(self, info: Info[Context, Any], first: int = 50) -> list[StoredWebhookType]:
+        if not 1 <= first <= 500:
+            raise BadUserInput("first must be between 1 and 500", field="first")
+        rows = await db.undeliverable_webhooks(info.context.services.pool, limit=first)
+        return [StoredWebhookType.from_row(row) for row in rows]
+
+
+@strawberry.input
+class CustomerEmailUpdateInput:
+    customer_id: strawberry.ID
+    email: str
+
+
+@strawberry.input
+class WebhookReplayInput:
+    id: strawberry.ID
+
+
+@strawberry.type(name="StoredWebhook", description="A Sumsub webhook as the inbox keeps it (no personal data).")
+class StoredWebhookType:
+    id: strawberry.ID
+    event_type: str
+    external_user_id: str | None
+    received_at: datetime
+    outcome: str | None
+    attempts: int
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredWebhookType:
+        return cls(
+            id=strawberry.ID(str(row["id"])),
+            event_type=row["event_type"],
+            external_user_id=row["external_user_id"],
+            received_at=row["received_at"],
+            outcome=row["outcome"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+        )
+
 
 @strawberry.type
 class Mutation:
@@ -382,6 +427,34 @@ class Mutation:
     ) -> CustomerPayload:
         request = RetryOnboardingRequest(actor=_actor(info))
         return await _act(info, input.customer_id, CustomerWorkflow.retry_onboarding, request)
+
+    @strawberry.mutation(
+        permission_classes=[OpsOnly],
+        description="Changes the customer's email everywhere (PostgreSQL, Keycloak, Sumsub) or nowhere.",
+    )
+    async def customer_email_update(self, info: Info[Context, Any], input: CustomerEmailUpdateInput) -> CustomerPayload:
+        request = ChangeEmailRequest(email=_valid_email(input.email), actor=_actor(info))
+        return await _act(info, input.customer_id, CustomerWorkflow.change_email, request)
+
+    @strawberry.mutation(
+        permission_classes=[OpsOnly],
+        description="Delivers a stored Sumsub webhook to its customer's workflow again.",
+    )
+    async def webhook_replay(self, info: Info[Context, Any], input: WebhookReplayInput) -> StoredWebhookType:
+        services = info.context.services
+        try:
+            inbox_id = int(input.id)
+        except ValueError:
+            raise BadUserInput("webhook id must be a number", field="id") from None
+        row = await db.get_webhook(services.pool, inbox_id)
+        if row is None:
+            raise NotFound("no stored webhook with this id")
+        if row["outcome"] and row["outcome"].startswith("rejected"):
+            raise Conflict("a webhook refused as invalid cannot be delivered")
+        await services.relay.deliver(StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"]))
+        updated = await db.get_webhook(services.pool, inbox_id)
+        assert updated is not None
+        return StoredWebhookType.from_row(updated)
 
 
 def _actor(info: Info[Context, Any]) -> str:

@@ -439,3 +439,23 @@ async def pending_webhooks(pool: asyncpg.Pool, *, older_than_seconds: float, lim
         limit,
         older_than_seconds,
     )
+
+
+_WEBHOOK_COLUMNS = "id, dedupe_key, event_type, external_user_id, payload, received_at, outcome, attempts, last_error"
+
+
+async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list[asyncpg.Record]:
+    """Stored webhooks ops may need to look at: no workflow took them, they were refused, or delivery
+    keeps failing. Newest first."""
+    return await pool.fetch(
+        f"""
+        SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox
+        WHERE outcome IS DISTINCT FROM 'delivered' AND (outcome IS NOT NULL OR attempts > 0)
+        ORDER BY id DESC LIMIT $1
+        """,
+        limit,
+    )
+
+
+async def get_webhook(pool: asyncpg.Pool, inbox_id: int) -> asyncpg.Record | None:
+    return await pool.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox WHERE id = $1", inbox_id)

@@ -171,3 +171,62 @@ async def test_killing_the_worker_mid_onboarding_loses_nothing_and_duplicates_no
     applicants_per_customer = {c["kyc"]["applicantId"] for c in done}
     assert len(applicants_per_customer) == len(done)
     assert len({d["applicantId"] for d in created} & applicants_per_customer) == len(done)
+
+
+EMAIL_UPDATE = f"mutation($id: ID!, $e: String!) {{ customerEmailUpdate(input: {{customerId: $id, email: $e}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
+
+
+async def test_an_email_change_reaches_keycloak_and_sumsub_and_a_taken_email_is_refused(
+    stack: DevStack, ops: httpx.AsyncClient, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    first = await onboard(portal, "before-change@example.com", "INDIVIDUAL")
+    other = await register(portal, "someone-else@example.com", "INDIVIDUAL")
+    await wait_for_stage(portal, other["id"], "AWAITING_KYC")
+
+    changed = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "After.Change@Example.com"})
+    assert changed["data"]["customerEmailUpdate"]["customer"]["email"] == "after.change@example.com", changed
+    assert await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
+    async with httpx.AsyncClient() as http:
+        token = (await http.post(f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token", data={
+            "grant_type": "client_credentials", "client_id": "customer-lifecycle",
+            "client_secret": "customer-lifecycle-dev-secret"})).json()["access_token"]
+        users = (await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
+                                params={"q": f"customer_id:{first['id']}"},
+                                headers={"Authorization": f"Bearer {token}"})).json()
+    assert [(u["username"], u["email"]) for u in users] == [("after.change@example.com", "after.change@example.com")]
+    # Registering the new address finds the same customer; the old one is free again.
+    again = await register(portal, "after.change@example.com", "INDIVIDUAL")
+    assert again["id"] == first["id"]
+
+    taken = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "someone-else@example.com"})
+    assert taken["errors"][0]["extensions"]["code"] == "CONFLICT", taken
+    assert await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
+    invalid = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "not an email"})
+    assert invalid["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "email"}
+
+
+UNDELIVERABLE = "{ undeliverableWebhooks { id eventType externalUserId outcome attempts } }"
+REPLAY = "mutation($id: ID!) { webhookReplay(input: {id: $id}) { id outcome attempts } }"
+
+
+async def test_ops_list_undeliverable_webhooks_and_replay_one(
+    stack: DevStack, ops: httpx.AsyncClient, portal: httpx.AsyncClient
+) -> None:
+    stranger = str(uuid.uuid4())
+    body = json.dumps({"type": "applicantPending", "externalUserId": stranger, "correlationId": f"req-{stranger}",
+                       "createdAtMs": "2026-01-01 00:00:00.000"}).encode()
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        assert (await http.post("/webhooks/sumsub", content=body,
+                                headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        listed = (await graphql(ops, UNDELIVERABLE, {}))["data"]["undeliverableWebhooks"]
+        mine = [w for w in listed if w["externalUserId"] == stranger]
+        if mine or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert len(mine) == 1 and mine[0]["outcome"] == "no_running_workflow" and mine[0]["eventType"] == "applicantPending"
+    replayed = (await graphql(ops, REPLAY, {"id": mine[0]["id"]}))["data"]["webhookReplay"]
+    assert replayed["attempts"] == mine[0]["attempts"] + 1 and replayed["outcome"] == "no_running_workflow"
+    assert (await graphql(portal, UNDELIVERABLE, {}))["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert (await graphql(ops, REPLAY, {"id": "999999999"}))["errors"][0]["extensions"]["code"] == "NOT_FOUND"
