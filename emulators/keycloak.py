@@ -39,6 +39,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from emulators.latency import InjectedLatency
 
 __all__ = ["DEFAULT_REALM_FILE", "create_app", "main"]
 
@@ -813,7 +816,7 @@ async def _render_http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"HTTP {status.value} {status.phrase}"}, status_code=status.value, headers=headers)
 
 
-def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str) -> Starlette:
+def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str) -> ASGIApp:
     """The emulator as an ASGI app, seeded from a realm export (a parsed dict or a JSON file path).
 
     `public_url` is the base URL clients reach it by: it makes the token issuer
@@ -823,10 +826,10 @@ def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str)
     if not isinstance(realm_export, Mapping):
         realm_export = json.loads(Path(realm_export).read_text(encoding="utf-8"))
     emulator = _Emulator(_load_realm(realm_export), public_url)
-    return Starlette(
-        routes=emulator.routes(),
-        exception_handlers={KeycloakError: _render_refusal, HTTPException: _render_http_error},
-    )
+    app = Starlette(exception_handlers={KeycloakError: _render_refusal, HTTPException: _render_http_error})
+    latency = InjectedLatency(app, prefixes=("/admin/",))
+    app.router.routes.extend([latency.route(), *emulator.routes()])
+    return latency  # the Starlette app, behind the latency switch
 
 
 def main(argv: Sequence[str] | None = None) -> None:

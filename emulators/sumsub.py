@@ -31,7 +31,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from emulators.latency import InjectedLatency
 from lifecycle.config import get_settings
 from lifecycle.sumsub import DEFAULT_WEBHOOK_DIGEST_ALG, WEBHOOK_DIGEST_ALGORITHMS, sign_request, webhook_digest
 
@@ -621,7 +623,7 @@ def create_app(
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
     action_retry_delays: tuple[float, ...] = DEFAULT_ACTION_RETRY_DELAYS,
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
-) -> Starlette:
+) -> ASGIApp:
     """The emulator app; `public_url` is how browsers reach it (WebSDK links point there)."""
     if webhook_alg not in WEBHOOK_DIGEST_ALGORITHMS:
         raise ValueError(f"unknown webhook digest algorithm {webhook_alg!r}")
@@ -663,7 +665,10 @@ def create_app(
         async with webhooks.running():
             yield
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    latency = InjectedLatency(app, prefixes=("/resources/",))
+    app.router.routes.append(latency.route())
+    return latency  # the Starlette app, behind the latency switch
 
 
 def main(argv: Sequence[str] | None = None) -> None:

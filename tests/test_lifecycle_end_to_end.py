@@ -230,3 +230,60 @@ async def test_ops_list_undeliverable_webhooks_and_replay_one(
     assert replayed["attempts"] == mine[0]["attempts"] + 1 and replayed["outcome"] == "no_running_workflow"
     assert (await graphql(portal, UNDELIVERABLE, {}))["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert (await graphql(ops, REPLAY, {"id": "999999999"}))["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def _set_latency(base_url: str, seconds: float) -> None:
+    async with httpx.AsyncClient() as http:
+        (await http.post(f"{base_url}/_emulator/latency", json={"seconds": seconds})).raise_for_status()
+
+
+async def test_a_worker_killed_in_the_middle_of_each_provisioning_call_creates_each_thing_once(
+    stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    """The emulators answer slowly, so the worker is SIGKILLed while each call is in flight (the
+    emulator still completes it): the retry must find and reuse what the dead attempt created."""
+    steps = ["create Keycloak user", "create Sumsub applicant", "create KYC link"]
+    query = "query($id: ID!) { customer(id: $id) { onboarding { stage currentStep } } }"
+    await _set_latency(stack.keycloak_url, 1.5)
+    await _set_latency(stack.sumsub_url, 1.5)
+    started = time.monotonic()
+    try:
+        customer = await register(portal, "killed-mid-call@example.com", "BANK")
+        for step in steps:
+            deadline = time.monotonic() + 60
+            while True:
+                body = await graphql(portal, query, {"id": customer["id"]})
+                if body["data"]["customer"]["onboarding"]["currentStep"] == step:
+                    break
+                assert time.monotonic() < deadline, f"never saw {step}: {body}"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the request is now with the emulator
+            stack.kill("worker")
+            stack.restart("worker")
+    finally:
+        await _set_latency(stack.keycloak_url, 0)
+        await _set_latency(stack.sumsub_url, 0)
+    done = await onboard_existing(portal, customer["id"])
+    print(f"kill-per-step test: {len(steps)} SIGKILLs mid-call, {time.monotonic() - started:.1f}s")
+    assert done["status"] == "ACTIVE"
+    async with httpx.AsyncClient() as http:
+        token = (await http.post(f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token", data={
+            "grant_type": "client_credentials", "client_id": "customer-lifecycle",
+            "client_secret": "customer-lifecycle-dev-secret"})).json()["access_token"]
+        users = (await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
+                                params={"q": f"customer_id:{customer['id']}"},
+                                headers={"Authorization": f"Bearer {token}"})).json()
+        deliveries = (await http.get(f"{stack.sumsub_url}/_emulator/deliveries")).json()
+    assert len(users) == 1
+    created = {d["applicantId"] for d in deliveries if d["type"] == "applicantCreated"}
+    assert done["kyc"]["applicantId"] in created
+    assert sum(1 for d in deliveries if d["type"] == "applicantCreated" and d["attempt"] == 0
+               and d["applicantId"] == done["kyc"]["applicantId"]) == 1
+    assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = $1", customer["id"]) == 1
+
+
+async def onboard_existing(http: httpx.AsyncClient, customer_id: str) -> dict[str, Any]:
+    waiting = await wait_for_stage(http, customer_id, "AWAITING_KYC", timeout=120)
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await press(waiting["kyc"]["verificationUrl"], "approve")
+    return await wait_for_stage(http, customer_id, "ONBOARDED", timeout=60)
