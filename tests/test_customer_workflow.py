@@ -69,6 +69,7 @@ class FakeWorld:
     def __init__(self) -> None:
         self.keycloak_conflict = False
         self.kyc_link_rejected = False
+        self.kyc_link_outages = 0  # transient failures before create_kyc_link succeeds
         self.polled_review: KycEvent | None = None
         self.recorded: list[str] = []
         self.actors: list[str] = []
@@ -122,6 +123,9 @@ class FakeWorld:
         async def create_kyc_link(request: CreateKycLinkInput) -> str:
             if self.kyc_link_rejected:
                 raise ApplicationError("level not found", type="SumsubRejected", non_retryable=True)
+            if self.kyc_link_outages:
+                self.kyc_link_outages -= 1
+                raise ConnectionError("Sumsub unreachable")
             return "https://sumsub.example/websdk/abc"
 
         @activity.defn(name="deactivate_sumsub_applicant")
@@ -427,3 +431,17 @@ async def test_email_change_reaches_keycloak_and_sumsub_or_is_reverted_everywher
     state = await handle.query(CustomerWorkflow.state)
     assert state.registration.email == "ada.new@example.com"
     assert case.world.recorded[-1] == "customer.email_change_reverted"
+
+
+async def test_a_transient_outage_is_retried_and_the_state_names_the_step_being_retried(case: Case) -> None:
+    case.world.kyc_link_outages = 2  # fails, retried after 1 s, fails, retried after 2 s, succeeds
+    handle = await case.start()
+    seen: set[str | None] = set()
+    for _ in range(100):
+        state = await handle.query(CustomerWorkflow.state)
+        seen.add(state.current_step)
+        if state.stage.value == "AWAITING_KYC":
+            break
+        await asyncio.sleep(0.05)
+    assert "create KYC link" in seen
+    assert state.stage.value == "AWAITING_KYC" and state.current_step is None and case.world.kyc_link_outages == 0
