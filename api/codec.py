@@ -20,6 +20,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 from temporalio.api.common.v1 import Payload, Payloads
 
+from api.bodies import read_limited
 from api.auth import AuthenticationError
 from api.state import AppState
 from lifecycle.codec import EncryptionCodec, PayloadDecryptionError
@@ -67,7 +68,7 @@ class _CodecEndpoints:
         refused = await self._refuse(request)
         if refused is not None:
             return refused
-        body = await _read_body(request)
+        body = await read_limited(request, MAX_BODY_BYTES)
         if body is None:
             return _error(413, "body too large")
         try:
@@ -99,19 +100,6 @@ class _CodecEndpoints:
 
 async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:
     return list(payloads)
-
-
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None once it exceeds MAX_BODY_BYTES (declared or streamed)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

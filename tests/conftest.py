@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack, Ports
-
-# Settings variables from the developer's shell must not point the suite at their services.
-_SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.upper() not in _SETTINGS_VARS}
+from lifecycle.devstack import DevStack
+from tests.helpers import running_stack
 
 
 @pytest_asyncio.fixture(scope="session")
 async def stack() -> AsyncIterator[DevStack]:
-    # Our own temporary folder: pytest prunes old basetemps, which another pytest run beside us could do.
-    root = Path(tempfile.mkdtemp(prefix="customer-lifecycle-test-"))
-    env = _clean_env() | {"LOG_FORMAT": "json"}
-    dev = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
-    try:
-        await dev.start()
-    except BaseException:
-        dev.stop()
-        _print_logs(root / "logs")
-        raise
-    yield dev
-    dev.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _print_logs(log_dir: Path) -> None:
-    for log in sorted(log_dir.glob("*.log")):
-        print(f"--- {log.name} (last 40 lines)")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    async with running_stack() as dev:
+        yield dev
 
 
 async def client_token(stack: DevStack, client_id: str, secret: str) -> str:

@@ -15,6 +15,7 @@ import httpx
 
 from lifecycle.devstack import DevStack
 from lifecycle.sumsub import webhook_digest
+from tests.conftest import client_token
 from tests.test_end_to_end import (
     CUSTOMER_FIELDS,
     get_customer,
@@ -24,6 +25,24 @@ from tests.test_end_to_end import (
     register,
     wait_for_stage,
 )
+
+async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, Any]]:
+    """The Keycloak users carrying this customer_id, as the admin API (the emulator's own view) says."""
+    token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
+                                  params={"q": f"customer_id:{customer_id}"}, headers={"Authorization": f"Bearer {token}"})
+    response.raise_for_status()
+    return list(response.json())
+
+
+async def sumsub_deliveries(stack: DevStack) -> list[dict[str, Any]]:
+    """Every webhook delivery attempt the Sumsub emulator made."""
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{stack.sumsub_url}/_emulator/deliveries")
+    response.raise_for_status()
+    return list(response.json())
+
 
 SUSPEND = f"mutation($id: ID!, $r: String!) {{ customerSuspend(input: {{customerId: $id, reason: $r}}) {{ customer {{ {CUSTOMER_FIELDS} suspensionReason }} }} }}"
 REACTIVATE = f"mutation($id: ID!) {{ customerReactivate(input: {{customerId: $id}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
@@ -156,18 +175,9 @@ async def test_killing_the_worker_mid_onboarding_loses_nothing_and_duplicates_no
     ids = [c["id"] for c in done]
     assert all(c["status"] == "ACTIVE" for c in done)
     assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = ANY($1::uuid[])", ids) == len(ids)
-    async with httpx.AsyncClient() as http:
-        for customer in done:
-            # exactly one Keycloak user and one Sumsub applicant each (the emulators' own views)
-            token = (await http.post(f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token", data={
-                "grant_type": "client_credentials", "client_id": "customer-lifecycle",
-                "client_secret": "customer-lifecycle-dev-secret"})).json()["access_token"]
-            users = (await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
-                                    params={"q": f"customer_id:{customer['id']}"},
-                                    headers={"Authorization": f"Bearer {token}"})).json()
-            assert len(users) == 1
-    created = [d for d in (await httpx.AsyncClient().get(f"{stack.sumsub_url}/_emulator/deliveries")).json()
-               if d["type"] == "applicantCreated" and d["attempt"] == 0]
+    for customer in done:  # exactly one Keycloak user and one Sumsub applicant each
+        assert len(await keycloak_users(stack, customer["id"])) == 1
+    created = [d for d in await sumsub_deliveries(stack) if d["type"] == "applicantCreated" and d["attempt"] == 0]
     applicants_per_customer = {c["kyc"]["applicantId"] for c in done}
     assert len(applicants_per_customer) == len(done)
     assert len({d["applicantId"] for d in created} & applicants_per_customer) == len(done)
@@ -186,13 +196,7 @@ async def test_an_email_change_reaches_keycloak_and_sumsub_and_a_taken_email_is_
     changed = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "After.Change@Example.com"})
     assert changed["data"]["customerEmailUpdate"]["customer"]["email"] == "after.change@example.com", changed
     assert await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
-    async with httpx.AsyncClient() as http:
-        token = (await http.post(f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token", data={
-            "grant_type": "client_credentials", "client_id": "customer-lifecycle",
-            "client_secret": "customer-lifecycle-dev-secret"})).json()["access_token"]
-        users = (await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
-                                params={"q": f"customer_id:{first['id']}"},
-                                headers={"Authorization": f"Bearer {token}"})).json()
+    users = await keycloak_users(stack, first["id"])
     assert [(u["username"], u["email"]) for u in users] == [("after.change@example.com", "after.change@example.com")]
     # Registering the new address finds the same customer; the old one is free again.
     again = await register(portal, "after.change@example.com", "INDIVIDUAL")
@@ -266,15 +270,8 @@ async def test_a_worker_killed_in_the_middle_of_each_provisioning_call_creates_e
     done = await onboard_existing(portal, customer["id"])
     print(f"kill-per-step test: {len(steps)} SIGKILLs mid-call, {time.monotonic() - started:.1f}s")
     assert done["status"] == "ACTIVE"
-    async with httpx.AsyncClient() as http:
-        token = (await http.post(f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token", data={
-            "grant_type": "client_credentials", "client_id": "customer-lifecycle",
-            "client_secret": "customer-lifecycle-dev-secret"})).json()["access_token"]
-        users = (await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
-                                params={"q": f"customer_id:{customer['id']}"},
-                                headers={"Authorization": f"Bearer {token}"})).json()
-        deliveries = (await http.get(f"{stack.sumsub_url}/_emulator/deliveries")).json()
-    assert len(users) == 1
+    deliveries = await sumsub_deliveries(stack)
+    assert len(await keycloak_users(stack, customer["id"])) == 1
     created = {d["applicantId"] for d in deliveries if d["type"] == "applicantCreated"}
     assert done["kyc"]["applicantId"] in created
     assert sum(1 for d in deliveries if d["type"] == "applicantCreated" and d["attempt"] == 0

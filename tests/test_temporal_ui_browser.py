@@ -10,7 +10,6 @@ authentication on for the tests of it.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import time
 import urllib.parse
@@ -28,7 +27,8 @@ from temporalio.client import Client
 from lifecycle.codec import ENCRYPTED_ENCODING
 from lifecycle.devstack import REPO_ROOT, DevStack, Ports
 from tests.browser import chromium_context, ensure_chromium
-from tests.conftest import _clean_env, _print_logs, client_token
+from tests.conftest import client_token
+from tests.helpers import running_stack
 from tests.test_end_to_end import onboard, register, wait_for_stage
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -43,23 +43,13 @@ async def chromium() -> Path:
 
 @pytest_asyncio.fixture(scope="module")
 async def ui_stack() -> AsyncIterator[DevStack]:
-    root = Path(tempfile.mkdtemp(prefix="customer-lifecycle-ui-test-"))
     ports = Ports.free()
-    env = _clean_env() | {
-        "LOG_FORMAT": "json",
+    env = {
         "CODEC_AUTH_REQUIRED": "false",  # the dev server's UI sends no token (loopback only)
         "TEMPORAL_UI_ORIGIN": f"http://127.0.0.1:{ports.temporal_ui}",
     }
-    dev = DevStack(data_dir=root / "data", ports=ports, env=env, log_dir=root / "logs", persistent_temporal=False)
-    try:
-        await dev.start()
-    except BaseException:
-        dev.stop()
-        _print_logs(root / "logs")
-        raise
-    yield dev
-    dev.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    async with running_stack(env, ports=ports, persistent_temporal=False) as dev:
+        yield dev
 
 
 def _query_param(url: str) -> str | None:
