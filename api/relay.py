@@ -65,6 +65,10 @@ class WebhookRelay:
             await db.mark_webhook(self._pool, inbox_id, outcome=None, error=f"{exc.status.name}: {exc.message}")
             log.warning("webhook delivery failed; will retry", inbox_id=inbox_id, error=exc.message)
             return False
+        except RuntimeError as exc:  # what the SDK raises while it cannot connect to Temporal at all
+            await db.mark_webhook(self._pool, inbox_id, outcome=None, error=str(exc)[:500])
+            log.warning("Temporal unreachable; webhook stays in the inbox", inbox_id=inbox_id)
+            return False
         await db.mark_webhook(self._pool, inbox_id, outcome="delivered")
         return True
 
@@ -81,8 +85,8 @@ class WebhookRelay:
             webhook = await self._queue.get()
             try:
                 await self.deliver(webhook)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=str(exc))
+            except Exception as exc:  # noqa: BLE001  (the relay must outlive any failure; the sweep retries)
+                log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=repr(exc))
 
     async def run(self) -> None:
         """Delivers queued webhooks and sweeps the inbox every few seconds until cancelled."""
@@ -93,5 +97,5 @@ class WebhookRelay:
                 await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
                 try:
                     await self.deliver_pending()
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("inbox sweep failed", error=str(exc))
+                except Exception as exc:  # noqa: BLE001  (same: try again at the next sweep)
+                    log.warning("inbox sweep failed", error=repr(exc))

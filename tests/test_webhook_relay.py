@@ -1,0 +1,60 @@
+"""A webhook that arrives while Temporal is down is still acknowledged (it is stored first) and reaches
+its customer's workflow once Temporal is reachable again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import asyncpg
+import httpx
+
+from api.app import create_app
+from lifecycle.config import Settings
+from lifecycle.devstack import DevStack, free_port
+from lifecycle.sumsub import webhook_digest
+from tests.helpers import running_app
+from tests.test_end_to_end import register, wait_for_stage
+
+
+async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_back(
+    stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    customer = await register(portal, "temporal-down@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
+    body = json.dumps({
+        "type": "applicantPending", "externalUserId": customer["id"], "applicantId": waiting["kyc"]["applicantId"],
+        "correlationId": f"req-down-{customer['id']}", "createdAtMs": "2030-01-01 00:00:00.000",
+        "reviewStatus": "pending",
+    }).encode()
+
+    # An API whose Temporal is unreachable: it must still store and acknowledge.
+    cut_off = Settings(
+        database_url=stack.child_env["DATABASE_URL"],
+        temporal_address=f"127.0.0.1:{free_port()}",
+        keycloak_url=stack.keycloak_url,
+    )
+    async with running_app(create_app(cut_off)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        started = time.monotonic()
+        response = await http.post("/webhooks/sumsub", content=body,
+                                   headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})
+        acknowledged_in = time.monotonic() - started
+        await asyncio.sleep(2.0)  # its deliverers try (and fail) meanwhile
+    assert response.status_code == 200
+    print(f"acknowledged in {acknowledged_in * 1000:.0f} ms with Temporal down")
+    row = await database.fetchrow(
+        "SELECT delivered_at, attempts, last_error FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1",
+        f"req-down-{customer['id']}",
+    )
+    assert row is not None and row["delivered_at"] is None
+    assert row["attempts"] >= 1 and "connect" in row["last_error"]  # ops see why it is still pending
+    still = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
+    assert still["kyc"]["status"] == "STARTED"
+
+    # The stack's own API (Temporal reachable) sweeps the inbox and delivers it.
+    delivered = await wait_for_stage(portal, customer["id"], "KYC_IN_REVIEW", timeout=30)
+    assert delivered["kyc"]["status"] == "PENDING"
+    assert await database.fetchval(
+        "SELECT outcome FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1", f"req-down-{customer['id']}"
+    ) == "delivered"
