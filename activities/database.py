@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import structlog
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from lifecycle import db
+from lifecycle import db, metrics
 from lifecycle.domain import AccountCategory, DepositAccountStatus
 from lifecycle.models import CustomerState, DepositAccount
+
+log = structlog.get_logger("activities.database")
 
 
 class RecordChangeInput(BaseModel):
@@ -50,7 +53,7 @@ class DatabaseActivities:
                     type="CustomerConflict",
                     non_retryable=True,
                 ) from exc
-            await db.append_event(
+            inserted = await db.append_event(
                 conn,
                 customer_id=change.state.customer_id,
                 event_type=change.event_type,
@@ -60,6 +63,18 @@ class DatabaseActivities:
                 workflow_id=info.workflow_id,
                 run_id=info.workflow_run_id,
                 idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
+            )
+        # Committed: count and log the event once, not again when a retry finds it written.
+        if inserted:
+            state = change.state
+            metrics.observe_customer_event(change.event_type, registered_at=state.created_at, occurred_at=state.updated_at)
+            log.info(
+                "customer event recorded",
+                event_type=change.event_type,
+                actor=change.actor,
+                sequence=change.sequence,
+                stage=state.stage.value,
+                status=state.status.value,
             )
 
     @activity.defn

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -17,13 +18,15 @@ from cross_web import HTTPException, StarletteRequestAdapter  # what strawberry.
 
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
 from api.codec import codec_app
-from api.customers import CustomerService
+from api.customers import CustomerService, CustomerView
+from api.errors import ApiError
 from api.relay import WebhookRelay
 from api.schema import Context, schema
 from api.state import AppState
 from api.webhooks import sumsub_webhook
-from lifecycle import db
+from lifecycle import db, metrics
 from lifecycle.config import Settings
+from lifecycle.logging import RequestIdMiddleware
 from lifecycle.temporal import connect
 
 READINESS_TIMEOUT_SECONDS = 2.0
@@ -44,6 +47,22 @@ class AuthenticatedGraphQL(GraphQL[Context, None]):
         except AuthenticationError as exc:
             raise HTTPException(401, str(exc)) from None
         return Context(services=services, principal=principal)
+
+
+class MeteredCustomerService(CustomerService):
+    """Counts registrations by outcome (`customer_registrations_total`)."""
+
+    async def register(self, *args: Any, **kwargs: Any) -> CustomerView:
+        try:
+            view = await super().register(*args, **kwargs)
+        except ApiError as exc:
+            metrics.REGISTRATIONS.labels(outcome=exc.code.lower()).inc()
+            raise
+        except Exception:
+            metrics.REGISTRATIONS.labels(outcome="error").inc()
+            raise
+        metrics.REGISTRATIONS.labels(outcome="ok").inc()
+        return view
 
 
 async def healthz(request: Request) -> Response:
@@ -85,7 +104,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             pool=pool,
             temporal=temporal,
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
-            customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
+            customers=MeteredCustomerService(pool=pool, temporal=temporal, settings=settings),
             relay=relay,
         )
         sweeper = asyncio.create_task(relay.run())
@@ -106,7 +125,10 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),  # Prometheus; keep it off the public proxy
             Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here
         ],
+        # Outermost first: the request id is bound (and echoed) around everything, including the metrics.
+        middleware=[Middleware(RequestIdMiddleware), Middleware(metrics.HttpMetricsMiddleware)],
         lifespan=lifespan,
     )

@@ -88,6 +88,7 @@ class Kyc:
 class Onboarding:
     stage: OnboardingStage
     workflow_id: str
+    run_id: str | None
     last_error: str | None
     current_step: str | None
     next_reminder_at: datetime | None
@@ -152,6 +153,7 @@ class Customer:
             onboarding=Onboarding(
                 stage=state.stage,
                 workflow_id=view.workflow_id,
+                run_id=state.run_id,
                 last_error=state.last_error,
                 current_step=state.current_step,
                 next_reminder_at=state.next_reminder_at,

@@ -13,27 +13,12 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.bodies import read_limited
 from api.relay import StoredWebhook
 from api.state import AppState
-from lifecycle import db
+from lifecycle import db, metrics
 from lifecycle.kyc_events import InvalidWebhook, parse_webhook, webhook_dedupe_key
 from lifecycle.sumsub import verify_webhook_digest
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -42,9 +27,10 @@ def _error(status: int, message: str) -> JSONResponse:
 
 async def sumsub_webhook(request: Request) -> JSONResponse:
     state: AppState = request.app.state.services
-    try:
-        body = await _read_body(request, state.settings.sumsub_webhook_max_bytes)
-    except _TooLarge:
+    metrics.WEBHOOKS_RECEIVED.inc()
+    body = await read_limited(request, state.settings.sumsub_webhook_max_bytes)
+    if body is None:
+        metrics.WEBHOOKS_REJECTED.labels(reason="too_large").inc()
         return _error(413, "payload too large")
     if not verify_webhook_digest(
         body,
@@ -52,6 +38,7 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
         alg=request.headers.get("x-payload-digest-alg"),
         secret=state.settings.sumsub_webhook_secret,
     ):
+        metrics.WEBHOOKS_REJECTED.labels(reason="digest").inc()
         return _error(401, "invalid or missing X-Payload-Digest")
     try:
         if b"\x00" in body or b"\\u0000" in body:
@@ -62,10 +49,12 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
         await db.store_webhook(
             state.pool, dedupe_key="sha256:" + hashlib.sha256(body).hexdigest(), payload=raw, outcome=f"rejected: {exc}"
         )
+        metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
         return _error(400, f"invalid webhook body: {exc}")
     dedupe_key = webhook_dedupe_key(payload, body)
     inbox_id = await db.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
     if inbox_id is None:
+        metrics.WEBHOOKS_DUPLICATE.inc()
         return JSONResponse({"ok": True, "duplicate": True})
     state.relay.submit(StoredWebhook(inbox_id, payload, dedupe_key, datetime.now(UTC)))
     return JSONResponse({"ok": True})

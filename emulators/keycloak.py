@@ -42,6 +42,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from emulators.latency import InjectedLatency
+from lifecycle.config import get_settings
+from lifecycle.logging import configure_logging
 
 __all__ = ["DEFAULT_REALM_FILE", "create_app", "main"]
 
@@ -843,7 +845,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--realm-file", type=Path, default=DEFAULT_REALM_FILE, help="realm export JSON to seed from")
     args = parser.parse_args(argv)
     public_url = args.public_url or f"http://{args.host}:{args.port}"
-    uvicorn.run(create_app(realm_export=args.realm_file, public_url=public_url), host=args.host, port=args.port)
+    settings = get_settings()
+    # Our logging (JSON, redacted), not uvicorn's access log: admin queries carry e-mails in the URL.
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    app = create_app(realm_export=args.realm_file, public_url=public_url)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 
 from emulators.latency import InjectedLatency
 from lifecycle.config import get_settings
+from lifecycle.logging import configure_logging
 from lifecycle.sumsub import DEFAULT_WEBHOOK_DIGEST_ALG, WEBHOOK_DIGEST_ALGORITHMS, sign_request, webhook_digest
 
 logger = logging.getLogger(__name__)
@@ -700,7 +701,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         retry_delays=tuple(delay * args.delay_scale for delay in DEFAULT_RETRY_DELAYS),
         action_retry_delays=tuple(delay * args.delay_scale for delay in DEFAULT_ACTION_RETRY_DELAYS),
     )
-    uvicorn.run(app, host=args.host, port=args.port)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)  # JSON and redacted, no access log
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,19 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", description="json or console.")
     log_level: str = "INFO"
 
+    # Metrics and tracing
+    worker_metrics_address: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port where the worker serves the Temporal SDK's Prometheus metrics (/metrics); empty: off.",
+    )
+    worker_business_metrics_address: str = Field(
+        default="127.0.0.1:9465",
+        description="host:port where the worker serves its business metrics (/metrics); empty: off.",
+    )
+    otel_enabled: bool = Field(
+        default=False, description="Trace workflows and activities with OpenTelemetry (spans logged as JSON lines)."
+    )
+
     @property
     def keycloak_issuer(self) -> str:
         return f"{self.keycloak_url.rstrip('/')}/realms/{self.keycloak_realm}"

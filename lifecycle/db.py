@@ -142,9 +142,11 @@ async def append_event(
     workflow_id: str | None,
     run_id: str | None,
     idempotency_key: str,
-) -> None:
-    """Appends to the customer's event log once per idempotency key (a retried activity writes nothing)."""
-    await conn.execute(
+) -> bool:
+    """Appends to the customer's event log once per idempotency key (a retried activity writes nothing).
+
+    True when this call inserted the row, False when the key was already there."""
+    status = await conn.execute(
         """
         INSERT INTO customer_events (customer_id, event_type, actor, details, occurred_at, workflow_id, run_id,
             idempotency_key)
@@ -160,6 +162,7 @@ async def append_event(
         run_id,
         idempotency_key,
     )
+    return status == "INSERT 0 1"
 
 
 async def open_deposit_account(
@@ -259,6 +262,7 @@ def _stored_customer(row: asyncpg.Record) -> StoredCustomer:
         deposit_account=account,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        run_id=row["run_id"],
     )
     return StoredCustomer(state=state, workflow_id=row["workflow_id"], run_id=row["run_id"])
 

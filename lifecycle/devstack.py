@@ -52,10 +52,12 @@ class Ports:
     api: int = 8000
     keycloak: int = 8080
     sumsub: int = 8090
+    worker_metrics: int = 9464  # the Temporal SDK's Prometheus endpoint in the worker
+    worker_business_metrics: int = 9465
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port(), free_port(), free_port())
 
 
 @dataclass
@@ -84,6 +86,14 @@ class DevStack:
         return self.child_env["TEMPORAL_ADDRESS"]
 
     @property
+    def worker_metrics_url(self) -> str:
+        return f"http://{self.child_env['WORKER_METRICS_ADDRESS']}/metrics"
+
+    @property
+    def worker_business_metrics_url(self) -> str:
+        return f"http://{self.child_env['WORKER_BUSINESS_METRICS_ADDRESS']}/metrics"
+
+    @property
     def keycloak_url(self) -> str:
         return self.child_env["KEYCLOAK_URL"]
 
@@ -98,6 +108,8 @@ class DevStack:
         env = dict(self.env)
         env.setdefault("API_HOST", "127.0.0.1")
         env["API_PORT"] = str(self.ports.api)
+        env.setdefault("WORKER_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_metrics}")
+        env.setdefault("WORKER_BUSINESS_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_business_metrics}")
         if "DATABASE_URL" not in env:
             env["DATABASE_URL"] = await self._start_postgres()
         env.setdefault("PAYLOAD_ENCRYPTION_KEYS", DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS)

@@ -81,6 +81,7 @@ class CustomerState(BaseModel):
     applied_kyc_events: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    run_id: str | None = Field(default=None, description="The run answering a query (set on read, not carried).")
 
     @property
     def customer_id(self) -> str:

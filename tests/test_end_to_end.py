@@ -21,7 +21,7 @@ from tests.conftest import client_token
 CUSTOMER_FIELDS = """
   id email customerType status telegramHandle
   kyc { status level applicantId verificationUrl moderationComment }
-  onboarding { stage workflowId lastError }
+  onboarding { stage workflowId runId lastError }
   depositAccount { id status category }
 """
 REGISTER = f"""
@@ -119,7 +119,7 @@ async def test_individual_goes_from_registration_to_active(
     active = await wait_for_stage(portal, registered["id"], "ONBOARDED")
     print(f"end-to-end onboarding took {time.monotonic() - started:.2f}s")
 
-    assert active["status"] == "ACTIVE"
+    assert active["status"] == "ACTIVE" and active["onboarding"]["runId"]
     assert active["kyc"] == {**waiting["kyc"], "status": "APPROVED", "level": "BASIC"}
     assert active["depositAccount"]["category"] == "INDIVIDUAL"
     assert active["depositAccount"]["status"] == "ACTIVE"

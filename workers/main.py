@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import structlog
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
-from temporalio.worker import Worker
+from temporalio import activity, workflow
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
+from temporalio.worker import Interceptor, Worker
 
 from activities.database import DatabaseActivities
 from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
 from activities.sumsub import SumsubActivities
-from lifecycle import db
+from lifecycle import db, metrics
 from lifecycle.config import Settings, get_settings
-from lifecycle.logging import configure_logging
+from lifecycle.logging import ActivityLogContext, configure_logging
 from lifecycle.sumsub import SumsubClient
 from lifecycle.temporal import connect, ensure_search_attributes
 from workflows.customer import CustomerWorkflow
@@ -35,9 +45,42 @@ def keycloak_admin(settings: Settings) -> KeycloakAdmin:
     return KeycloakAdmin(connection=connection)
 
 
+def install_temporal_runtime(settings: Settings) -> None:
+    """Before any client: the SDK core's own metrics (workflow tasks, activities, polls, ...) in Prometheus
+    format, and its log lines through Python logging, so they are JSON and redacted like ours."""
+    prometheus = (
+        PrometheusConfig(
+            bind_address=settings.worker_metrics_address,
+            counters_total_suffix=True,
+            unit_suffix=True,
+            durations_as_seconds=True,
+        )
+        if settings.worker_metrics_address
+        else None
+    )
+    core_logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=prometheus)), error_if_already_set=False)
+    # The SDK's workflow and activity details become structured fields (lifecycle.logging), not message text.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
+
+
+def interceptors(settings: Settings) -> list[Interceptor]:
+    chain: list[Interceptor] = [ActivityLogContext()]
+    if settings.otel_enabled:
+        from lifecycle.tracing import tracing_interceptor  # OpenTelemetry is only loaded when asked for
+
+        chain.append(tracing_interceptor("customer-lifecycle-worker"))
+    return chain
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL must be set for the worker")
+    install_temporal_runtime(settings)
     await db.migrate(settings.database_url)
     pool = await db.create_pool(settings.database_url, size=settings.database_pool_size)
     admin = keycloak_admin(settings)
@@ -54,6 +97,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[CustomerWorkflow],
+        interceptors=interceptors(settings),
         activities=[
             database.record_change,
             database.open_deposit_account,
@@ -70,12 +114,31 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             notifications.notify_customer,
         ],
     )
+    business_metrics = (
+        metrics.serve_worker_metrics(settings.worker_business_metrics_address)
+        if settings.worker_business_metrics_address
+        else None
+    )
     try:
         async with worker:
-            log.info("worker started", task_queue=settings.temporal_task_queue, temporal=settings.temporal_address)
+            log.info(
+                "worker started",
+                task_queue=settings.temporal_task_queue,
+                temporal=settings.temporal_address,
+                sdk_metrics=settings.worker_metrics_address or None,
+                business_metrics=settings.worker_business_metrics_address or None,
+            )
             await stop.wait()
             log.info("worker stopping")
     finally:
+        if business_metrics is not None:
+            server, _thread = business_metrics
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+        if settings.otel_enabled:
+            from lifecycle.tracing import shutdown_tracing
+
+            shutdown_tracing()
         await sumsub.aclose()
         # python-keycloak fetches tokens with a second httpx client that conn.aclose() leaves open.
         await admin.connection.keycloak_openid.connection.aclose()

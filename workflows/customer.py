@@ -116,7 +116,7 @@ class CustomerWorkflow:
 
     @workflow.query
     def state(self) -> CustomerState:
-        return self._state
+        return self._state.model_copy(update={"run_id": workflow.info().run_id})
 
     @workflow.update
     async def suspend(self, request: SuspendRequest) -> CustomerState:
@@ -246,7 +246,11 @@ class CustomerWorkflow:
         except ActivityError as err:
             self._state.last_error = _reason(err)
             self._state.stage = OnboardingStage.FAILED
+            workflow.logger.warning("registration refused", extra=self._log_fields(error=self._state.last_error))
             return False
+        workflow.logger.info(
+            "customer registered", extra=self._log_fields(customer_type=self._state.registration.customer_type.value)
+        )
         return True
 
     async def _open_kyc_case(self) -> None:
@@ -470,6 +474,7 @@ class CustomerWorkflow:
         await self._set_user_enabled(False)
         self._state.status = CustomerStatus.SUSPENDED
         self._state.suspension_reason = reason
+        workflow.logger.info("customer suspended", extra=self._log_fields(reason=reason, actor=actor))
         await self._record("customer.suspended", actor=actor, details={"reason": reason})
 
     async def _reactivate(self, *, actor: str) -> None:
@@ -477,6 +482,7 @@ class CustomerWorkflow:
         await self._set_user_enabled(True)
         self._state.status = CustomerStatus.ACTIVE
         self._state.suspension_reason = None
+        workflow.logger.info("customer reactivated", extra=self._log_fields(actor=actor))
         await self._record("customer.reactivated", actor=actor)
 
     async def _close(self, reason: str, *, actor: str) -> None:
@@ -503,6 +509,7 @@ class CustomerWorkflow:
             self._state.keycloak_user_id, self._state.keycloak_user_created = None, False
         self._state.current_step = None
         self._move_to(OnboardingStage.FAILED)
+        workflow.logger.warning("onboarding failed", extra=self._log_fields(error=self._state.last_error))
         await self._record("onboarding.failed", details={"reason": self._state.last_error})
 
     # --- plumbing -----------------------------------------------------------------------------------
@@ -532,7 +539,18 @@ class CustomerWorkflow:
             )
 
     def _move_to(self, stage: OnboardingStage) -> None:
-        self._state.stage = next_stage(self._state.stage, stage)
+        previous = self._state.stage
+        self._state.stage = next_stage(previous, stage)
+        if self._state.stage is not previous:
+            workflow.logger.info(
+                "onboarding stage changed",
+                extra=self._log_fields(from_stage=previous.value, to_stage=self._state.stage.value),
+            )
+
+    def _log_fields(self, **fields: Any) -> dict[str, Any]:
+        """`extra` for `workflow.logger` (replay-safe: silent while replaying; it adds workflow and run id):
+        the customer id, never contact data, plus the given fields."""
+        return {"customer_id": self._state.customer_id, **fields}
 
     async def _step(self, summary: str, activity: Any, arg: Any) -> Any:
         """Runs one side effect; while it runs (and retries) the state names it as the current step."""
