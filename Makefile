@@ -16,6 +16,7 @@ dev: $(INSTALLED)
 	$(VENV)/bin/python -m lifecycle.devstack
 
 test: $(INSTALLED)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 
 # Load-tests webhook intake and the customer(id) read on a stack of its own; BENCH_ARGS="-n 500 -c 8" etc.

@@ -8,18 +8,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from cross_web import HTTPException, StarletteRequestAdapter  # what strawberry.asgi builds on
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from strawberry.asgi import GraphQL
-from cross_web import HTTPException, StarletteRequestAdapter  # what strawberry.asgi builds on
 
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
 from api.codec import codec_app
-from api.customers import CustomerService, CustomerView
-from api.errors import ApiError
+from api.customers import CustomerService
 from api.relay import WebhookRelay
 from api.schema import Context, schema
 from api.state import AppState
@@ -47,22 +46,6 @@ class AuthenticatedGraphQL(GraphQL[Context, None]):
         except AuthenticationError as exc:
             raise HTTPException(401, str(exc)) from None
         return Context(services=services, principal=principal)
-
-
-class MeteredCustomerService(CustomerService):
-    """Counts registrations by outcome (`customer_registrations_total`)."""
-
-    async def register(self, *args: Any, **kwargs: Any) -> CustomerView:
-        try:
-            view = await super().register(*args, **kwargs)
-        except ApiError as exc:
-            metrics.REGISTRATIONS.labels(outcome=exc.code.lower()).inc()
-            raise
-        except Exception:
-            metrics.REGISTRATIONS.labels(outcome="error").inc()
-            raise
-        metrics.REGISTRATIONS.labels(outcome="ok").inc()
-        return view
 
 
 async def healthz(request: Request) -> Response:
@@ -104,7 +87,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             pool=pool,
             temporal=temporal,
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
-            customers=MeteredCustomerService(pool=pool, temporal=temporal, settings=settings),
+            customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
             relay=relay,
         )
         sweeper = asyncio.create_task(relay.run())

@@ -20,8 +20,8 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.bodies import read_limited
 from api.auth import AuthenticationError
+from api.bodies import read_limited
 from api.state import AppState
 from lifecycle.codec import EncryptionCodec, PayloadDecryptionError
 from lifecycle.config import Settings

@@ -21,14 +21,20 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import BadUserInput, Conflict, NotFound, Unavailable
-from lifecycle import db
+from api.errors import ApiError, BadUserInput, Conflict, NotFound, Unavailable
+from lifecycle import db, metrics
 from lifecycle.config import Settings
-from lifecycle.domain import CUSTOMER_TYPES, CustomerType, OnboardingStage, VerificationFlow, mask_email, normalise_email
+from lifecycle.domain import (
+    CUSTOMER_TYPES,
+    CustomerType,
+    OnboardingStage,
+    VerificationFlow,
+    mask_email,
+    normalise_email,
+)
 from lifecycle.models import (
     CustomerState,
     CustomerWorkflowInput,
@@ -140,6 +146,19 @@ class CustomerService:
         return self._sumsub
 
     async def register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
+        """Starts (or finds) the customer's workflow; counted by outcome in `customer_registrations_total`."""
+        try:
+            view = await self._register(email=email, customer_type=customer_type, telegram_handle=telegram_handle)
+        except ApiError as exc:
+            metrics.REGISTRATIONS.labels(outcome=exc.code.lower()).inc()
+            raise
+        except Exception:
+            metrics.REGISTRATIONS.labels(outcome="error").inc()
+            raise
+        metrics.REGISTRATIONS.labels(outcome="ok").inc()
+        return view
+
+    async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
         email = normalise_email(email)
         customer_id = await db.find_customer_id(self._pool, email=email) or customer_id_for_email(email, self._id_secret)
         if telegram_handle is not None:

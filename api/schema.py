@@ -19,9 +19,9 @@ from strawberry.types import Info
 from api.auth import ANONYMOUS, Principal
 from api.customers import CustomerView, decode_cursor, encode_cursor, parse_customer_id
 from api.errors import ApiError, BadUserInput, Conflict, Forbidden, NotFound
+from api.relay import StoredWebhook
 from api.state import AppState
 from lifecycle import db, domain
-from api.relay import StoredWebhook
 from lifecycle.models import ChangeEmailRequest, CloseRequest, ReactivateRequest, RetryOnboardingRequest, SuspendRequest
 from workflows.customer import CustomerWorkflow
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
-import pytest
 import pytest_asyncio
 
 from lifecycle.devstack import DevStack

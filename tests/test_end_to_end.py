@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from lifecycle.devstack import DevStack
 from lifecycle.domain import CUSTOMER_TYPES, CustomerType
 from lifecycle.sumsub import SumsubClient, webhook_digest

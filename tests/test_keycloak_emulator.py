@@ -19,7 +19,6 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from keycloak.exceptions import (
     KeycloakAuthenticationError,
     KeycloakDeleteError,
@@ -29,6 +28,7 @@ from keycloak.exceptions import (
 )
 
 from emulators.keycloak import DEFAULT_REALM_FILE, create_app
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from lifecycle.config import Settings
 from tests.helpers import free_port, running_app
 

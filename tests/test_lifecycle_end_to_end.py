@@ -26,6 +26,7 @@ from tests.test_end_to_end import (
     wait_for_stage,
 )
 
+
 async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, Any]]:
     """The Keycloak users carrying this customer_id, as the admin API (the emulator's own view) says."""
     token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")

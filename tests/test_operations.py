@@ -15,8 +15,8 @@ from temporalio.client import Client
 
 from lifecycle.config import Settings
 from lifecycle.devstack import DevStack
-from lifecycle.temporal import connect
 from lifecycle.search_attributes import CUSTOMER_TYPE, KYC_WAITING_SINCE, ONBOARDING_STAGE
+from lifecycle.temporal import connect
 from tests.test_end_to_end import onboard, register, wait_for_stage
 
 README = Path(__file__).resolve().parent.parent / "README.md"

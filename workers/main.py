@@ -7,7 +7,6 @@ import logging
 import signal
 
 import structlog
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from temporalio import activity, workflow
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -23,6 +22,7 @@ from activities.database import DatabaseActivities
 from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
 from activities.sumsub import SumsubActivities
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from lifecycle import db, metrics
 from lifecycle.config import Settings, get_settings
 from lifecycle.logging import ActivityLogContext, configure_logging

@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from lifecycle.domain import (
         CUSTOMER_TYPES,
-        normalise_email,
         WAITING_FOR_KYC_STAGES,
         CustomerAction,
         CustomerStatus,
@@ -53,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         KycStatus,
         OnboardingStage,
         next_stage,
+        normalise_email,
         refusal,
     )
     from lifecycle.kyc_events import KYC_EVENT_EFFECTS
