@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import httpx
@@ -18,6 +19,7 @@ from joserfc.jwk import KeySet
 
 LEEWAY_SECONDS = 30
 JWKS_REFRESH_MIN_INTERVAL = 5.0
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class AuthenticationError(Exception):
@@ -49,6 +51,8 @@ class TokenVerifier:
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        # Callers send the same token many times: remember each verified one until it expires.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def _key_set(self, kid: str | None) -> KeySet:
         known = self._keys is not None and any(key.kid == kid for key in self._keys.keys)
@@ -73,6 +77,17 @@ class TokenVerifier:
         return self._keys
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached[1]:
+            self._verified.move_to_end(token)
+            return cached[0]
+        principal, expires_at = await self._verify(token)
+        self._verified[token] = (principal, expires_at)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = _header(token)
             if header.get("alg") != "RS256":
@@ -96,12 +111,13 @@ class TokenVerifier:
         if self._audience not in audiences and claims.get("azp") != self._audience:
             raise AuthenticationError("token is not meant for this API")
         roles = set((claims.get("realm_access") or {}).get("roles") or [])
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             client_id=claims.get("azp"),
             roles=frozenset(roles),
             customer_id=claims.get("customer_id"),
         )
+        return principal, float(claims["exp"]) + LEEWAY_SECONDS
 
 
 def _header(token: str) -> dict:

@@ -49,7 +49,7 @@ DEFAULT_CUSTOMERS = 20
 DEFAULT_WARMUP = 50
 DEFAULT_MAX_SECONDS = 120.0  # per scenario; the run stops taking new requests after this
 DEFAULT_REQUEST_TIMEOUT = 10.0
-DEFAULT_SETTLE_SECONDS = 5.0  # between scenarios, so the webhooks' deliveries do not load the reads
+DEFAULT_SETTLE_SECONDS = 20.0  # let the worker drain the webhook backlog before reads are measured
 DEV_WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
 
 REGISTER = """mutation Register($input: CustomerRegisterInput!) {

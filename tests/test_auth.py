@@ -320,6 +320,18 @@ async def test_clock_skew_within_the_leeway_is_tolerated(issuer: Issuer, verifie
         await verifier.verify(issuer.token(exp=now - 60))
 
 
+async def test_a_verified_token_is_remembered_only_until_it_expires(
+    issuer: Issuer, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    token = issuer.token(exp=int(now) + 5)
+    assert (await verifier.verify(token)).roles == {"portal"}
+    assert (await verifier.verify(token)).roles == {"portal"}  # from the cache
+    monkeypatch.setattr(auth.time, "time", lambda: now + 5 + auth.LEEWAY_SECONDS + 1)
+    with pytest.raises(AuthenticationError, match="expired"):
+        await verifier.verify(token)
+
+
 # --- the JWKS cache ---------------------------------------------------------------------------------
 
 
