@@ -1,0 +1,80 @@
+"""`make dev`'s stack: comes up, prints its URLs and credentials, and Ctrl-C leaves nothing running.
+
+It runs in a network namespace of its own (we are root here, as in CI), so its fixed dev ports
+(7233, 8000, 8080, 8090, ...) cannot collide with a `make dev` running beside the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lifecycle.devstack import REPO_ROOT
+from tests.helpers import clean_env
+
+# Brings the namespace's loopback up (a new network namespace starts with it down), then becomes the stack.
+_LAUNCH = """
+import fcntl, os, socket, struct, sys
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sh", b"lo", 0)))[1]
+    fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+os.execv(sys.executable, [sys.executable, "-m", "lifecycle.devstack"])
+"""
+
+
+def _processes_mentioning(marker: str) -> list[str]:
+    """Processes whose command line or environment names `marker` (our data folder)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline or marker.encode() in environ:
+            command = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{pid}: {command[:120]}")
+    return found
+
+
+def test_dev_stack_starts_prints_its_urls_and_ctrl_c_stops_every_process() -> None:
+    data_dir = tempfile.mkdtemp(prefix="customer-lifecycle-make-dev-")
+    env = clean_env() | {"DATA_DIR": data_dir}
+    proc = subprocess.Popen(
+        ["unshare", "--net", sys.executable, "-c", _LAUNCH],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    started = time.monotonic()
+    try:
+        for raw in proc.stdout:
+            output.append(raw.decode(errors="replace"))
+            if "Token: curl" in output[-1] or time.monotonic() - started > 120:
+                break
+        up_after = time.monotonic() - started
+        banner = "".join(output)
+        assert "dev stack is up" in banner, banner[-3000:]
+        for expected in ("http://127.0.0.1:8000/graphql", "http://127.0.0.1:8233", "127.0.0.1:7233",
+                         "http://127.0.0.1:8080", "http://127.0.0.1:8090", "portal-dev-secret", "ops-dev-secret"):
+            assert expected in banner, expected
+        assert len(_processes_mentioning(data_dir)) >= 6  # temporal, postgres, 2 emulators, worker, api
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the foreground group
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    print(f"dev stack up in {up_after:.1f}s")
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(data_dir) == []
+    assert proc.returncode == 0
+    shutil.rmtree(data_dir, ignore_errors=True)
