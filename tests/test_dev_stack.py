@@ -6,6 +6,7 @@ It runs in a network namespace of its own (we are root here, as in CI), so its f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,8 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from lifecycle.devstack import REPO_ROOT
+import httpx
+
+from lifecycle.devstack import REPO_ROOT, DevStack, Ports
+from lifecycle.sumsub import webhook_digest
+from tests.conftest import client_token
 from tests.helpers import clean_env
+from tests.test_end_to_end import register, wait_for_stage
 
 # Brings the namespace's loopback up (a new network namespace starts with it down), then becomes the stack.
 _LAUNCH = """
@@ -78,3 +84,45 @@ def test_dev_stack_starts_prints_its_urls_and_ctrl_c_stops_every_process() -> No
     assert _processes_mentioning(data_dir) == []
     assert proc.returncode == 0
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_customers_and_their_workflows_survive_a_restart_of_the_whole_stack() -> None:
+    """Temporal's SQLite file and PostgreSQL live under DATA_DIR: stop everything, start again, go on."""
+    data_dir = Path(tempfile.mkdtemp(prefix="customer-lifecycle-restart-"))
+    ports = Ports.free()
+
+    def new_stack() -> DevStack:
+        return DevStack(data_dir=data_dir / "data", ports=ports, env=clean_env() | {"LOG_FORMAT": "json"},
+                        log_dir=data_dir / "logs")
+
+    first = new_stack()
+    try:
+        await first.start()
+        async with await portal_client(first) as portal:
+            customer = await register(portal, "survivor@example.com", "INDIVIDUAL")
+            waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
+    finally:
+        first.stop()
+
+    second = new_stack()
+    try:
+        await second.start()
+        async with await portal_client(second) as portal:
+            # The Sumsub emulator forgets its applicants on restart, so the verdict comes as Sumsub would send it.
+            body = json.dumps({"type": "applicantReviewed", "externalUserId": customer["id"],
+                               "applicantId": waiting["kyc"]["applicantId"], "correlationId": "req-after-restart",
+                               "createdAtMs": "2030-01-01 00:00:00.000", "reviewStatus": "completed",
+                               "reviewResult": {"reviewAnswer": "GREEN"}}).encode()
+            response = await portal.post("/webhooks/sumsub", content=body,
+                                         headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})
+            assert response.status_code == 200
+            done = await wait_for_stage(portal, customer["id"], "ONBOARDED")
+    finally:
+        second.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert done["status"] == "ACTIVE" and done["onboarding"]["workflowId"] == waiting["onboarding"]["workflowId"]
+
+
+async def portal_client(stack: DevStack) -> httpx.AsyncClient:
+    token = await client_token(stack, "portal", "portal-dev-secret")
+    return httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
