@@ -81,6 +81,7 @@ class FakeWorld:
         self.notifications: list[Notification] = []
         self.polls = 0
         self.email_taken_in_keycloak = False
+        self.keycloak_user_gone = False
         self.keycloak_emails: list[str] = []
         self.sumsub_emails: list[str] = []
 
@@ -109,6 +110,8 @@ class FakeWorld:
 
         @activity.defn(name="set_keycloak_user_enabled")
         async def set_keycloak_user_enabled(request: SetUserEnabledInput) -> None:
+            if self.keycloak_user_gone:
+                raise ApplicationError("Keycloak refused the request (404)", type="KeycloakRejected", non_retryable=True)
             self.user_enabled.append(request.enabled)
 
         @activity.defn(name="delete_keycloak_user")
@@ -445,3 +448,18 @@ async def test_a_transient_outage_is_retried_and_the_state_names_the_step_being_
         await asyncio.sleep(0.05)
     assert "create KYC link" in seen
     assert state.stage.value == "AWAITING_KYC" and state.current_step is None and case.world.kyc_link_outages == 0
+
+
+async def test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_the_customer_stays_manageable(
+    case: Case,
+) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    case.world.keycloak_user_gone = True  # someone deleted the user in Keycloak by hand
+    await case.send(event(KycEventKind.DECLINED, 1))
+    await eventually(lambda: "step.failed" in case.world.recorded)
+    state = await handle.query(CustomerWorkflow.state)
+    assert state.stage.value == "KYC_DECLINED" and state.last_error is not None and "KeycloakRejected" in state.last_error
+    case.world.keycloak_user_gone = False
+    closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="cleanup", actor="ops-1"))
+    assert closed.stage.value == "CLOSED"

@@ -223,21 +223,35 @@ class CustomerWorkflow:
         if input.state is None and not await self._registered():
             return self._state
         while self._state.stage is not OnboardingStage.CLOSED:
-            stage = self._state.stage
-            if stage is OnboardingStage.REGISTERED:
-                async with self._lock:
-                    await self._open_kyc_case()
-            elif stage in WAITING_FOR_KYC_STAGES:
-                await self._wait_for_verdict()
-            elif stage is OnboardingStage.KYC_APPROVED:
-                async with self._lock:
-                    await self._activate()
-            else:
-                await self._serve(stage)
+            try:
+                await self._next_step()
+            except ActivityError as err:
+                # A side effect refused for good outside onboarding (say, the Keycloak user was deleted by
+                # hand): keep the customer's workflow alive and tell ops, rather than fail it.
+                await self._note_failure(err)
             if workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new(input)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
+
+    async def _next_step(self) -> None:
+        stage = self._state.stage
+        if stage is OnboardingStage.REGISTERED:
+            async with self._lock:
+                await self._open_kyc_case()
+        elif stage in WAITING_FOR_KYC_STAGES:
+            await self._wait_for_verdict()
+        elif stage is OnboardingStage.KYC_APPROVED:
+            async with self._lock:
+                await self._activate()
+        else:
+            await self._serve(stage)
+
+    async def _note_failure(self, err: ActivityError) -> None:
+        self._state.last_error = _reason(err)
+        self._state.current_step = None
+        workflow.logger.error("step failed", extra=self._log_fields(error=self._state.last_error))
+        await self._record("step.failed", details={"reason": self._state.last_error})
 
     async def _registered(self) -> bool:
         """Saves the new customer; an email or telegram handle owned by someone else ends it here."""
@@ -520,6 +534,7 @@ class CustomerWorkflow:
                 "enable Keycloak user" if enabled else "disable Keycloak user",
                 KeycloakActivities.set_keycloak_user_enabled,
                 SetUserEnabledInput(user_id=self._state.keycloak_user_id, enabled=enabled),
+                until_done=True,
             )
 
     async def _set_account_status(self, status: DepositAccountStatus) -> None:
@@ -528,6 +543,7 @@ class CustomerWorkflow:
                 f"set deposit account {status.value}",
                 DatabaseActivities.set_deposit_account_status,
                 SetAccountStatusInput(customer_id=self._state.customer_id, status=status),
+                until_done=True,
             )
 
     async def _deactivate_applicant(self) -> None:
@@ -536,6 +552,7 @@ class CustomerWorkflow:
                 "deactivate Sumsub applicant",
                 SumsubActivities.deactivate_sumsub_applicant,
                 ApplicantRef(applicant_id=self._state.applicant_id),
+                until_done=True,
             )
 
     def _move_to(self, stage: OnboardingStage) -> None:
@@ -552,11 +569,13 @@ class CustomerWorkflow:
         the customer id, never contact data, plus the given fields."""
         return {"customer_id": self._state.customer_id, **fields}
 
-    async def _step(self, summary: str, activity: Any, arg: Any) -> Any:
+    async def _step(self, summary: str, activity: Any, arg: Any, *, until_done: bool = False) -> Any:
         """Runs one side effect; while it runs (and retries) the state names it as the current step."""
         self._state.current_step = summary
         try:
-            return await workflow.execute_activity_method(activity, arg, **self._activity_options(summary))
+            return await workflow.execute_activity_method(
+                activity, arg, **self._activity_options(summary, until_done=until_done)
+            )
         finally:
             self._state.current_step = None
 
@@ -571,16 +590,21 @@ class CustomerWorkflow:
             RecordChangeInput(
                 state=self._state, event_type=event_type, sequence=self._sequence, actor=actor, details=details or {}
             ),
-            **self._activity_options(f"record {event_type}"),
+            **self._activity_options(f"record {event_type}", until_done=True),
         )
 
-    def _activity_options(self, summary: str) -> dict[str, Any]:
-        return {
+    def _activity_options(self, summary: str, *, until_done: bool = False) -> dict[str, Any]:
+        """Onboarding steps retry within the configured budget, then fail (and compensate). Writes to our
+        own database and steps that enforce or undo (disable a user, freeze an account, deactivate an
+        applicant) retry until they succeed: an outage pauses the customer, it never half-applies them."""
+        options: dict[str, Any] = {
             "start_to_close_timeout": ACTIVITY_ATTEMPT_TIMEOUT,
-            "schedule_to_close_timeout": self._policy.activity_retry_budget,
             "retry_policy": ACTIVITY_RETRY,
             "summary": summary,
         }
+        if not until_done:
+            options["schedule_to_close_timeout"] = self._policy.activity_retry_budget
+        return options
 
     async def _continue_as_new(self, input: CustomerWorkflowInput) -> None:
         """Starts a fresh history with the same state; queued events travel with it."""
