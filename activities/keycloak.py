@@ -22,8 +22,10 @@ class ProvisionUserInput(BaseModel):
 
 
 class ProvisionedUser(BaseModel):
+    """The customer's Keycloak user: created by this onboarding (now or by an earlier attempt), since a
+    user owned by anyone else is refused, so compensation may remove it."""
+
     user_id: str
-    created: bool
 
 
 class UserRef(BaseModel):
@@ -81,8 +83,8 @@ class KeycloakActivities:
         """Creates the customer's Keycloak user, or reuses the one that already carries its customer_id."""
         with _permanent_errors_fail_fast():
             existing = await self._find_user(request.email)
-            if existing is not None:
-                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id), created=False)
+            if existing is not None:  # carrying our customer_id: an earlier attempt of ours created it
+                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id))
             payload = {
                 "username": request.email,
                 "email": request.email,
@@ -98,16 +100,21 @@ class KeycloakActivities:
                 existing = await self._find_user(request.email)
                 if existing is None:
                     raise
-                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id), created=False)
+                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id))
             if self._send_actions_email:
                 await self._admin.a_send_update_account(user_id, _ACCOUNT_ACTIONS)
-            return ProvisionedUser(user_id=str(user_id), created=True)
+            return ProvisionedUser(user_id=str(user_id))
 
     @activity.defn
     async def set_keycloak_user_enabled(self, request: SetUserEnabledInput) -> None:
         """Enables or disables sign-in; a partial PUT, so repeating it is harmless."""
         with _permanent_errors_fail_fast():
-            await self._admin.a_update_user(request.user_id, {"enabled": request.enabled})
+            try:
+                await self._admin.a_update_user(request.user_id, {"enabled": request.enabled})
+            except KeycloakError as exc:
+                if exc.response_code == 404 and not request.enabled:
+                    return  # the user is gone: nobody can sign in with it, which is what disabling wants
+                raise
 
     @activity.defn
     async def delete_keycloak_user(self, request: UserRef) -> None:

@@ -91,9 +91,13 @@ class SumsubActivities:
 
     @activity.defn
     async def deactivate_sumsub_applicant(self, request: ApplicantRef) -> None:
-        """Closes the applicant at Sumsub; deactivating twice is harmless."""
+        """Closes the applicant at Sumsub; deactivating twice, or one that is gone, is harmless."""
         with _permanent_errors_fail_fast():
-            await self._client.deactivate_applicant(request.applicant_id)
+            try:
+                await self._client.deactivate_applicant(request.applicant_id)
+            except SumsubError as exc:
+                if exc.status_code != 404:
+                    raise
 
     @activity.defn
     async def poll_kyc_review(self, request: ApplicantRef) -> KycEvent | None:

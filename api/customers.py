@@ -19,6 +19,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -50,14 +51,22 @@ from workflows.customer import CustomerWorkflow
 QUERY_TIMEOUT = timedelta(seconds=2)
 REGISTER_TIMEOUT = timedelta(seconds=10)
 MAX_PAGE_SIZE = 100
+# Stages whose applicant is deactivated (or must not be used): no new verification link.
+_NO_VERIFICATION_STAGES = frozenset(
+    {OnboardingStage.CLOSED, OnboardingStage.EXPIRED, OnboardingStage.KYC_DECLINED, OnboardingStage.FAILED}
+)
+# How many ids of an email's sequence a registration tries (each skip is an earlier holder who changed email).
+ID_ATTEMPTS = 5
 
 
-def customer_id_for_email(normalised_email: str, secret: str) -> str:
+def customer_id_for_email(normalised_email: str, secret: str, attempt: int = 0) -> str:
     """A stable id for an email, keyed so it cannot be guessed from the address (a UUIDv8).
 
     The same email, even registered concurrently, addresses the same workflow, so the workflow id
-    conflict policy, not a lock, decides who creates the customer."""
-    digest = bytearray(hmac.new(secret.encode(), normalised_email.encode(), hashlib.sha256).digest()[:16])
+    conflict policy, not a lock, decides who creates the customer. `attempt` > 0 gives the next id in
+    the email's sequence, for when the customer who first held the address has changed it since."""
+    name = normalised_email if attempt == 0 else f"{normalised_email}#{attempt}"
+    digest = bytearray(hmac.new(secret.encode(), name.encode(), hashlib.sha256).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x80
     digest[8] = (digest[8] & 0x3F) | 0x80
     return str(uuid.UUID(bytes=bytes(digest)))
@@ -160,7 +169,18 @@ class CustomerService:
 
     async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
         email = normalise_email(email)
-        customer_id = await db.find_customer_id(self._pool, email=email) or customer_id_for_email(email, self._id_secret)
+        known = await db.find_customer_id(self._pool, email=email)
+        candidates = [known] if known else [customer_id_for_email(email, self._id_secret, n) for n in range(ID_ATTEMPTS)]
+        for customer_id in candidates:
+            view = await self._register_as(customer_id, email, customer_type, telegram_handle)
+            if view is not None:
+                return view
+        raise Conflict("this email cannot be registered now; ops must look at it", field="email")
+
+    async def _register_as(
+        self, customer_id: str, email: str, customer_type: CustomerType, telegram_handle: str | None
+    ) -> CustomerView | None:
+        """Registers under `customer_id`; None when that id belongs to a customer with another email."""
         if telegram_handle is not None:
             owner = await db.find_customer_id(self._pool, telegram_handle=telegram_handle)
             if owner is not None and owner != customer_id:
@@ -177,20 +197,28 @@ class CustomerService:
             id=workflow_id,
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            # A finished customer workflow is never started again by a registration.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # A closed customer is never started again by a registration; a refused one may be.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             static_summary=f"{customer_type.value} customer {mask_email(email)}",
         )
         try:
             state = await self._temporal.execute_update_with_start_workflow(
                 CustomerWorkflow.register,
-                RegisterRequest(customer_id=customer_id),
+                RegisterRequest(customer_id=customer_id, email=email),
                 start_workflow_operation=start,
                 rpc_timeout=REGISTER_TIMEOUT,
             )
             return CustomerView(state=state, workflow_id=workflow_id)
-        except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError) as exc:
-            stored = await db.get_customer(self._pool, customer_id)
+        except WorkflowUpdateFailedError as exc:
+            if isinstance(exc.cause, ApplicationError) and exc.cause.type == "EmailMismatch":
+                return None
+            raise Unavailable("registration could not be completed now; retry") from exc
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            raise Unavailable("registration is taking long; retry (it may already be under way)") from exc
+        except (WorkflowAlreadyStartedError, RPCError) as exc:
+            stored = await db.get_customer(self._pool, customer_id)  # a closed customer's workflow has ended
+            if stored is not None and stored.state.registration.email != email:
+                return None
             if stored is not None:
                 return CustomerView(state=stored.state, workflow_id=stored.workflow_id)
             raise Unavailable("registration could not be completed now; retry") from exc
@@ -222,7 +250,10 @@ class CustomerService:
                 raise BadUserInput(cause.message) from None
             if isinstance(cause, ApplicationError) and cause.type in ("IllegalTransition", "EmailConflict"):
                 raise Conflict(cause.message) from None
-            raise
+            # A side effect failed for good (e.g. Keycloak refused): the workflow recorded it for ops.
+            raise Unavailable(f"the change could not be completed: {cause}") from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise Unavailable("the change was accepted but is taking long; check the customer again") from None
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise Unavailable("the customer's workflow is not reachable now; retry") from exc
@@ -272,8 +303,8 @@ class CustomerService:
         if view is None:
             raise NotFound("no customer with this id")
         state = view.state
-        if state.stage is OnboardingStage.CLOSED:
-            raise Conflict("the customer is closed; no further changes are allowed")
+        if state.stage in _NO_VERIFICATION_STAGES:
+            raise Conflict(f"verification is over for this customer (stage {state.stage.value})")
         if state.stage is OnboardingStage.REGISTERED or state.applicant_id is None:
             raise Conflict("verification has not started yet (no Sumsub applicant); retry shortly")
         flow = CUSTOMER_TYPES[state.registration.customer_type].flow

@@ -76,8 +76,12 @@ class WebhookRelay:
         """One sweep over the inbox; returns how many rows were settled."""
         settled = 0
         for row in await db.pending_webhooks(self._pool, older_than_seconds=SWEEP_INTERVAL_SECONDS):
-            if await self.deliver(StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"])):
-                settled += 1
+            webhook = StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"])
+            try:
+                settled += await self.deliver(webhook)
+            except (KeyError, TypeError, ValueError) as exc:
+                # A row that cannot become a KYC event must not block every row after it.
+                await db.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
         return settled
 
     async def _deliver_queued(self) -> None:

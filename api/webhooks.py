@@ -10,6 +10,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -44,7 +45,7 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
         if b"\x00" in body or b"\\u0000" in body:
             raise InvalidWebhook("NUL characters are not accepted")  # PostgreSQL text cannot hold them
         payload = parse_webhook(json.loads(body))
-    except (ValueError, InvalidWebhook) as exc:
+    except (ValueError, RecursionError, InvalidWebhook) as exc:
         raw = {"raw": body.decode("utf-8", "replace").replace("\x00", "")}
         await db.store_webhook(
             state.pool, dedupe_key="sha256:" + hashlib.sha256(body).hexdigest(), payload=raw, outcome=f"rejected: {exc}"
@@ -52,7 +53,11 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
         return _error(400, f"invalid webhook body: {exc}")
     dedupe_key = webhook_dedupe_key(payload, body)
-    inbox_id = await db.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
+    try:
+        inbox_id = await db.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
+    except asyncpg.DataError as exc:  # e.g. a lone surrogate escape PostgreSQL's jsonb refuses
+        metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
+        return _error(400, f"invalid webhook body: {type(exc).__name__}")
     if inbox_id is None:
         metrics.WEBHOOKS_DUPLICATE.inc()
         return JSONResponse({"ok": True, "duplicate": True})

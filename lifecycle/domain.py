@@ -172,12 +172,16 @@ ACTION_REQUIRES_STATUS: dict[CustomerAction, frozenset[CustomerStatus]] = {
 }
 
 
-def refusal(action: CustomerAction, status: CustomerStatus, stage: OnboardingStage) -> str | None:
+def refusal(
+    action: CustomerAction, status: CustomerStatus, stage: OnboardingStage, kyc_status: KycStatus
+) -> str | None:
     """Why `action` is not allowed now, or None when it is."""
     if stage is OnboardingStage.CLOSED:
         return "the customer is closed; no further changes are allowed"
     if status not in ACTION_REQUIRES_STATUS[action]:
         return f"cannot {action.value.lower().replace('_', ' ')} a customer whose status is {status.value}"
+    if action is CustomerAction.REACTIVATE and kyc_status is not KycStatus.APPROVED:
+        return f"cannot reactivate while the latest KYC review is {kyc_status.value}"
     if action is CustomerAction.RETRY_ONBOARDING and stage is not OnboardingStage.FAILED:
         return f"onboarding can be retried only after it FAILED (stage is {stage.value})"
     return None

@@ -37,7 +37,7 @@ def _kind_of(payload: dict[str, Any]) -> KycEventKind:
     if event_type in ("applicantReset", "applicantLevelChanged"):
         return KycEventKind.RESET
     if event_type == "applicantReviewed":
-        result = payload.get("reviewResult") or {}
+        result = _review_result(payload)
         return kind_of_review(result.get("reviewAnswer"), result.get("reviewRejectType"))
     return KycEventKind.IGNORED
 
@@ -70,15 +70,24 @@ def parse_webhook(payload: object) -> dict[str, Any]:
     return payload
 
 
+def _review_result(payload: dict[str, Any]) -> dict[str, Any]:
+    result = payload.get("reviewResult")
+    return result if isinstance(result, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def kyc_event_from_webhook(payload: dict[str, Any], *, dedupe_key: str, received_at: datetime) -> KycEvent:
-    result = payload.get("reviewResult") or {}
+    """Total over any JSON object that passed `parse_webhook`: fields of the wrong type count as absent."""
     return KycEvent(
         kind=_kind_of(payload),
         sumsub_type=payload["type"],
-        applicant_id=payload.get("applicantId"),
+        applicant_id=_text(payload.get("applicantId")),
         occurred_at=_occurred_at(payload.get("createdAtMs"), received_at),
         dedupe_key=dedupe_key,
-        moderation_comment=result.get("moderationComment"),
+        moderation_comment=_text(_review_result(payload).get("moderationComment")),
     )
 
 

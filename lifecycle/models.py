@@ -70,7 +70,6 @@ class CustomerState(BaseModel):
     suspension_reason: str | None = None
     last_error: str | None = None
     current_step: str | None = Field(default=None, description="The side effect in progress (and retrying).")
-    keycloak_user_created: bool = Field(default=False, description="We created the user, so compensation removes it.")
     kyc_started_at: datetime | None = None
     kyc_submitted: bool = False
     reminders_sent: int = 0
@@ -101,6 +100,7 @@ class RegisterRequest(BaseModel):
     """The portal's (possibly repeated) registration; the update answers with the current state."""
 
     customer_id: str
+    email: str | None = Field(default=None, description="Refused if the customer now has another email.")
 
 
 class SuspendRequest(BaseModel):

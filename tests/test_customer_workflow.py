@@ -106,7 +106,7 @@ class FakeWorld:
         async def provision_keycloak_user(request: ProvisionUserInput) -> ProvisionedUser:
             if self.keycloak_conflict:
                 raise ApplicationError("belongs to another customer", type="KeycloakUserConflict", non_retryable=True)
-            return ProvisionedUser(user_id="kc-user-1", created=True)
+            return ProvisionedUser(user_id="kc-user-1")
 
         @activity.defn(name="set_keycloak_user_enabled")
         async def set_keycloak_user_enabled(request: SetUserEnabledInput) -> None:

@@ -199,9 +199,14 @@ async def test_an_email_change_reaches_keycloak_and_sumsub_and_a_taken_email_is_
     assert await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
     users = await keycloak_users(stack, first["id"])
     assert [(u["username"], u["email"]) for u in users] == [("after.change@example.com", "after.change@example.com")]
-    # Registering the new address finds the same customer; the old one is free again.
+    # Registering the new address finds the same customer; the old one is free again, for someone new
+    # (its derived id belongs to the first customer, who must not be handed out).
     again = await register(portal, "after.change@example.com", "INDIVIDUAL")
     assert again["id"] == first["id"]
+    newcomer = await register(portal, "before-change@example.com", "PRIVATE_COMPANY")
+    assert newcomer["id"] != first["id"] and newcomer["email"] == "before-change@example.com"
+    assert newcomer["customerType"] == "PRIVATE_COMPANY" and newcomer["status"] == "INACTIVE"
+    assert (await register(portal, "Before-Change@example.com", "PRIVATE_COMPANY"))["id"] == newcomer["id"]
 
     taken = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "someone-else@example.com"})
     assert taken["errors"][0]["extensions"]["code"] == "CONFLICT", taken

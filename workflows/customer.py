@@ -106,8 +106,10 @@ class CustomerWorkflow:
 
     @register.validator
     def _validate_register(self, request: RegisterRequest) -> None:
-        if request.customer_id != self._state.customer_id:
-            raise ValueError("this workflow belongs to another customer")
+        # The id was derived from the email, but this customer has since changed theirs: the address
+        # is someone else's to register.
+        if request.email is not None and request.email != self._state.registration.email:
+            raise ApplicationError("this customer now has another email", type="EmailMismatch", non_retryable=True)
 
     @workflow.signal
     def kyc_event(self, event: KycEvent) -> None:
@@ -221,7 +223,8 @@ class CustomerWorkflow:
     @workflow.run
     async def run(self, input: CustomerWorkflowInput) -> CustomerState:
         if input.state is None and not await self._registered():
-            return self._state
+            # Nothing was created; failing (not completing) lets a later registration start afresh.
+            raise ApplicationError(self._state.last_error or "registration refused", type="RegistrationRefused")
         while self._state.stage is not OnboardingStage.CLOSED:
             try:
                 await self._next_step()
@@ -238,12 +241,14 @@ class CustomerWorkflow:
         stage = self._state.stage
         if stage is OnboardingStage.REGISTERED:
             async with self._lock:
-                await self._open_kyc_case()
+                if self._state.stage is stage:  # an ops update may have won the lock (close)
+                    await self._open_kyc_case()
         elif stage in WAITING_FOR_KYC_STAGES:
             await self._wait_for_verdict()
         elif stage is OnboardingStage.KYC_APPROVED:
             async with self._lock:
-                await self._activate()
+                if self._state.stage is stage:
+                    await self._activate()
         else:
             await self._serve(stage)
 
@@ -275,8 +280,8 @@ class CustomerWorkflow:
                 KeycloakActivities.provision_keycloak_user,
                 ProvisionUserInput(customer_id=reg.customer_id, email=reg.email),
             )
-            self._state.keycloak_user_id, self._state.keycloak_user_created = user.user_id, user.created
-            await self._record("identity.provisioned", details={"keycloak_user_id": user.user_id, "created": user.created})
+            self._state.keycloak_user_id = user.user_id
+            await self._record("identity.provisioned", details={"keycloak_user_id": user.user_id})
             self._state.applicant_id = await self._step(
                 "create Sumsub applicant",
                 SumsubActivities.create_sumsub_applicant,
@@ -345,6 +350,7 @@ class CustomerWorkflow:
                     account_id=str(workflow.uuid4()),
                     category=CUSTOMER_TYPES[reg.customer_type].account_category,
                 ),
+                until_done=True,  # our own database: an outage must not undo an approved customer
             )
         except ActivityError as err:
             await self._fail(err)
@@ -405,18 +411,20 @@ class CustomerWorkflow:
         if self._state.stage is not OnboardingStage.ONBOARDED:
             return f"onboarding already ended ({self._state.stage.value})"
         red = event.kind in (KycEventKind.DECLINED, KycEventKind.RESUBMISSION_REQUESTED)
-        if red and self._state.status is CustomerStatus.ACTIVE:
+        if red:
+            effect = KYC_EVENT_EFFECTS[event.kind]
+            assert effect is not None
+            self._state.kyc_status = effect[0]  # ops cannot reactivate until a GREEN review
             self._state.last_kyc_event_at = event.occurred_at
             self._state.moderation_comment = event.moderation_comment or self._state.moderation_comment
-            await self._suspend(KYC_REVIEW_SUSPENSION, actor="sumsub")
+            if self._state.status is CustomerStatus.ACTIVE:
+                await self._suspend(KYC_REVIEW_SUSPENSION, actor="sumsub")
             return None
-        if (
-            event.kind is KycEventKind.APPROVED
-            and self._state.status is CustomerStatus.SUSPENDED
-            and self._state.suspension_reason == KYC_REVIEW_SUSPENSION
-        ):
+        if event.kind is KycEventKind.APPROVED and self._state.kyc_status is not KycStatus.APPROVED:
+            self._state.kyc_status = KycStatus.APPROVED
             self._state.last_kyc_event_at = event.occurred_at
-            await self._reactivate(actor="sumsub")
+            if self._state.status is CustomerStatus.SUSPENDED and self._state.suspension_reason == KYC_REVIEW_SUSPENSION:
+                await self._reactivate(actor="sumsub")
             return None
         return "no effect on an onboarded customer in this state"
 
@@ -479,7 +487,7 @@ class CustomerWorkflow:
     # --- ops actions --------------------------------------------------------------------------------
 
     def _refuse_unless(self, action: CustomerAction) -> None:
-        reason = refusal(action, self._state.status, self._state.stage)
+        reason = refusal(action, self._state.status, self._state.stage, self._state.kyc_status)
         if reason is not None:
             raise ApplicationError(reason, type="IllegalTransition", non_retryable=True)
 
@@ -514,14 +522,19 @@ class CustomerWorkflow:
     async def _fail(self, err: ActivityError) -> None:
         """A permanent failure: undo what onboarding created, newest first, and stop at FAILED."""
         self._state.last_error = _reason(err)
-        self._state.current_step = "compensate"
-        await self._deactivate_applicant()
-        if self._state.keycloak_user_created and self._state.keycloak_user_id:
-            await self._step(
-                "delete Keycloak user", KeycloakActivities.delete_keycloak_user, UserRef(user_id=self._state.keycloak_user_id)
-            )
-            self._state.keycloak_user_id, self._state.keycloak_user_created = None, False
-        self._state.current_step = None
+        try:
+            await self._deactivate_applicant()
+            if self._state.keycloak_user_id:
+                await self._step(
+                    "delete Keycloak user",
+                    KeycloakActivities.delete_keycloak_user,
+                    UserRef(user_id=self._state.keycloak_user_id),
+                    until_done=True,
+                )
+                self._state.keycloak_user_id = None
+        except ActivityError as compensation_error:
+            # Still FAILED (never a retry loop); ops see both causes and clean up by hand.
+            self._state.last_error += f"; compensation failed: {_reason(compensation_error)}"
         self._move_to(OnboardingStage.FAILED)
         workflow.logger.warning("onboarding failed", extra=self._log_fields(error=self._state.last_error))
         await self._record("onboarding.failed", details={"reason": self._state.last_error})
