@@ -73,6 +73,7 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL must be set for the API")
+    settings.refuse_dev_secrets()
     database_url = settings.database_url
 
     @contextlib.asynccontextmanager

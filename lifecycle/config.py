@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         default=True, description="/codec answers only bearer tokens with the ops role (false only on a loopback dev stack)."
     )
 
+    dev_secrets_allowed: bool = Field(
+        default=False, description="Let the API and worker start with the repository's dev secrets (make dev sets it)."
+    )
+
     # Logging
     log_format: str = Field(default="json", description="json or console.")
     log_level: str = "INFO"
@@ -108,9 +112,34 @@ class Settings(BaseSettings):
         default=False, description="Trace workflows and activities with OpenTelemetry (spans logged as JSON lines)."
     )
 
+    def refuse_dev_secrets(self) -> None:
+        """Stops a process that would run with the repository's public dev secrets outside the dev stack
+        (anyone could forge Sumsub webhooks or read Temporal payloads)."""
+        if self.dev_secrets_allowed:
+            return
+        defaults = type(self).model_fields
+        still_dev = [
+            name.upper() for name in _DEV_SECRETS if getattr(self, name) and getattr(self, name) == defaults[name].default
+        ]
+        if still_dev:
+            raise SystemExit(
+                f"refusing to start with the public dev values of {', '.join(still_dev)}: set real secrets "
+                "(or DEV_SECRETS_ALLOWED=true for local development; `make dev` does)"
+            )
+
     @property
     def keycloak_issuer(self) -> str:
         return f"{self.keycloak_url.rstrip('/')}/realms/{self.keycloak_realm}"
+
+
+_DEV_SECRETS = (
+    "customer_id_secret",
+    "keycloak_client_secret",
+    "sumsub_app_token",
+    "sumsub_secret_key",
+    "sumsub_webhook_secret",
+    "payload_encryption_keys",
+)
 
 
 @lru_cache(maxsize=1)

@@ -108,6 +108,7 @@ class DevStack:
         env = dict(self.env)
         env.setdefault("API_HOST", "127.0.0.1")
         env["API_PORT"] = str(self.ports.api)
+        env.setdefault("DEV_SECRETS_ALLOWED", "true")  # the emulators are configured with the same dev values
         env.setdefault("WORKER_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_metrics}")
         env.setdefault("WORKER_BUSINESS_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_business_metrics}")
         if "DATABASE_URL" not in env:

@@ -103,3 +103,16 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
     assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_the_services_refuse_to_start_with_the_public_dev_secrets() -> None:
+    with pytest.raises(SystemExit, match="SUMSUB_WEBHOOK_SECRET"):
+        Settings(_env_file=None).refuse_dev_secrets()
+    Settings(dev_secrets_allowed=True).refuse_dev_secrets()  # make dev and the tests
+    real = {
+        "customer_id_secret": "c", "keycloak_client_secret": "k", "sumsub_app_token": "prd:t",
+        "sumsub_secret_key": "s", "sumsub_webhook_secret": "w", "payload_encryption_keys": "k1:" + "A" * 43 + "=",
+    }
+    Settings(**real).refuse_dev_secrets()
+    with pytest.raises(SystemExit, match="PAYLOAD_ENCRYPTION_KEYS"):
+        Settings(**{**real, "payload_encryption_keys": Settings().payload_encryption_keys}).refuse_dev_secrets()

@@ -15,6 +15,7 @@ async def test_readyz_is_503_while_temporal_is_unreachable_and_healthz_stays_200
         database_url=stack.child_env["DATABASE_URL"],
         temporal_address=f"127.0.0.1:{free_port()}",  # nothing listens there
         keycloak_url=stack.keycloak_url,
+        dev_secrets_allowed=True,  # the stack's emulators use the dev values
     )
     async with running_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         ready = await http.get("/readyz")

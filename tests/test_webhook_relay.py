@@ -34,6 +34,7 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
         database_url=stack.child_env["DATABASE_URL"],
         temporal_address=f"127.0.0.1:{free_port()}",
         keycloak_url=stack.keycloak_url,
+        dev_secrets_allowed=True,  # the stack's emulators use the dev values
     )
     async with running_app(create_app(cut_off)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         started = time.monotonic()

@@ -80,6 +80,7 @@ def interceptors(settings: Settings) -> list[Interceptor]:
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL must be set for the worker")
+    settings.refuse_dev_secrets()
     install_temporal_runtime(settings)
     await db.migrate(settings.database_url)
     pool = await db.create_pool(settings.database_url, size=settings.database_pool_size)
