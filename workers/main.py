@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -83,44 +84,53 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     settings.refuse_dev_secrets()
     install_temporal_runtime(settings)
     await db.migrate(settings.database_url)
-    pool = await db.create_pool(settings.database_url, size=settings.database_pool_size)
-    admin = keycloak_admin(settings)
-    sumsub = SumsubClient.from_settings(settings)
-    client = await connect(settings)
-    await ensure_search_attributes(client, settings.temporal_namespace)
-    database, identity, kyc, notifications = (
-        DatabaseActivities(pool),
-        KeycloakActivities(admin, send_actions_email=settings.keycloak_send_actions_email),
-        SumsubActivities(sumsub, settings),
-        NotificationActivities(LogNotifier()),
-    )
-    worker = Worker(
-        client,
-        task_queue=settings.temporal_task_queue,
-        workflows=[CustomerWorkflow],
-        interceptors=interceptors(settings),
-        activities=[
-            database.record_change,
-            database.open_deposit_account,
-            database.set_deposit_account_status,
-            identity.provision_keycloak_user,
-            identity.set_keycloak_user_enabled,
-            identity.delete_keycloak_user,
-            identity.change_keycloak_user_email,
-            kyc.create_sumsub_applicant,
-            kyc.create_kyc_link,
-            kyc.deactivate_sumsub_applicant,
-            kyc.change_sumsub_applicant_email,
-            kyc.poll_kyc_review,
-            notifications.notify_customer,
-        ],
-    )
-    business_metrics = (
-        metrics.serve_worker_metrics(settings.worker_business_metrics_address)
-        if settings.worker_business_metrics_address
-        else None
-    )
-    try:
+    # Each resource is closed (newest first) however far start-up got.
+    async with contextlib.AsyncExitStack() as resources:
+        pool = await db.create_pool(settings.database_url, size=settings.database_pool_size)
+        resources.push_async_callback(pool.close)
+        admin = keycloak_admin(settings)
+        resources.push_async_callback(admin.connection.aclose)
+        # python-keycloak fetches tokens with a second httpx client that conn.aclose() leaves open.
+        resources.push_async_callback(admin.connection.keycloak_openid.connection.aclose)
+        sumsub = SumsubClient.from_settings(settings)
+        resources.push_async_callback(sumsub.aclose)
+        if settings.otel_enabled:
+            from lifecycle.tracing import shutdown_tracing
+
+            resources.callback(shutdown_tracing)
+        client = await connect(settings)
+        await ensure_search_attributes(client, settings.temporal_namespace)
+        database, identity, kyc, notifications = (
+            DatabaseActivities(pool),
+            KeycloakActivities(admin, send_actions_email=settings.keycloak_send_actions_email),
+            SumsubActivities(sumsub, settings),
+            NotificationActivities(LogNotifier()),
+        )
+        worker = Worker(
+            client,
+            task_queue=settings.temporal_task_queue,
+            workflows=[CustomerWorkflow],
+            interceptors=interceptors(settings),
+            activities=[
+                database.record_change,
+                database.open_deposit_account,
+                database.set_deposit_account_status,
+                identity.provision_keycloak_user,
+                identity.set_keycloak_user_enabled,
+                identity.delete_keycloak_user,
+                identity.change_keycloak_user_email,
+                kyc.create_sumsub_applicant,
+                kyc.create_kyc_link,
+                kyc.deactivate_sumsub_applicant,
+                kyc.change_sumsub_applicant_email,
+                kyc.poll_kyc_review,
+                notifications.notify_customer,
+            ],
+        )
+        if settings.worker_business_metrics_address:
+            server, _thread = metrics.serve_worker_metrics(settings.worker_business_metrics_address)
+            resources.push_async_callback(asyncio.to_thread, server.server_close)
+            resources.push_async_callback(asyncio.to_thread, server.shutdown)
         async with worker:
             log.info(
                 "worker started",
@@ -131,20 +141,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
             await stop.wait()
             log.info("worker stopping")
-    finally:
-        if business_metrics is not None:
-            server, _thread = business_metrics
-            await asyncio.to_thread(server.shutdown)
-            server.server_close()
-        if settings.otel_enabled:
-            from lifecycle.tracing import shutdown_tracing
-
-            shutdown_tracing()
-        await sumsub.aclose()
-        # python-keycloak fetches tokens with a second httpx client that conn.aclose() leaves open.
-        await admin.connection.keycloak_openid.connection.aclose()
-        await admin.connection.aclose()
-        await pool.close()
 
 
 def main() -> None:
