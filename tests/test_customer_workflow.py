@@ -463,3 +463,17 @@ async def test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_t
     case.world.keycloak_user_gone = False
     closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="cleanup", actor="ops-1"))
     assert closed.stage.value == "CLOSED"
+
+
+async def test_polling_the_same_completed_review_again_changes_and_records_nothing(
+    env: WorkflowEnvironment, world: FakeWorld
+) -> None:
+    world.polled_review = event(KycEventKind.RESUBMISSION_REQUESTED, 30, comment="blurry")
+    policy = OnboardingPolicy(reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1))
+    case = Case(env, world, policy)
+    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+        await case.start()
+        await case.wait_for("KYC_RESUBMISSION_REQUESTED")
+        await eventually(lambda: world.polls >= 3)
+    assert world.recorded.count("kyc.resubmission_requested") == 1
+    assert "kyc.event_ignored" not in world.recorded

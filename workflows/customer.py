@@ -469,7 +469,7 @@ class CustomerWorkflow:
         event = await self._step(
             "poll Sumsub review status", SumsubActivities.poll_kyc_review, ApplicantRef(applicant_id=self._state.applicant_id)
         )
-        if event is not None:
+        if event is not None and event.dedupe_key not in self._state.applied_kyc_events:  # new verdicts only
             self._kyc_inbox.append(event)
             await self._apply_kyc_events()
 
