@@ -104,18 +104,8 @@ def decode_cursor(cursor: str, *, field: str = "after") -> db.CustomerKey:
 
 
 @dataclass(frozen=True)
-class CustomerView:
-    state: CustomerState
-    workflow_id: str
-
-    @property
-    def key(self) -> db.CustomerKey:
-        return db.CustomerKey(created_at=self.state.created_at, customer_id=self.state.customer_id)
-
-
-@dataclass(frozen=True)
 class CustomerPage:
-    customers: list[CustomerView]
+    customers: list[CustomerState]
     has_next_page: bool
 
 
@@ -154,10 +144,10 @@ class CustomerService:
             self._sumsub = SumsubClient.from_settings(self._settings)
         return self._sumsub
 
-    async def register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
+    async def register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerState:
         """Starts (or finds) the customer's workflow; counted by outcome in `customer_registrations_total`."""
         try:
-            view = await self._register(email=email, customer_type=customer_type, telegram_handle=telegram_handle)
+            state = await self._register(email=email, customer_type=customer_type, telegram_handle=telegram_handle)
         except ApiError as exc:
             metrics.REGISTRATIONS.labels(outcome=exc.code.lower()).inc()
             raise
@@ -165,21 +155,21 @@ class CustomerService:
             metrics.REGISTRATIONS.labels(outcome="error").inc()
             raise
         metrics.REGISTRATIONS.labels(outcome="ok").inc()
-        return view
+        return state
 
-    async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerView:
+    async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerState:
         email = normalise_email(email)
         known = await db.find_customer_id(self._pool, email=email)
         candidates = [known] if known else [customer_id_for_email(email, self._id_secret, n) for n in range(ID_ATTEMPTS)]
         for customer_id in candidates:
-            view = await self._register_as(customer_id, email, customer_type, telegram_handle)
-            if view is not None:
-                return view
+            state = await self._register_as(customer_id, email, customer_type, telegram_handle)
+            if state is not None:
+                return state
         raise Conflict("this email cannot be registered now; ops must look at it", field="email")
 
     async def _register_as(
         self, customer_id: str, email: str, customer_type: CustomerType, telegram_handle: str | None
-    ) -> CustomerView | None:
+    ) -> CustomerState | None:
         """Registers under `customer_id`; None when that id belongs to a customer with another email."""
         if telegram_handle is not None:
             owner = await db.find_customer_id(self._pool, telegram_handle=telegram_handle)
@@ -208,7 +198,7 @@ class CustomerService:
                 start_workflow_operation=start,
                 rpc_timeout=REGISTER_TIMEOUT,
             )
-            return CustomerView(state=state, workflow_id=workflow_id)
+            return state
         except WorkflowUpdateFailedError as exc:
             if isinstance(exc.cause, ApplicationError) and exc.cause.type == "EmailMismatch":
                 return None
@@ -217,27 +207,24 @@ class CustomerService:
             raise Unavailable("registration is taking long; retry (it may already be under way)") from exc
         except (WorkflowAlreadyStartedError, RPCError) as exc:
             stored = await db.get_customer(self._pool, customer_id)  # a closed customer's workflow has ended
-            if stored is not None and stored.state.registration.email != email:
+            if stored is not None and stored.registration.email != email:
                 return None
             if stored is not None:
-                return CustomerView(state=stored.state, workflow_id=stored.workflow_id)
+                return stored
             raise Unavailable("registration could not be completed now; retry") from exc
 
-    async def get(self, customer_id: str) -> CustomerView | None:
+    async def get(self, customer_id: str) -> CustomerState | None:
         """Live state from the workflow; the PostgreSQL projection when the workflow is not reachable."""
-        workflow_id = workflow_id_for(customer_id)
+        handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
         try:
             # The client retries some failures inside one call: bound the whole call, not each try.
-            state = await asyncio.wait_for(
-                self._temporal.get_workflow_handle(workflow_id).query(CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT),
-                QUERY_TIMEOUT.total_seconds(),
+            return await asyncio.wait_for(
+                handle.query(CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT), QUERY_TIMEOUT.total_seconds()
             )
-            return CustomerView(state=state, workflow_id=workflow_id)
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
-            stored = await db.get_customer(self._pool, customer_id)
-            return None if stored is None else CustomerView(state=stored.state, workflow_id=stored.workflow_id)
+            return await db.get_customer(self._pool, customer_id)
 
-    async def act(self, customer_id: str, update: Any, request: Any) -> CustomerView:
+    async def act(self, customer_id: str, update: Any, request: Any) -> CustomerState:
         """Runs an ops update on the customer's workflow; a refusal becomes a precise API error."""
         workflow_id = workflow_id_for(customer_id)
         try:
@@ -260,10 +247,10 @@ class CustomerService:
             stored = await db.get_customer(self._pool, customer_id)
             if stored is None:
                 raise NotFound("no customer with this id") from None
-            if stored.state.stage is OnboardingStage.CLOSED:
+            if stored.stage is OnboardingStage.CLOSED:
                 raise Conflict("the customer is closed; no further changes are allowed") from None
             raise Unavailable("the customer's workflow is not running; ops must repair it") from exc
-        return CustomerView(state=state, workflow_id=workflow_id)
+        return state
 
     async def events(self, customer_id: str) -> list[db.CustomerEvent]:
         return await db.list_events(self._pool, customer_id)
@@ -275,19 +262,18 @@ class CustomerService:
         if not 1 <= first <= MAX_PAGE_SIZE:
             raise BadUserInput(f"first must be between 1 and {MAX_PAGE_SIZE}", field="first")
         rows = await db.list_customers(self._pool, filter, after=after, descending=descending, limit=first + 1)
-        views = [CustomerView(state=row.state, workflow_id=row.workflow_id) for row in rows[:first]]
-        return CustomerPage(customers=views, has_next_page=len(rows) > first)
+        return CustomerPage(customers=rows[:first], has_next_page=len(rows) > first)
 
-    async def get_by_email(self, email: str) -> CustomerView | None:
+    async def get_by_email(self, email: str) -> CustomerState | None:
         """The customer registered with this email in any letter case, live like `get`."""
         customer_id = await db.find_customer_id(self._pool, email=normalise_email(email))
         return None if customer_id is None else await self.get(customer_id)
 
-    async def find_own(self, *, customer_id: str | None, subject: str) -> CustomerView | None:
+    async def find_own(self, *, customer_id: str | None, subject: str) -> CustomerState | None:
         """The customer a token speaks for: its `customer_id` claim, else the Keycloak user (`sub`) we provisioned."""
         claimed = _uuid_or_none(customer_id)
-        if claimed is not None and (view := await self.get(claimed)) is not None:
-            return view
+        if claimed is not None and (state := await self.get(claimed)) is not None:
+            return state
         found = await db.find_customer_id(self._pool, keycloak_user_id=subject)
         return None if found is None else await self.get(found)
 
@@ -299,10 +285,9 @@ class CustomerService:
 
     async def create_kyc_link(self, customer_id: str) -> str:
         """A fresh Sumsub WebSDK link for a customer who already has an applicant."""
-        view = await self.get(customer_id)
-        if view is None:
+        state = await self.get(customer_id)
+        if state is None:
             raise NotFound("no customer with this id")
-        state = view.state
         if state.stage in _NO_VERIFICATION_STAGES:
             raise Conflict(f"verification is over for this customer (stage {state.stage.value})")
         if state.stage is OnboardingStage.REGISTERED or state.applicant_id is None:

@@ -17,12 +17,20 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api.auth import ANONYMOUS, Principal
-from api.customers import CustomerView, decode_cursor, encode_cursor, parse_customer_id
+from api.customers import decode_cursor, encode_cursor, parse_customer_id
 from api.errors import ApiError, BadUserInput, Conflict, Forbidden, NotFound
 from api.relay import StoredWebhook
 from api.state import AppState
 from lifecycle import db, domain
-from lifecycle.models import ChangeEmailRequest, CloseRequest, ReactivateRequest, RetryOnboardingRequest, SuspendRequest
+from lifecycle.models import (
+    ChangeEmailRequest,
+    CloseRequest,
+    CustomerState,
+    ReactivateRequest,
+    RetryOnboardingRequest,
+    SuspendRequest,
+    workflow_id_for,
+)
 from workflows.customer import CustomerWorkflow
 
 CustomerType = strawberry.enum(domain.CustomerType, name="CustomerType")
@@ -132,8 +140,8 @@ class Customer:
         return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=r.details) for r in rows]
 
     @classmethod
-    def from_view(cls, view: CustomerView) -> Customer:
-        state, reg = view.state, view.state.registration
+    def from_state(cls, state: CustomerState) -> Customer:
+        reg = state.registration
         account = state.deposit_account
         return cls(
             id=strawberry.ID(reg.customer_id),
@@ -152,7 +160,7 @@ class Customer:
             ),
             onboarding=Onboarding(
                 stage=state.stage,
-                workflow_id=view.workflow_id,
+                workflow_id=workflow_id_for(reg.customer_id),
                 run_id=state.run_id,
                 last_error=state.last_error,
                 current_step=state.current_step,
@@ -296,8 +304,8 @@ def _valid_telegram_handle(value: str | None) -> str | None:
 class Query:
     @strawberry.field(permission_classes=[PortalOrOps])
     async def customer(self, info: Info[Context, Any], id: strawberry.ID) -> Customer | None:
-        view = await info.context.services.customers.get(parse_customer_id(id))
-        return None if view is None else Customer.from_view(view)
+        state = await info.context.services.customers.get(parse_customer_id(id))
+        return None if state is None else Customer.from_state(state)
 
     @strawberry.field(
         permission_classes=[PortalOrOps],
@@ -319,14 +327,17 @@ class Query:
             after=None if after is None else decode_cursor(after),
             descending=descending,
         )
-        edges = [CustomerEdge(cursor=encode_cursor(view.key), node=Customer.from_view(view)) for view in page.customers]
+        edges = [
+            CustomerEdge(cursor=encode_cursor(db.CustomerKey(state.created_at, state.customer_id)), node=Customer.from_state(state))
+            for state in page.customers
+        ]
         end_cursor = edges[-1].cursor if edges else None
         return CustomerConnection(edges=edges, page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor))
 
     @strawberry.field(permission_classes=[PortalOrOps], description="The customer with this email, in any letter case.")
     async def customer_by_email(self, info: Info[Context, Any], email: str) -> Customer | None:
-        view = await info.context.services.customers.get_by_email(_valid_email(email))
-        return None if view is None else Customer.from_view(view)
+        state = await info.context.services.customers.get_by_email(_valid_email(email))
+        return None if state is None else Customer.from_state(state)
 
     @strawberry.field(
         permission_classes=[Authenticated],
@@ -335,8 +346,8 @@ class Query:
     )
     async def me(self, info: Info[Context, Any]) -> Customer | None:
         principal = info.context.principal
-        view = await info.context.services.customers.find_own(customer_id=principal.customer_id, subject=principal.subject)
-        return None if view is None else Customer.from_view(view)
+        state = await info.context.services.customers.find_own(customer_id=principal.customer_id, subject=principal.subject)
+        return None if state is None else Customer.from_state(state)
 
     @strawberry.field(
         permission_classes=[OpsOnly],
@@ -402,12 +413,12 @@ class Mutation:
 
     @strawberry.mutation(permission_classes=[PortalOrOps])
     async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerPayload:
-        view = await info.context.services.customers.register(
+        state = await info.context.services.customers.register(
             email=_valid_email(input.email),
             customer_type=domain.CustomerType(input.customer_type),
             telegram_handle=_valid_telegram_handle(input.telegram_handle),
         )
-        return CustomerPayload(customer=Customer.from_view(view))
+        return CustomerPayload(customer=Customer.from_state(state))
 
     @strawberry.mutation(permission_classes=[OpsOnly])
     async def customer_suspend(self, info: Info[Context, Any], input: CustomerSuspendInput) -> CustomerPayload:
@@ -471,8 +482,8 @@ def _reason(value: str) -> str:
 
 
 async def _act(info: Info[Context, Any], customer_id: strawberry.ID, update: Any, request: Any) -> CustomerPayload:
-    view = await info.context.services.customers.act(parse_customer_id(customer_id), update, request)
-    return CustomerPayload(customer=Customer.from_view(view))
+    state = await info.context.services.customers.act(parse_customer_id(customer_id), update, request)
+    return CustomerPayload(customer=Customer.from_state(state))
 
 
 def _is_unexpected(error: GraphQLError) -> bool:

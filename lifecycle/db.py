@@ -212,15 +212,6 @@ def _deposit_account(row: asyncpg.Record) -> DepositAccount:
     )
 
 
-@dataclass(frozen=True)
-class StoredCustomer:
-    """A customer as the database last saw it, with where its workflow lives."""
-
-    state: CustomerState
-    workflow_id: str
-    run_id: str | None
-
-
 # The projection row with its deposit account, as every customer read selects it.
 _SELECT_CUSTOMER = """
     SELECT c.*, a.id AS account_id, a.category AS account_category, a.status AS account_status,
@@ -229,8 +220,8 @@ _SELECT_CUSTOMER = """
 """
 
 
-def _stored_customer(row: asyncpg.Record) -> StoredCustomer:
-    """The one mapping from a `_SELECT_CUSTOMER` row to the workflow's state shape."""
+def _customer_state(row: asyncpg.Record) -> CustomerState:
+    """The one mapping from a `_SELECT_CUSTOMER` row to the workflow's state shape (as its last run saved it)."""
     account = None
     if row["account_id"] is not None:
         account = DepositAccount(
@@ -239,7 +230,7 @@ def _stored_customer(row: asyncpg.Record) -> StoredCustomer:
             status=row["account_status"],
             created_at=row["account_created_at"],
         )
-    state = CustomerState(
+    return CustomerState(
         registration=Registration(
             customer_id=str(row["id"]),
             email=row["email"],
@@ -264,12 +255,11 @@ def _stored_customer(row: asyncpg.Record) -> StoredCustomer:
         updated_at=row["updated_at"],
         run_id=row["run_id"],
     )
-    return StoredCustomer(state=state, workflow_id=row["workflow_id"], run_id=row["run_id"])
 
 
-async def get_customer(pool: asyncpg.Pool, customer_id: str) -> StoredCustomer | None:
+async def get_customer(pool: asyncpg.Pool, customer_id: str) -> CustomerState | None:
     row = await pool.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.id = $1", customer_id)
-    return None if row is None else _stored_customer(row)
+    return None if row is None else _customer_state(row)
 
 
 async def find_customer_id(
@@ -365,10 +355,10 @@ _ENUM_VALUE = re.compile(r"[A-Z][A-Z_]*")
 
 async def list_customers(
     pool: asyncpg.Pool, filter: CustomerFilter, *, after: CustomerKey | None, descending: bool, limit: int
-) -> list[StoredCustomer]:
+) -> list[CustomerState]:
     """One page of the projection, in (created_at, id) order, starting past `after`."""
     sql, args = customer_page_query(filter, after=after, descending=descending, limit=limit)
-    return [_stored_customer(row) for row in await pool.fetch(sql, *args)]
+    return [_customer_state(row) for row in await pool.fetch(sql, *args)]
 
 
 @dataclass(frozen=True)
