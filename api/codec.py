@@ -22,6 +22,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from api.auth import AuthenticationError
 from api.bodies import read_limited
+from api.errors import error_response
 from api.state import AppState
 from lifecycle.codec import EncryptionCodec, PayloadDecryptionError
 from lifecycle.config import Settings
@@ -70,15 +71,15 @@ class _CodecEndpoints:
             return refused
         body = await read_limited(request, MAX_BODY_BYTES)
         if body is None:
-            return _error(413, "body too large")
+            return error_response(413, "body too large")
         try:
             payloads = json_format.Parse(body, Payloads())
         except (json_format.ParseError, ValueError) as exc:
-            return _error(400, f"body is not {{\"payloads\": [...]}} in protobuf JSON: {exc}")
+            return error_response(400, f"body is not {{\"payloads\": [...]}} in protobuf JSON: {exc}")
         try:
             result = Payloads(payloads=await transform(payloads.payloads))
         except PayloadDecryptionError as exc:
-            return _error(422, str(exc))
+            return error_response(422, str(exc))
         return JSONResponse(json_format.MessageToDict(result, always_print_fields_with_no_presence=True))
 
     async def _refuse(self, request: Request) -> Response | None:
@@ -87,14 +88,14 @@ class _CodecEndpoints:
             return None
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return _error(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+            return error_response(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
         services: AppState = request.app.state.services
         try:
             principal = await services.verifier.verify(token.strip())
         except AuthenticationError as exc:
-            return _error(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return error_response(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if not principal.has_role(CODEC_ROLE):
-            return _error(403, f"the codec needs the {CODEC_ROLE} role")
+            return error_response(403, f"the codec needs the {CODEC_ROLE} role")
         return None
 
 
@@ -102,5 +103,3 @@ async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:
     return list(payloads)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -5,6 +5,13 @@ Anything else raised while resolving is unexpected and masked (no stack trace le
 
 from __future__ import annotations
 
+from starlette.responses import JSONResponse
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error body of the plain HTTP endpoints (webhooks, codec): `{"error": "..."}`."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
 
 class ApiError(Exception):
     code = "INTERNAL_SERVER_ERROR"

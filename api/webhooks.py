@@ -15,15 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.bodies import read_limited
+from api.errors import error_response
 from api.relay import StoredWebhook
 from api.state import AppState
 from lifecycle import db, metrics
 from lifecycle.kyc_events import InvalidWebhook, parse_webhook, webhook_dedupe_key
 from lifecycle.sumsub import verify_webhook_digest
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 async def sumsub_webhook(request: Request) -> JSONResponse:
@@ -32,7 +29,7 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
     body = await read_limited(request, state.settings.sumsub_webhook_max_bytes)
     if body is None:
         metrics.WEBHOOKS_REJECTED.labels(reason="too_large").inc()
-        return _error(413, "payload too large")
+        return error_response(413, "payload too large")
     if not verify_webhook_digest(
         body,
         digest=request.headers.get("x-payload-digest"),
@@ -40,7 +37,7 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
         secret=state.settings.sumsub_webhook_secret,
     ):
         metrics.WEBHOOKS_REJECTED.labels(reason="digest").inc()
-        return _error(401, "invalid or missing X-Payload-Digest")
+        return error_response(401, "invalid or missing X-Payload-Digest")
     try:
         if b"\x00" in body or b"\\u0000" in body:
             raise InvalidWebhook("NUL characters are not accepted")  # PostgreSQL text cannot hold them
@@ -51,13 +48,13 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
             state.pool, dedupe_key="sha256:" + hashlib.sha256(body).hexdigest(), payload=raw, outcome=f"rejected: {exc}"
         )
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
-        return _error(400, f"invalid webhook body: {exc}")
+        return error_response(400, f"invalid webhook body: {exc}")
     dedupe_key = webhook_dedupe_key(payload, body)
     try:
         inbox_id = await db.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
     except asyncpg.DataError as exc:  # e.g. a lone surrogate escape PostgreSQL's jsonb refuses
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
-        return _error(400, f"invalid webhook body: {type(exc).__name__}")
+        return error_response(400, f"invalid webhook body: {type(exc).__name__}")
     if inbox_id is None:
         metrics.WEBHOOKS_DUPLICATE.inc()
         return JSONResponse({"ok": True, "duplicate": True})
