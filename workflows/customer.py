@@ -310,7 +310,7 @@ class CustomerWorkflow:
         stage = self._state.stage
         try:
             await workflow.wait_condition(
-                lambda: bool(self._kyc_inbox) or self._state.stage is not stage or _should_continue_as_new(),
+                lambda: self._something_to_do(since=stage),
                 timeout=max(wake_at - workflow.now(), timedelta(0)),
                 timeout_summary=f"wait for KYC review until {wake_at:%Y-%m-%d %H:%M} UTC",
             )
@@ -330,11 +330,13 @@ class CustomerWorkflow:
             elif self._state.next_reminder_at and now >= self._state.next_reminder_at:
                 await self._remind()
 
+    def _something_to_do(self, *, since: OnboardingStage) -> bool:
+        """What ends a wait: a Sumsub event, an ops update that moved the stage, or a history to roll over."""
+        return bool(self._kyc_inbox) or self._state.stage is not since or workflow.info().is_continue_as_new_suggested()
+
     async def _serve(self, stage: OnboardingStage) -> None:
         """After onboarding ended (ONBOARDED, or a terminal exit): handle later KYC events until ops act."""
-        await workflow.wait_condition(
-            lambda: bool(self._kyc_inbox) or self._state.stage is not stage or _should_continue_as_new()
-        )
+        await workflow.wait_condition(lambda: self._something_to_do(since=stage))
         async with self._lock:
             if self._kyc_inbox:
                 await self._apply_kyc_events()
@@ -630,10 +632,6 @@ class CustomerWorkflow:
                 pending_kyc_events=self._kyc_inbox,
             )
         )
-
-
-def _should_continue_as_new() -> bool:
-    return workflow.info().is_continue_as_new_suggested()
 
 
 def _reason(err: ActivityError) -> str:
