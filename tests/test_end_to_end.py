@@ -70,12 +70,16 @@ async def press(verification_url: str, action: str) -> None:
 
 
 async def onboard(http: httpx.AsyncClient, email: str, customer_type: str) -> dict[str, Any]:
-    customer = await register(http, email, customer_type)
-    waiting = await wait_for_stage(http, customer["id"], "AWAITING_KYC")
+    return await finish_onboarding(http, (await register(http, email, customer_type))["id"])
+
+
+async def finish_onboarding(http: httpx.AsyncClient, customer_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """What the customer and the compliance officer do on the WebSDK page: submit, then approve."""
+    waiting = await wait_for_stage(http, customer_id, "AWAITING_KYC", timeout)
     await press(waiting["kyc"]["verificationUrl"], "submit")
-    await wait_for_stage(http, customer["id"], "KYC_IN_REVIEW")
+    await wait_for_stage(http, customer_id, "KYC_IN_REVIEW", timeout)
     await press(waiting["kyc"]["verificationUrl"], "approve")
-    return await wait_for_stage(http, customer["id"], "ONBOARDED")
+    return await wait_for_stage(http, customer_id, "ONBOARDED", timeout)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from lifecycle.sumsub import webhook_digest
 from tests.conftest import client_token
 from tests.test_end_to_end import (
     CUSTOMER_FIELDS,
+    finish_onboarding,
     get_customer,
     graphql,
     onboard,
@@ -158,16 +159,10 @@ async def test_killing_the_worker_mid_onboarding_loses_nothing_and_duplicates_no
             kills += 1
             stack.restart("worker")
 
-    async def finish(customer: dict[str, Any]) -> dict[str, Any]:
-        waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC", timeout=120)
-        await press(waiting["kyc"]["verificationUrl"], "submit")
-        await press(waiting["kyc"]["verificationUrl"], "approve")
-        return await wait_for_stage(portal, customer["id"], "ONBOARDED", timeout=120)
-
     stop = asyncio.Event()
     monkey = asyncio.create_task(chaos(stop))
     try:
-        done = await asyncio.gather(*(finish(c) for c in customers))
+        done = await asyncio.gather(*(finish_onboarding(portal, c["id"], timeout=120) for c in customers))
     finally:
         stop.set()
         await monkey
@@ -273,7 +268,7 @@ async def test_a_worker_killed_in_the_middle_of_each_provisioning_call_creates_e
     finally:
         await _set_latency(stack.keycloak_url, 0)
         await _set_latency(stack.sumsub_url, 0)
-    done = await onboard_existing(portal, customer["id"])
+    done = await finish_onboarding(portal, customer["id"], timeout=120)
     print(f"kill-per-step test: {len(steps)} SIGKILLs mid-call, {time.monotonic() - started:.1f}s")
     assert done["status"] == "ACTIVE"
     deliveries = await sumsub_deliveries(stack)
@@ -284,9 +279,3 @@ async def test_a_worker_killed_in_the_middle_of_each_provisioning_call_creates_e
                and d["applicantId"] == done["kyc"]["applicantId"]) == 1
     assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = $1", customer["id"]) == 1
 
-
-async def onboard_existing(http: httpx.AsyncClient, customer_id: str) -> dict[str, Any]:
-    waiting = await wait_for_stage(http, customer_id, "AWAITING_KYC", timeout=120)
-    await press(waiting["kyc"]["verificationUrl"], "submit")
-    await press(waiting["kyc"]["verificationUrl"], "approve")
-    return await wait_for_stage(http, customer_id, "ONBOARDED", timeout=60)
