@@ -44,6 +44,7 @@ from lifecycle.models import (
     Registration,
     workflow_id_for,
 )
+from lifecycle.search_attributes import initial_search_attributes
 from lifecycle.sumsub import SumsubClient, SumsubError
 from workflows.customer import CustomerWorkflow
 
@@ -176,19 +177,18 @@ class CustomerService:
             if owner is not None and owner != customer_id:
                 raise Conflict("telegram handle already belongs to another customer", field="telegramHandle")
         workflow_id = workflow_id_for(customer_id)
+        registration = Registration(
+            customer_id=customer_id, email=email, customer_type=customer_type, telegram_handle=telegram_handle
+        )
         start = WithStartWorkflowOperation(
             CustomerWorkflow.run,
-            CustomerWorkflowInput(
-                registration=Registration(
-                    customer_id=customer_id, email=email, customer_type=customer_type, telegram_handle=telegram_handle
-                ),
-                policy=self._policy,
-            ),
+            CustomerWorkflowInput(registration=registration, policy=self._policy),
             id=workflow_id,
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             # A closed customer is never started again by a registration; a refused one may be.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=initial_search_attributes(registration),
             static_summary=f"{customer_type.value} customer {mask_email(email)}",
         )
         try:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import (
+    SearchAttributeIndexedValueType,
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 
-from lifecycle.domain import WAITING_FOR_KYC_STAGES
-from lifecycle.models import CustomerState
+from lifecycle.domain import WAITING_FOR_KYC_STAGES, CustomerStatus, KycStatus, OnboardingStage
+from lifecycle.models import CustomerState, Registration
 
 _DEV_SERVER_TYPES = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",
@@ -51,3 +57,16 @@ def dev_server_flags() -> list[str]:
     for key in ALL_KEYS:
         flags += ["--search-attribute", f"{key.name}={_DEV_SERVER_TYPES[key.indexed_value_type]}"]
     return flags
+
+
+def initial_search_attributes(registration: Registration) -> TypedSearchAttributes:
+    """Set when the workflow starts, so a new customer is findable before its first recorded change."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(CUSTOMER_ID, registration.customer_id),
+            SearchAttributePair(CUSTOMER_TYPE, registration.customer_type.value),
+            SearchAttributePair(CUSTOMER_STATUS, CustomerStatus.INACTIVE.value),
+            SearchAttributePair(KYC_STATUS, KycStatus.NOT_STARTED.value),
+            SearchAttributePair(ONBOARDING_STAGE, OnboardingStage.REGISTERED.value),
+        ]
+    )

@@ -1,6 +1,6 @@
 """CustomerWorkflow on a real Temporal dev server with stand-in activities registered under the real
-activity names (the end-to-end tests run the real ones). Time-dependent paths run with short policy
-durations: the time-skipping test server has no search attributes, which the workflow upserts."""
+activity names (the end-to-end tests run the real ones). Time-dependent paths run here with durations
+of seconds; test_customer_workflow_timers.py runs the real durations on the time-skipping server."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
         RetryOnboardingRequest,
         SuspendRequest,
     )
-    from lifecycle.search_attributes import search_attribute_updates
+    from lifecycle.search_attributes import CUSTOMER_ID, search_attribute_updates
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # Each call is a few HTTP or SQL round trips (clients time out at 10 s); a crashed attempt is retried after this.
@@ -96,6 +96,12 @@ class CustomerWorkflow:
         self._sequence = 0
         # One change at a time: the main loop and update handlers both change state across activities.
         self._lock = asyncio.Lock()
+        # Registrations start the workflow with our search attributes, and it keeps them current. One
+        # started without them (a Temporal without them, e.g. the time-skipping test server) leaves them
+        # alone. Runs from before this rule always upserted: `patched` keeps them replaying.
+        self._searchable = (
+            not workflow.patched("search-attributes-from-start") or CUSTOMER_ID in workflow.info().typed_search_attributes
+        )
 
     # --- messages -----------------------------------------------------------------------------------
 
@@ -598,7 +604,8 @@ class CustomerWorkflow:
         """Saves the state change to PostgreSQL and mirrors it into what ops see in the Temporal UI."""
         self._sequence += 1
         self._state.updated_at = workflow.now()
-        workflow.upsert_search_attributes(search_attribute_updates(self._state))
+        if self._searchable:
+            workflow.upsert_search_attributes(search_attribute_updates(self._state))
         workflow.set_current_details(_details_markdown(self._state))
         await workflow.execute_activity_method(
             DatabaseActivities.record_change,
