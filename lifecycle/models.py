@@ -94,6 +94,11 @@ class CustomerWorkflowInput(BaseModel):
     policy: OnboardingPolicy = Field(default_factory=OnboardingPolicy)
     state: CustomerState | None = None
     pending_kyc_events: list[KycEvent] = Field(default_factory=list)
+    keep_search_attributes: bool = Field(
+        default=True,
+        description="Upsert our search attributes on every change; False only where the namespace lacks them "
+        "(Temporal's time-skipping test server).",
+    )
 
 
 class RegisterRequest(BaseModel):

@@ -20,8 +20,6 @@ from workflows.customer import CustomerWorkflow
 HISTORIES = Path(__file__).resolve().parent / "histories"
 PATHS = {
     "approved": paths.test_approval_opens_one_account_and_activates,
-    # Recorded after the `search-attributes-from-start` patch (the others before it): both branches replay.
-    "approved_after_search_attribute_patch": paths.test_approval_opens_one_account_and_activates,
     "resubmission_then_approved": paths.test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_change_nothing,
     "reset": paths.test_reset_goes_back_to_waiting_and_unknown_events_are_recorded_only,
     "declined_then_closed": paths.test_final_rejection_declines_disables_the_user_and_keeps_the_customer_closable,

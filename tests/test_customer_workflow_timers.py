@@ -1,6 +1,6 @@
 """The lifecycle's real durations (reminders after 1, 3 and 7 days, expiry after 30, a status poll
 every 6 hours) on Temporal's time-skipping test server, with the stand-in activities of
-test_customer_workflow. The workflow is started without search attributes, which that server lacks."""
+test_customer_workflow. The workflow is told to leave search attributes alone: that server has none."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Cus
     registration = Registration(customer_id=customer_id, email="ada@example.com", customer_type=CustomerType.INDIVIDUAL)
     return await env.client.start_workflow(
         CustomerWorkflow.run,
-        CustomerWorkflowInput(registration=registration, policy=DEFAULT_POLICY),
+        CustomerWorkflowInput(registration=registration, policy=DEFAULT_POLICY, keep_search_attributes=False),
         id=f"customer-{customer_id}",
         task_queue=task_queue,
     )

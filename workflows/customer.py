@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
         RetryOnboardingRequest,
         SuspendRequest,
     )
-    from lifecycle.search_attributes import CUSTOMER_ID, search_attribute_updates
+    from lifecycle.search_attributes import search_attribute_updates
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # Each call is a few HTTP or SQL round trips (clients time out at 10 s); a crashed attempt is retried after this.
@@ -96,12 +96,8 @@ class CustomerWorkflow:
         self._sequence = 0
         # One change at a time: the main loop and update handlers both change state across activities.
         self._lock = asyncio.Lock()
-        # Registrations start the workflow with our search attributes, and it keeps them current. One
-        # started without them (a Temporal without them, e.g. the time-skipping test server) leaves them
-        # alone. Runs from before this rule always upserted: `patched` keeps them replaying.
-        self._searchable = (
-            not workflow.patched("search-attributes-from-start") or CUSTOMER_ID in workflow.info().typed_search_attributes
-        )
+        # False only where the namespace lacks our custom search attributes (the time-skipping test server).
+        self._searchable = input.keep_search_attributes
 
     # --- messages -----------------------------------------------------------------------------------
 
@@ -637,6 +633,7 @@ class CustomerWorkflow:
                 policy=self._policy,
                 state=self._state,
                 pending_kyc_events=self._kyc_inbox,
+                keep_search_attributes=self._searchable,
             )
         )
 
