@@ -2,11 +2,11 @@
 # One production image for both processes of customer-lifecycle:
 #   API (default):  python -m api.main       (GET /healthz, GET /readyz on API_HOST:API_PORT)
 #   worker:         python -m workers.main   (docker-compose.yml overrides `command`)
-# Configuration comes only from the environment (lifecycle/config.py: upper-cased Settings field names).
+# Configuration comes only from the environment (kit/settings.py: upper-cased Settings field names).
 FROM python:3.11-slim
 
-# Migrations ship inside the package (lifecycle/migrations). PYTHONPATH=/app keeps the packages loading
-# from the copied source tree, beside keycloak/, whatever the working directory.
+# Migrations ship inside the db package (db/migrations). PYTHONPATH=/app keeps the packages loading
+# from the copied source tree, whatever the working directory.
 # In a container the API must listen on every interface, not the loopback default.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,7 +21,7 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app
 
-# The source tree (filtered by .dockerignore): the packages (with their migrations), pyproject.toml and keycloak/.
+# The source tree (filtered by .dockerignore): the packages (with their migrations) and pyproject.toml; no dev/.
 COPY . /app
 
 # The package exactly as declared in pyproject.toml, without the `test` extra. (Its dependencies

@@ -13,7 +13,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 dev: $(INSTALLED)
-	$(VENV)/bin/python -m lifecycle.devstack
+	$(VENV)/bin/python -m dev.stack
 
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check .

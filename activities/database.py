@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from lifecycle import db, metrics
-from lifecycle.domain import AccountCategory, DepositAccountStatus
-from lifecycle.models import CustomerState, DepositAccount
+import db.customers
+from domain.customer import AccountCategory, DepositAccountStatus
+from domain.state import CustomerState, DepositAccount
+from kit import metrics
 
 log = structlog.get_logger("activities.database")
 
@@ -46,14 +47,14 @@ class DatabaseActivities:
         info = activity.info()
         async with self._pool.acquire() as conn, conn.transaction():
             try:
-                await db.save_customer(conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)
-            except db.EmailTakenError as exc:
+                await db.customers.save_customer(conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)
+            except db.customers.EmailTakenError as exc:
                 raise ApplicationError(
                     f"email or telegram handle already belongs to another customer ({exc})",
                     type="CustomerConflict",
                     non_retryable=True,
                 ) from exc
-            inserted = await db.append_event(
+            inserted = await db.customers.append_event(
                 conn,
                 customer_id=change.state.customer_id,
                 event_type=change.event_type,
@@ -81,7 +82,7 @@ class DatabaseActivities:
     async def open_deposit_account(self, request: OpenDepositAccountInput) -> DepositAccount:
         """Opens the one deposit account; a retry returns the account the first attempt opened."""
         async with self._pool.acquire() as conn:
-            return await db.open_deposit_account(
+            return await db.customers.open_deposit_account(
                 conn, account_id=request.account_id, customer_id=request.customer_id, category=request.category
             )
 
@@ -89,7 +90,7 @@ class DatabaseActivities:
     async def set_deposit_account_status(self, request: SetAccountStatusInput) -> DepositAccount:
         """Freezes, reactivates or closes the customer's account; setting the same status twice is harmless."""
         async with self._pool.acquire() as conn:
-            account = await db.set_deposit_account_status(conn, customer_id=request.customer_id, status=request.status)
+            account = await db.customers.set_deposit_account_status(conn, customer_id=request.customer_id, status=request.status)
         if account is None:
             raise ApplicationError("the customer has no deposit account", type="NoDepositAccount", non_retryable=True)
         return account

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakError
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from keycloak import KeycloakAdmin
+from integrations.keycloak import CUSTOMER_ID_ATTRIBUTE
 
-CUSTOMER_ID_ATTRIBUTE = "customer_id"
 _ACCOUNT_ACTIONS = ["VERIFY_EMAIL", "UPDATE_PASSWORD"]
 
 

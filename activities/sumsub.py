@@ -10,11 +10,11 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from lifecycle.config import Settings
-from lifecycle.domain import CUSTOMER_TYPES, CustomerType, VerificationFlow
-from lifecycle.kyc_events import kind_of_review
-from lifecycle.models import KycEvent
-from lifecycle.sumsub import SumsubClient, SumsubError
+from domain.customer import CUSTOMER_TYPES, CustomerType, VerificationFlow
+from domain.kyc import KycEvent
+from integrations.sumsub.client import SumsubClient, SumsubError
+from integrations.sumsub.webhooks import kind_of_review
+from kit.settings import Settings
 
 
 class CreateApplicantInput(BaseModel):

@@ -16,17 +16,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from strawberry.asgi import GraphQL
 
+import db.pool
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
 from api.codec import codec_app
-from api.customers import CustomerService
 from api.relay import WebhookRelay
 from api.schema import Context, schema
+from api.service import CustomerService
 from api.state import AppState
 from api.webhooks import sumsub_webhook
-from lifecycle import db, metrics
-from lifecycle.config import Settings
-from lifecycle.logging import RequestIdMiddleware
-from lifecycle.temporal import connect
+from kit import metrics
+from kit.logging import RequestIdMiddleware
+from kit.settings import Settings
+from kit.temporal import connect
 
 READINESS_TIMEOUT_SECONDS = 2.0
 
@@ -78,8 +79,8 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await db.migrate(database_url)
-        pool = await db.create_pool(database_url, size=settings.database_pool_size)
+        await db.pool.migrate(database_url)
+        pool = await db.pool.create_pool(database_url, size=settings.database_pool_size)
         http = httpx.AsyncClient()
         temporal = await connect(settings, lazy=True)
         relay = WebhookRelay(pool=pool, temporal=temporal)

@@ -1,6 +1,6 @@
 """The codec server for the Temporal Web UI: `POST /codec/decode` and `POST /codec/encode`.
 
-Payloads in Temporal are encrypted (`lifecycle.codec`); the UI shows them in clear only by sending
+Payloads in Temporal are encrypted (`kit.codec`); the UI shows them in clear only by sending
 them here from the browser. Bodies and answers are `{"payloads": [...]}` in protobuf JSON (bytes in
 base64). Only the UI's origin (`TEMPORAL_UI_ORIGIN`) may call from a browser (CORS, with
 credentials). With `CODEC_AUTH_REQUIRED` (the default) a call needs a bearer token with the `ops`
@@ -24,8 +24,8 @@ from api.auth import AuthenticationError
 from api.bodies import read_limited
 from api.errors import error_response
 from api.state import AppState
-from lifecycle.codec import EncryptionCodec, PayloadDecryptionError
-from lifecycle.config import Settings
+from kit.codec import EncryptionCodec, PayloadDecryptionError
+from kit.settings import Settings
 
 ALLOWED_HEADERS = ("X-Namespace", "Content-Type", "Authorization")
 CODEC_ROLE = "ops"

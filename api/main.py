@@ -5,8 +5,8 @@ from __future__ import annotations
 import uvicorn
 
 from api.app import create_app
-from lifecycle.config import get_settings
-from lifecycle.logging import configure_logging
+from kit.logging import configure_logging
+from kit.settings import get_settings
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import structlog
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from lifecycle import db
-from lifecycle.kyc_events import kyc_event_from_webhook
-from lifecycle.models import workflow_id_for
+import db.inbox
+from domain.customer import workflow_id_for
+from integrations.sumsub.webhooks import kyc_event_from_webhook
 from workflows.customer import CustomerWorkflow
 
 log = structlog.get_logger("relay")
@@ -59,29 +59,29 @@ class WebhookRelay:
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 # No such customer, or its workflow has finished: acknowledged and kept for ops.
-                await db.mark_webhook(self._pool, inbox_id, outcome="no_running_workflow", error=exc.message)
+                await db.inbox.mark_webhook(self._pool, inbox_id, outcome="no_running_workflow", error=exc.message)
                 log.warning("webhook for no running workflow", inbox_id=inbox_id, sumsub_type=event.sumsub_type)
                 return True
-            await db.mark_webhook(self._pool, inbox_id, outcome=None, error=f"{exc.status.name}: {exc.message}")
+            await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=f"{exc.status.name}: {exc.message}")
             log.warning("webhook delivery failed; will retry", inbox_id=inbox_id, error=exc.message)
             return False
         except RuntimeError as exc:  # what the SDK raises while it cannot connect to Temporal at all
-            await db.mark_webhook(self._pool, inbox_id, outcome=None, error=str(exc)[:500])
+            await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=str(exc)[:500])
             log.warning("Temporal unreachable; webhook stays in the inbox", inbox_id=inbox_id)
             return False
-        await db.mark_webhook(self._pool, inbox_id, outcome="delivered")
+        await db.inbox.mark_webhook(self._pool, inbox_id, outcome="delivered")
         return True
 
     async def deliver_pending(self) -> int:
         """One sweep over the inbox; returns how many rows were settled."""
         settled = 0
-        for row in await db.pending_webhooks(self._pool, older_than_seconds=SWEEP_INTERVAL_SECONDS):
+        for row in await db.inbox.pending_webhooks(self._pool, older_than_seconds=SWEEP_INTERVAL_SECONDS):
             webhook = StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"])
             try:
                 settled += await self.deliver(webhook)
             except (KeyError, TypeError, ValueError) as exc:
                 # A row that cannot become a KYC event must not block every row after it.
-                await db.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
+                await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
         return settled
 
     async def _deliver_queued(self) -> None:

@@ -8,9 +8,9 @@ import asyncpg
 from temporalio.client import Client
 
 from api.auth import TokenVerifier
-from api.customers import CustomerService
 from api.relay import WebhookRelay
-from lifecycle.config import Settings
+from api.service import CustomerService
+from kit.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+import db.inbox
 from api.bodies import read_limited
 from api.errors import error_response
 from api.relay import StoredWebhook
 from api.state import AppState
-from lifecycle import db, metrics
-from lifecycle.kyc_events import InvalidWebhook, parse_webhook, webhook_dedupe_key
-from lifecycle.sumsub import verify_webhook_digest
+from integrations.sumsub.webhooks import InvalidWebhook, parse_webhook, verify_webhook_digest, webhook_dedupe_key
+from kit import metrics
 
 
 async def sumsub_webhook(request: Request) -> JSONResponse:
@@ -44,14 +44,14 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
         payload = parse_webhook(json.loads(body))
     except (ValueError, RecursionError, InvalidWebhook) as exc:
         raw = {"raw": body.decode("utf-8", "replace").replace("\x00", "")}
-        await db.store_webhook(
+        await db.inbox.store_webhook(
             state.pool, dedupe_key="sha256:" + hashlib.sha256(body).hexdigest(), payload=raw, outcome=f"rejected: {exc}"
         )
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
         return error_response(400, f"invalid webhook body: {exc}")
     dedupe_key = webhook_dedupe_key(payload, body)
     try:
-        inbox_id = await db.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
+        inbox_id = await db.inbox.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
     except asyncpg.DataError as exc:  # e.g. a lone surrogate escape PostgreSQL's jsonb refuses
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
         return error_response(400, f"invalid webhook body: {type(exc).__name__}")

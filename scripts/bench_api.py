@@ -39,9 +39,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack, Ports
-from lifecycle.sumsub import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
+from dev.stack import DevStack, Ports
+from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
+from kit.settings import Settings
 
 DEFAULT_REQUESTS = 2000
 DEFAULT_CONCURRENCY = 32

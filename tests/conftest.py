@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 import pytest_asyncio
 
-from lifecycle.devstack import DevStack
+from dev.stack import DevStack
 from tests.helpers import running_stack
 
 

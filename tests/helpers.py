@@ -13,8 +13,8 @@ from pathlib import Path
 
 import uvicorn
 
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack, Ports
+from dev.stack import DevStack, Ports
+from kit.settings import Settings
 
 
 def free_port() -> int:

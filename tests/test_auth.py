@@ -31,9 +31,9 @@ from starlette.routing import Route
 from api import auth
 from api.auth import AuthenticationError, Principal, TokenVerifier
 from api.schema import Context, schema
-from emulators.keycloak import DEFAULT_REALM_FILE, create_app
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack
+from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
+from dev.stack import DevStack
+from kit.settings import Settings
 from tests.conftest import client_token
 from tests.helpers import free_port, running_app
 

@@ -26,7 +26,8 @@ from temporalio.exceptions import ApplicationError
 
 from api.auth import AuthenticationError, Principal
 from api.codec import codec_app
-from lifecycle.codec import (
+from dev.stack import DevStack
+from kit.codec import (
     DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS,
     ENCRYPTED_ENCODING,
     KEY_ID_METADATA,
@@ -36,8 +37,7 @@ from lifecycle.codec import (
     data_converter,
     parse_keys,
 )
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack
+from kit.settings import Settings
 from tests.conftest import client_token
 from tests.test_end_to_end import onboard
 

@@ -25,22 +25,21 @@ from activities.database import OpenDepositAccountInput, RecordChangeInput, SetA
 from activities.keycloak import ChangeUserEmailInput, ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
 from activities.notifications import Notification
 from activities.sumsub import ApplicantRef, ChangeApplicantEmailInput, CreateApplicantInput, CreateKycLinkInput
-from lifecycle.domain import CustomerType
-from lifecycle.models import (
+from domain.customer import CustomerType
+from domain.kyc import KycEvent, KycEventKind
+from domain.state import (
     ChangeEmailRequest,
     CloseRequest,
     CustomerState,
     CustomerWorkflowInput,
-    KycEvent,
-    KycEventKind,
     OnboardingPolicy,
     ReactivateRequest,
     Registration,
     RetryOnboardingRequest,
     SuspendRequest,
 )
-from lifecycle.search_attributes import ALL_KEYS
 from workflows.customer import CustomerWorkflow
+from workflows.visibility import ALL_KEYS
 
 TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
 # Long enough that nothing time-driven happens unless a test asks for it.

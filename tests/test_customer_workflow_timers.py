@@ -16,8 +16,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from lifecycle.domain import CustomerType
-from lifecycle.models import CustomerState, CustomerWorkflowInput, KycEventKind, OnboardingPolicy, Registration
+from domain.customer import CustomerType
+from domain.kyc import KycEventKind
+from domain.state import CustomerState, CustomerWorkflowInput, OnboardingPolicy, Registration
 from tests.test_customer_workflow import FakeWorld, event
 from workflows.customer import CustomerWorkflow
 

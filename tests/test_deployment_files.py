@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from lifecycle import db
-from lifecycle.config import Settings
+import db.pool
+from kit.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -129,7 +129,7 @@ def healthcheck(name: str) -> dict[str, Any] | None:
 
 @cache
 def realm() -> dict[str, Any]:
-    from emulators.keycloak import DEFAULT_REALM_FILE
+    from dev.emulators.keycloak import DEFAULT_REALM_FILE
 
     return json.loads(Path(DEFAULT_REALM_FILE).read_text())
 
@@ -256,9 +256,10 @@ def image_path(relative: str) -> str | None:
 
 
 SETTINGS_ATTRIBUTE = re.compile(r"(?<![A-Za-z0-9])_?settings\.([a-z_][a-z0-9_]*)")
-# The packages whose code runs in each process (the shared `lifecycle` package counts through the
-# functions of it that a process calls with its Settings).
+# The packages whose code runs in each process (the shared packages count through the functions of
+# theirs that a process calls with its Settings).
 PROCESS_PACKAGES = {"api": ("api",), "worker": ("workers", "activities", "workflows")}
+SHARED_PACKAGES = ("domain", "integrations", "db", "kit")  # dev/ never runs in production
 
 
 def _fields_in(source: str) -> set[str]:
@@ -273,10 +274,10 @@ def _fields_in(source: str) -> set[str]:
 
 
 def _shared_settings_functions() -> dict[str, set[str]]:
-    """Functions of the shared `lifecycle` package that take a Settings argument -> the fields they read."""
+    """Functions of the shared packages that take a Settings argument -> the fields they read."""
     functions: dict[str, set[str]] = {}
-    for path in sorted((REPO_ROOT / "lifecycle").glob("*.py")):
-        if path.stem in ("config", "devstack"):  # the definition itself; the dev stack never runs in production
+    for path in sorted(path for package in SHARED_PACKAGES for path in (REPO_ROOT / package).rglob("*.py")):
+        if path.name == "settings.py":  # the definition itself
             continue
         source = path.read_text()
         for node in ast.walk(ast.parse(source)):
@@ -325,7 +326,7 @@ def test_no_emulator_or_dev_server_runs_in_production() -> None:
     for name, svc in services().items():
         text = " ".join([name, str(svc.get("image", "")), *command(name)])
         assert "emulator" not in text.lower(), f"{name} runs an emulator"
-        assert not any(part.startswith("emulators") for part in command(name)), f"{name} runs an emulator module"
+        assert not any(part.startswith(("dev.", "emulators")) for part in command(name)), f"{name} runs an emulator module"
         assert "start-dev" not in command(name) or name == "keycloak", f"{name} runs a development server"
     assert str(service("keycloak")["image"]).startswith("quay.io/keycloak/keycloak:26"), "Keycloak must be the real server"
     assert str(service("temporal")["image"]).startswith(("temporalio/auto-setup:", "temporalio/server:"))
@@ -344,7 +345,7 @@ def test_no_emulator_or_dev_server_runs_in_production() -> None:
 def test_every_application_variable_is_a_settings_field(name: str) -> None:
     unknown = set(raw_env(name)) - SETTINGS_VARS
     # Settings ignores unknown variables (extra="ignore"), so a typo here would silently do nothing.
-    assert not unknown, f"{name}: not Settings fields (lifecycle/config.py): {sorted(unknown)}"
+    assert not unknown, f"{name}: not Settings fields (kit/settings.py): {sorted(unknown)}"
 
 
 def test_dockerfile_env_names_are_settings_fields_or_python_runtime() -> None:
@@ -424,7 +425,7 @@ def test_services_use_the_temporal_service_and_its_namespace() -> None:
 
 
 def test_keycloak_imports_the_realm_the_emulator_seeds_from() -> None:
-    from emulators.keycloak import DEFAULT_REALM_FILE
+    from dev.emulators.keycloak import DEFAULT_REALM_FILE
 
     kc = service("keycloak")
     assert "--import-realm" in command("keycloak")
@@ -593,22 +594,20 @@ def test_dockerfile_healthcheck_probes_healthz_on_the_api_port() -> None:
 
 
 def test_image_contains_the_packages_migrations_and_realm_beside_each_other() -> None:
-    """lifecycle/db.py looks for migrations/ relative to the source packages: they must land together."""
+    """db/pool.py looks for migrations/ relative to the source packages: they must land together; the
+    dev stack and the emulators stay out of the image."""
     import_root = dockerfile_env().get("PYTHONPATH")
     assert import_root, "without PYTHONPATH the installed wheel (no migrations/) would be imported"
     pyproject = image_path("pyproject.toml")
     assert pyproject is not None, "pyproject.toml is not in the image: `pip install .` cannot run"
-    for package in ("api", "workers", "workflows", "activities", "lifecycle", "emulators"):
+    for package in ("api", "workers", "workflows", "activities", "domain", "integrations", "db", "kit"):
         assert image_path(package) == f"{import_root}/{package}", f"{package}/ is not under PYTHONPATH in the image"
-    sql_files = sorted(db.MIGRATIONS_DIR.glob("*.sql"))
+    sql_files = sorted(db.pool.MIGRATIONS_DIR.glob("*.sql"))
     assert sql_files, "no migrations to ship"
     for sql in sql_files:
         relative = sql.relative_to(REPO_ROOT).as_posix()
-        assert image_path(relative) == f"{import_root}/{relative}", f"{relative} is not where lifecycle.db looks in the image"
-    from emulators.keycloak import DEFAULT_REALM_FILE
-
-    realm_file = Path(DEFAULT_REALM_FILE).resolve().relative_to(REPO_ROOT).as_posix()
-    assert image_path(realm_file) == f"{import_root}/{realm_file}", "keycloak/ realm export is not in the image"
+        assert image_path(relative) == f"{import_root}/{relative}", f"{relative} is not where db/pool.py looks in the image"
+    assert image_path("dev/stack.py") is None, "the dev stack (and its emulators) must not ship in the image"
 
 
 def test_dockerignore_keeps_local_state_out() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from lifecycle.devstack import REPO_ROOT, DevStack, Ports
-from lifecycle.sumsub import webhook_digest
+from dev.stack import REPO_ROOT, DevStack, Ports
+from integrations.sumsub.webhooks import webhook_digest
 from tests.conftest import client_token
 from tests.helpers import clean_env
 from tests.test_end_to_end import register, wait_for_stage
@@ -31,7 +31,7 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sh", b"lo", 0)))[1]
     fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
-os.execv(sys.executable, [sys.executable, "-m", "lifecycle.devstack"])
+os.execv(sys.executable, [sys.executable, "-m", "dev.stack"])
 """
 
 

@@ -8,24 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.config import Settings
-from lifecycle.domain import (
-    CUSTOMER_TYPES,
-    AccountCategory,
-    CustomerType,
-    IllegalTransition,
-    OnboardingStage,
-    VerificationFlow,
-    mask_email,
-    next_stage,
-)
-from lifecycle.kyc_events import (
-    InvalidWebhook,
-    kyc_event_from_webhook,
-    parse_webhook,
-    webhook_dedupe_key,
-)
-from lifecycle.models import KycEventKind
+from domain.customer import CUSTOMER_TYPES, AccountCategory, CustomerType, OnboardingStage, VerificationFlow, mask_email
+from domain.kyc import KycEventKind
+from domain.transitions import IllegalTransition, next_stage
+from integrations.sumsub.webhooks import InvalidWebhook, kyc_event_from_webhook, parse_webhook, webhook_dedupe_key
+from kit.settings import Settings
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -11,11 +11,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
-from lifecycle.devstack import DevStack
-from lifecycle.domain import CUSTOMER_TYPES, CustomerType
-from lifecycle.sumsub import SumsubClient, webhook_digest
+
+from dev.stack import DevStack
+from domain.customer import CUSTOMER_TYPES, CustomerType
+from integrations.sumsub.client import SumsubClient
+from integrations.sumsub.webhooks import webhook_digest
 from tests.conftest import client_token
 
 CUSTOMER_FIELDS = """

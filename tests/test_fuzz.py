@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycle.devstack import DevStack
-from lifecycle.sumsub import WEBHOOK_DIGEST_ALGORITHMS, webhook_digest
+from dev.stack import DevStack
+from integrations.sumsub.webhooks import WEBHOOK_DIGEST_ALGORITHMS, webhook_digest
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SECRET = "dev-sumsub-webhook-secret"

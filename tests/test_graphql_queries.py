@@ -22,16 +22,17 @@ import httpx
 import pytest
 import pytest_asyncio
 
+import db.customers
+import db.pool
 from api.auth import Principal, TokenVerifier
-from api.customers import CustomerService, encode_cursor
 from api.relay import WebhookRelay
 from api.schema import Context, schema
+from api.service import CustomerService, encode_cursor
 from api.state import AppState
-from lifecycle import db
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack
-from lifecycle.domain import CustomerStatus, CustomerType, KycStatus, OnboardingStage
-from lifecycle.temporal import connect
+from dev.stack import DevStack
+from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
+from kit.settings import Settings
+from kit.temporal import connect
 from tests.test_end_to_end import graphql, press, register, wait_for_stage
 
 CUSTOMERS = """
@@ -148,7 +149,7 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
     """The services the API builds in its lifespan, built here so the schema runs with any Principal."""
     settings = Settings(**{k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields})
     assert settings.database_url is not None
-    pool = await db.create_pool(settings.database_url, size=2)
+    pool = await db.pool.create_pool(settings.database_url, size=2)
     temporal = await connect(settings)
     async with httpx.AsyncClient() as http:
         customers = CustomerService(pool=pool, temporal=temporal, settings=settings)
@@ -244,7 +245,7 @@ async def test_ops_may_list_too(ops: httpx.AsyncClient, listed: dict[str, Known]
         ({"first": 101}, "first"),
         ({"after": "not a cursor"}, "after"),
         ({"after": "bm90IGEgY3Vyc29y"}, "after"),  # base64 of "not a cursor"
-        ({"after": encode_cursor(db.CustomerKey(datetime(2024, 1, 1), "00000000-0000-8000-8000-000000000000"))}, "after"),
+        ({"after": encode_cursor(db.customers.CustomerKey(datetime(2024, 1, 1), "00000000-0000-8000-8000-000000000000"))}, "after"),
     ],
     ids=["first=0", "first=-1", "first=101", "garbage", "base64 garbage", "no time zone"],
 )
@@ -469,31 +470,31 @@ S, T, K, G = CustomerStatus, CustomerType, KycStatus, OnboardingStage
 # One filter each (a common and a rare value), and combinations a screen would use. A rare value must be
 # read from its own index (0002); for a common one, reading the (created_at, id) index and skipping the
 # few non-matching rows is as cheap, and the planner may choose either.
-SINGLE_FILTERS: list[tuple[str, db.CustomerFilter, str | None]] = [
-    ("none", db.CustomerFilter(), "customers_created_at_id"),
-    ("status=ACTIVE", db.CustomerFilter(status=S.ACTIVE), None),
-    ("status=SUSPENDED", db.CustomerFilter(status=S.SUSPENDED), "customers_status_created_at_id"),
-    ("customerType=INDIVIDUAL", db.CustomerFilter(customer_type=T.INDIVIDUAL), None),
-    ("customerType=BANK", db.CustomerFilter(customer_type=T.BANK), "customers_customer_type_created_at_id"),
-    ("kycStatus=APPROVED", db.CustomerFilter(kyc_status=K.APPROVED), None),
-    ("kycStatus=ON_HOLD", db.CustomerFilter(kyc_status=K.ON_HOLD), "customers_kyc_status_created_at_id"),
-    ("stage=AWAITING_KYC", db.CustomerFilter(stage=G.AWAITING_KYC), None),
-    ("stage=FAILED", db.CustomerFilter(stage=G.FAILED), "customers_onboarding_stage_created_at_id"),
-    ("createdAfter", db.CustomerFilter(created_after=SEED_START + 10 * DAY), "customers_created_at_id"),
-    ("createdBefore", db.CustomerFilter(created_before=SEED_START + 20 * DAY), "customers_created_at_id"),
-    ("created range", db.CustomerFilter(created_after=SEED_START + 10 * DAY, created_before=SEED_START + 20 * DAY),
+SINGLE_FILTERS: list[tuple[str, db.customers.CustomerFilter, str | None]] = [
+    ("none", db.customers.CustomerFilter(), "customers_created_at_id"),
+    ("status=ACTIVE", db.customers.CustomerFilter(status=S.ACTIVE), None),
+    ("status=SUSPENDED", db.customers.CustomerFilter(status=S.SUSPENDED), "customers_status_created_at_id"),
+    ("customerType=INDIVIDUAL", db.customers.CustomerFilter(customer_type=T.INDIVIDUAL), None),
+    ("customerType=BANK", db.customers.CustomerFilter(customer_type=T.BANK), "customers_customer_type_created_at_id"),
+    ("kycStatus=APPROVED", db.customers.CustomerFilter(kyc_status=K.APPROVED), None),
+    ("kycStatus=ON_HOLD", db.customers.CustomerFilter(kyc_status=K.ON_HOLD), "customers_kyc_status_created_at_id"),
+    ("stage=AWAITING_KYC", db.customers.CustomerFilter(stage=G.AWAITING_KYC), None),
+    ("stage=FAILED", db.customers.CustomerFilter(stage=G.FAILED), "customers_onboarding_stage_created_at_id"),
+    ("createdAfter", db.customers.CustomerFilter(created_after=SEED_START + 10 * DAY), "customers_created_at_id"),
+    ("createdBefore", db.customers.CustomerFilter(created_before=SEED_START + 20 * DAY), "customers_created_at_id"),
+    ("created range", db.customers.CustomerFilter(created_after=SEED_START + 10 * DAY, created_before=SEED_START + 20 * DAY),
      "customers_created_at_id"),
 ]
 # Combined filters: one index is read and the other conditions checked on its rows. When the combination
 # is rarer than either part (here: correlated columns), the planner may instead intersect two indexes
 # and sort the few matches; what must never happen is reading or sorting the whole table.
-COMBINED_FILTERS: list[tuple[str, db.CustomerFilter, None]] = [
-    ("type=PRIVATE_COMPANY+stage=AWAITING_KYC", db.CustomerFilter(customer_type=T.PRIVATE_COMPANY, stage=G.AWAITING_KYC), None),
+COMBINED_FILTERS: list[tuple[str, db.customers.CustomerFilter, None]] = [
+    ("type=PRIVATE_COMPANY+stage=AWAITING_KYC", db.customers.CustomerFilter(customer_type=T.PRIVATE_COMPANY, stage=G.AWAITING_KYC), None),
     ("status=SUSPENDED+type=INDIVIDUAL+range",
-     db.CustomerFilter(status=S.SUSPENDED, customer_type=T.INDIVIDUAL, created_before=SEED_START + 20 * DAY), None),
-    ("all four, common", db.CustomerFilter(status=S.ACTIVE, customer_type=T.INDIVIDUAL, kyc_status=K.APPROVED, stage=G.ONBOARDED), None),
-    ("status=ACTIVE+stage=AWAITING_KYC (none)", db.CustomerFilter(status=S.ACTIVE, stage=G.AWAITING_KYC), None),
-    ("kycStatus=APPROVED+stage=KYC_ON_HOLD (none)", db.CustomerFilter(kyc_status=K.APPROVED, stage=G.KYC_ON_HOLD), None),
+     db.customers.CustomerFilter(status=S.SUSPENDED, customer_type=T.INDIVIDUAL, created_before=SEED_START + 20 * DAY), None),
+    ("all four, common", db.customers.CustomerFilter(status=S.ACTIVE, customer_type=T.INDIVIDUAL, kyc_status=K.APPROVED, stage=G.ONBOARDED), None),
+    ("status=ACTIVE+stage=AWAITING_KYC (none)", db.customers.CustomerFilter(status=S.ACTIVE, stage=G.AWAITING_KYC), None),
+    ("kycStatus=APPROVED+stage=KYC_ON_HOLD (none)", db.customers.CustomerFilter(kyc_status=K.APPROVED, stage=G.KYC_ON_HOLD), None),
 ]
 MAX_SORTED_ROWS = 1000  # 1% of the table: a sort of the few matches of a rare combination, never of the table
 
@@ -505,13 +506,13 @@ async def test_customer_pages_use_an_index_at_100k_customers(database: asyncpg.P
         SEED_END,
         seeded // 2,
     )
-    mid_key = db.CustomerKey(created_at=middle["created_at"], customer_id=middle["id"])
+    mid_key = db.customers.CustomerKey(created_at=middle["created_at"], customer_id=middle["id"])
     report = []
     for name, customer_filter, expected_index in [*SINGLE_FILTERS, *COMBINED_FILTERS]:
         single = (name, customer_filter, expected_index) in SINGLE_FILTERS
         for after in (None, mid_key):
             for descending in (True, False):
-                sql, args = db.customer_page_query(customer_filter, after=after, descending=descending, limit=21)
+                sql, args = db.customers.customer_page_query(customer_filter, after=after, descending=descending, limit=21)
                 async with database.acquire() as conn:
                     explained = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
                     timings = []

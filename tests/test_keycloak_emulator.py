@@ -19,6 +19,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from keycloak.exceptions import (
     KeycloakAuthenticationError,
     KeycloakDeleteError,
@@ -27,9 +28,8 @@ from keycloak.exceptions import (
     KeycloakPutError,
 )
 
-from emulators.keycloak import DEFAULT_REALM_FILE, create_app
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
-from lifecycle.config import Settings
+from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
+from kit.settings import Settings
 from tests.helpers import free_port, running_app
 
 
@@ -479,7 +479,7 @@ async def test_the_module_serves_the_default_realm_from_any_working_directory(tm
     port = free_port()
     repo_root = DEFAULT_REALM_FILE.parent.parent
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "emulators.keycloak", "--port", str(port)),
+        *(sys.executable, "-m", "dev.emulators.keycloak", "--port", str(port)),
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(repo_root)},
         stdout=asyncio.subprocess.DEVNULL,

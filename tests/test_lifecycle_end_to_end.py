@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from lifecycle.devstack import DevStack
-from lifecycle.sumsub import webhook_digest
+from dev.stack import DevStack
+from integrations.sumsub.webhooks import webhook_digest
 from tests.conftest import client_token
 from tests.test_end_to_end import (
     CUSTOMER_FIELDS,

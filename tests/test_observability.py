@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
-from lifecycle import metrics
-from lifecycle.devstack import DevStack
-from lifecycle.logging import REDACTED, RequestIdMiddleware, redact, redact_text, request_id_from
-from lifecycle.sumsub import webhook_digest
+from dev.stack import DevStack
+from integrations.sumsub.webhooks import webhook_digest
+from kit import metrics
+from kit.logging import REDACTED, RequestIdMiddleware, redact, redact_text, request_id_from
 from tests.test_end_to_end import press, register, wait_for_stage
 
 WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
@@ -356,7 +356,7 @@ def test_finished_spans_are_written_as_log_lines() -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from lifecycle.tracing import LogSpanExporter
+    from kit.tracing import LogSpanExporter
 
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(LogSpanExporter()))

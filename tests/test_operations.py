@@ -13,11 +13,11 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack
-from lifecycle.search_attributes import CUSTOMER_TYPE, KYC_WAITING_SINCE, ONBOARDING_STAGE
-from lifecycle.temporal import connect
+from dev.stack import DevStack
+from kit.settings import Settings
+from kit.temporal import connect
 from tests.test_end_to_end import onboard, register, wait_for_stage
+from workflows.visibility import CUSTOMER_TYPE, KYC_WAITING_SINCE, ONBOARDING_STAGE
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

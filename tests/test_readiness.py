@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from api.app import create_app
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack, free_port
+from dev.stack import DevStack, free_port
+from kit.settings import Settings
 from tests.helpers import running_app
 
 

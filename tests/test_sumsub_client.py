@@ -17,17 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from emulators.sumsub import create_app
-from lifecycle.config import Settings
-from lifecycle.sumsub import (
-    WEBHOOK_DIGEST_ALGORITHMS,
-    SumsubAuth,
-    SumsubClient,
-    SumsubError,
-    sign_request,
-    verify_webhook_digest,
-    webhook_digest,
-)
+from dev.emulators.sumsub import create_app
+from integrations.sumsub.client import SumsubAuth, SumsubClient, SumsubError, sign_request
+from integrations.sumsub.webhooks import WEBHOOK_DIGEST_ALGORITHMS, verify_webhook_digest, webhook_digest
+from kit.settings import Settings
 from tests.helpers import free_port, running_app
 
 APP_TOKEN = "sbx:client-test-token"

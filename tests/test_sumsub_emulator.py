@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from emulators.sumsub import DEFAULT_ACTION_RETRY_DELAYS, _WebhookSender, create_app
-from lifecycle.sumsub import Applicant, SumsubAuth, SumsubClient, sign_request, verify_webhook_digest
+from dev.emulators.sumsub import DEFAULT_ACTION_RETRY_DELAYS, _WebhookSender, create_app
+from integrations.sumsub.client import Applicant, SumsubAuth, SumsubClient, sign_request
+from integrations.sumsub.webhooks import verify_webhook_digest
 from tests.helpers import free_port, running_app
 
 APP_TOKEN = "sbx:emulator-test-token"

@@ -24,8 +24,8 @@ from playwright.async_api import Request, Response, expect
 from temporalio.api.history.v1 import History
 from temporalio.client import Client
 
-from lifecycle.codec import ENCRYPTED_ENCODING
-from lifecycle.devstack import REPO_ROOT, DevStack, Ports
+from dev.stack import REPO_ROOT, DevStack, Ports
+from kit.codec import ENCRYPTED_ENCODING
 from tests.browser import chromium_context, ensure_chromium
 from tests.conftest import client_token
 from tests.helpers import running_stack

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 
 from api.app import create_app
-from lifecycle.config import Settings
-from lifecycle.devstack import DevStack, free_port
-from lifecycle.sumsub import webhook_digest
+from dev.stack import DevStack, free_port
+from integrations.sumsub.webhooks import webhook_digest
+from kit.settings import Settings
 from tests.helpers import running_app
 from tests.test_end_to_end import register, wait_for_stage
 

@@ -11,8 +11,8 @@ import time
 import asyncpg
 import httpx
 
-from lifecycle.devstack import DevStack
-from lifecycle.sumsub import webhook_digest
+from dev.stack import DevStack
+from integrations.sumsub.webhooks import webhook_digest
 from tests.test_end_to_end import get_customer, register, wait_for_stage
 
 CUSTOMERS = 40

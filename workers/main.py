@@ -19,31 +19,20 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Interceptor, Worker
 
+import db.pool
 from activities.database import DatabaseActivities
 from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
 from activities.sumsub import SumsubActivities
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
-from lifecycle import db, metrics
-from lifecycle.config import Settings, get_settings
-from lifecycle.logging import ActivityLogContext, configure_logging
-from lifecycle.sumsub import SumsubClient
-from lifecycle.temporal import connect, ensure_search_attributes
+from integrations.keycloak import keycloak_admin
+from integrations.sumsub.client import SumsubClient
+from kit import metrics
+from kit.logging import ActivityLogContext, configure_logging
+from kit.settings import Settings, get_settings
+from kit.temporal import connect, ensure_search_attributes
 from workflows.customer import CustomerWorkflow
 
 log = structlog.get_logger("worker")
-
-
-def keycloak_admin(settings: Settings) -> KeycloakAdmin:
-    """An admin client authenticated as our service account (client_credentials)."""
-    connection = KeycloakOpenIDConnection(
-        server_url=settings.keycloak_url.rstrip("/") + "/",
-        realm_name=settings.keycloak_realm,
-        client_id=settings.keycloak_client_id,
-        client_secret_key=settings.keycloak_client_secret,
-        timeout=10,
-    )
-    return KeycloakAdmin(connection=connection)
 
 
 def install_temporal_runtime(settings: Settings) -> None:
@@ -64,7 +53,7 @@ def install_temporal_runtime(settings: Settings) -> None:
         forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
     Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=prometheus)), error_if_already_set=False)
-    # The SDK's workflow and activity details become structured fields (lifecycle.logging), not message text.
+    # The SDK's workflow and activity details become structured fields (kit.logging), not message text.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
 
@@ -72,7 +61,7 @@ def install_temporal_runtime(settings: Settings) -> None:
 def interceptors(settings: Settings) -> list[Interceptor]:
     chain: list[Interceptor] = [ActivityLogContext()]
     if settings.otel_enabled:
-        from lifecycle.tracing import tracing_interceptor  # OpenTelemetry is only loaded when asked for
+        from kit.tracing import tracing_interceptor
 
         chain.append(tracing_interceptor("customer-lifecycle-worker"))
     return chain
@@ -83,10 +72,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         raise SystemExit("DATABASE_URL must be set for the worker")
     settings.refuse_dev_secrets()
     install_temporal_runtime(settings)
-    await db.migrate(settings.database_url)
+    await db.pool.migrate(settings.database_url)
     # Each resource is closed (newest first) however far start-up got.
     async with contextlib.AsyncExitStack() as resources:
-        pool = await db.create_pool(settings.database_url, size=settings.database_pool_size)
+        pool = await db.pool.create_pool(settings.database_url, size=settings.database_pool_size)
         resources.push_async_callback(pool.close)
         admin = keycloak_admin(settings)
         resources.push_async_callback(admin.connection.aclose)
@@ -95,7 +84,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         sumsub = SumsubClient.from_settings(settings)
         resources.push_async_callback(sumsub.aclose)
         if settings.otel_enabled:
-            from lifecycle.tracing import shutdown_tracing
+            from kit.tracing import shutdown_tracing
 
             resources.callback(shutdown_tracing)
         client = await connect(settings)

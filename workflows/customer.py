@@ -12,8 +12,9 @@ failed onboarding can be retried. Only `close` completes the workflow.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -41,48 +42,38 @@ with workflow.unsafe.imports_passed_through():
         CreateKycLinkInput,
         SumsubActivities,
     )
-    from lifecycle.domain import (
+    from domain import kyc_rules
+    from domain.customer import (
         CUSTOMER_TYPES,
-        WAITING_FOR_KYC_STAGES,
-        CustomerAction,
         CustomerStatus,
         DepositAccountStatus,
-        IllegalTransition,
         KycLevel,
         KycStatus,
         OnboardingStage,
-        next_stage,
         normalise_email,
-        refusal,
     )
-    from lifecycle.kyc_events import KYC_EVENT_EFFECTS
-    from lifecycle.models import (
+    from domain.errors import ErrorType
+    from domain.kyc import KycEvent
+    from domain.kyc_rules import KycDecision, KycEffect, TimerDue
+    from domain.state import (
         ChangeEmailRequest,
         CloseRequest,
         CustomerState,
         CustomerWorkflowInput,
-        KycEvent,
-        KycEventKind,
         ReactivateRequest,
         RegisterRequest,
         RetryOnboardingRequest,
         SuspendRequest,
     )
-    from lifecycle.search_attributes import search_attribute_updates
+    from domain.transitions import WAITING_FOR_KYC_STAGES, CustomerAction, Step, next_stage, next_step, refusal
+    from workflows.visibility import details_markdown, search_attribute_updates
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # Each call is a few HTTP or SQL round trips (clients time out at 10 s); a crashed attempt is retried after this.
 ACTIVITY_ATTEMPT_TIMEOUT = timedelta(seconds=15)
-KYC_REVIEW_SUSPENSION = "kyc_review_declined"
-# Remember this many applied Sumsub deliveries to drop duplicates; older ones are also older by createdAtMs.
-_REMEMBERED_EVENTS = 200
-_SUBMITTED_KINDS = {
-    KycEventKind.SUBMITTED,
-    KycEventKind.ON_HOLD,
-    KycEventKind.APPROVED,
-    KycEventKind.RESUBMISSION_REQUESTED,
-    KycEventKind.DECLINED,
-}
+
+ActivityInput = TypeVar("ActivityInput")
+ActivityResult = TypeVar("ActivityResult")
 
 
 @workflow.defn
@@ -111,7 +102,7 @@ class CustomerWorkflow:
         # The id was derived from the email, but this customer has since changed theirs: the address
         # is someone else's to register.
         if request.email is not None and request.email != self._state.registration.email:
-            raise ApplicationError("this customer now has another email", type="EmailMismatch", non_retryable=True)
+            raise ApplicationError("this customer now has another email", type=ErrorType.EMAIL_MISMATCH, non_retryable=True)
 
     @workflow.signal
     def kyc_event(self, event: KycEvent) -> None:
@@ -132,7 +123,7 @@ class CustomerWorkflow:
     @suspend.validator
     def _validate_suspend(self, request: SuspendRequest) -> None:
         if not request.reason.strip():
-            raise ApplicationError("a reason is required", type="InvalidInput", non_retryable=True)
+            raise ApplicationError("a reason is required", type=ErrorType.INVALID_INPUT, non_retryable=True)
         self._refuse_unless(CustomerAction.SUSPEND)
 
     @workflow.update
@@ -156,7 +147,7 @@ class CustomerWorkflow:
     @close.validator
     def _validate_close(self, request: CloseRequest) -> None:
         if not request.reason.strip():
-            raise ApplicationError("a reason is required", type="InvalidInput", non_retryable=True)
+            raise ApplicationError("a reason is required", type=ErrorType.INVALID_INPUT, non_retryable=True)
         self._refuse_unless(CustomerAction.CLOSE)
 
     @workflow.update
@@ -188,7 +179,7 @@ class CustomerWorkflow:
                 await self._record("customer.email_changed", actor=request.actor)
             except ActivityError as err:
                 reg.email = old
-                raise ApplicationError(_reason(err), type="EmailConflict", non_retryable=True) from None
+                raise ApplicationError(_reason(err), type=ErrorType.EMAIL_CONFLICT, non_retryable=True) from None
             keycloak_changed = False
             try:
                 if self._state.keycloak_user_id:
@@ -213,7 +204,7 @@ class CustomerWorkflow:
                         ChangeUserEmailInput(user_id=self._state.keycloak_user_id, email=old),
                     )
                 await self._record("customer.email_change_reverted", actor=request.actor, details={"reason": _reason(err)})
-                raise ApplicationError(_reason(err), type="EmailConflict", non_retryable=True) from None
+                raise ApplicationError(_reason(err), type=ErrorType.EMAIL_CONFLICT, non_retryable=True) from None
         return self._state
 
     @change_email.validator
@@ -226,7 +217,7 @@ class CustomerWorkflow:
     async def run(self, input: CustomerWorkflowInput) -> CustomerState:
         if input.state is None and not await self._registered():
             # Nothing was created; failing (not completing) lets a later registration start afresh.
-            raise ApplicationError(self._state.last_error or "registration refused", type="RegistrationRefused")
+            raise ApplicationError(self._state.last_error or "registration refused", type=ErrorType.REGISTRATION_REFUSED)
         while self._state.stage is not OnboardingStage.CLOSED:
             try:
                 await self._next_step()
@@ -241,13 +232,14 @@ class CustomerWorkflow:
 
     async def _next_step(self) -> None:
         stage = self._state.stage
-        if stage is OnboardingStage.REGISTERED:
+        step = next_step(stage)
+        if step is Step.OPEN_KYC_CASE:
             async with self._lock:
                 if self._state.stage is stage:  # an ops update may have won the lock (close)
                     await self._open_kyc_case()
-        elif stage in WAITING_FOR_KYC_STAGES:
+        elif step is Step.WAIT_FOR_VERDICT:
             await self._wait_for_verdict()
-        elif stage is OnboardingStage.KYC_APPROVED:
+        elif step is Step.ACTIVATE:
             async with self._lock:
                 if self._state.stage is stage:
                     await self._activate()
@@ -308,7 +300,7 @@ class CustomerWorkflow:
 
     async def _wait_for_verdict(self) -> None:
         """Waits for a Sumsub event, the next reminder, the next status poll or expiry, then acts on it."""
-        wake_at = min(t for t in (self._state.next_reminder_at, self._state.next_poll_at, self._state.expires_at) if t)
+        wake_at = kyc_rules.wake_at(self._state)
         stage = self._state.stage
         try:
             await workflow.wait_condition(
@@ -324,12 +316,12 @@ class CustomerWorkflow:
             if self._kyc_inbox:
                 await self._apply_kyc_events()
                 return
-            now = workflow.now()
-            if self._state.expires_at and now >= self._state.expires_at:
+            due = kyc_rules.timer_due(self._state, workflow.now())
+            if due is TimerDue.EXPIRE:
                 await self._expire()
-            elif self._state.next_poll_at and now >= self._state.next_poll_at:
+            elif due is TimerDue.POLL:
                 await self._poll_review()
-            elif self._state.next_reminder_at and now >= self._state.next_reminder_at:
+            elif due is TimerDue.REMIND:
                 await self._remind()
 
     def _something_to_do(self, *, since: OnboardingStage) -> bool:
@@ -370,88 +362,44 @@ class CustomerWorkflow:
     # --- KYC events ---------------------------------------------------------------------------------
 
     async def _apply_kyc_events(self) -> None:
-        """Applies queued Sumsub events oldest first. Duplicates, stale and misrouted events change
-        nothing (and are recorded). Once onboarding leaves the waiting stages, the rest stay queued
-        for the next step (after activation a RED review suspends)."""
-        events, self._kyc_inbox = sorted(self._kyc_inbox, key=lambda e: e.occurred_at), []
+        """Applies queued Sumsub events oldest first, as `kyc_rules.decide` says. Duplicates, stale and
+        misrouted events change nothing (and are recorded). Once onboarding leaves the waiting stages, the
+        rest stay queued for the next step (after activation a RED review suspends)."""
+        events, self._kyc_inbox = kyc_rules.oldest_first(self._kyc_inbox), []
         for index, event in enumerate(events):
             waiting = self._state.stage in WAITING_FOR_KYC_STAGES
-            reason = self._reason_to_ignore(event)
-            if reason is None:
-                reason = await (self._apply_while_waiting(event) if waiting else self._apply_after_onboarding(event))
-            self._remember(event)
-            details: dict[str, Any] = {"sumsub_type": event.sumsub_type, "kind": event.kind.value}
-            if reason is not None:
-                details["ignored"] = reason
-            await self._record(
-                "kyc.event_ignored" if reason else f"kyc.{event.kind.value.lower()}", actor="sumsub", details=details
-            )
+            decision = kyc_rules.decide(self._state, event)
+            await self._apply_kyc_decision(decision)
+            self._state.applied_kyc_events = kyc_rules.remembered(self._state, event)
+            event_type, details = decision.audit(event)
+            await self._record(event_type, actor="sumsub", details=details)
             if waiting and self._state.stage not in WAITING_FOR_KYC_STAGES:
                 self._kyc_inbox = events[index + 1 :] + self._kyc_inbox
                 return
 
-    async def _apply_while_waiting(self, event: KycEvent) -> str | None:
-        effect = KYC_EVENT_EFFECTS[event.kind]
-        if effect is None:
-            return None if event.kind is KycEventKind.CREATED else "no lifecycle meaning"
-        kyc_status, stage = effect
-        try:
-            self._move_to(stage)
-        except IllegalTransition as exc:
-            return str(exc)
-        self._state.kyc_status = kyc_status
-        self._state.last_kyc_event_at = event.occurred_at
-        if event.moderation_comment is not None:
-            self._state.moderation_comment = event.moderation_comment
-        if event.kind in _SUBMITTED_KINDS:
+    async def _apply_kyc_decision(self, decision: KycDecision) -> None:
+        """Sets what the decision says, then runs its effect."""
+        if decision.ignored is not None or decision.kyc_status is None:
+            return
+        if decision.stage is not None:
+            self._move_to(decision.stage)
+        self._state.kyc_status = decision.kyc_status
+        self._state.last_kyc_event_at = decision.occurred_at
+        self._state.moderation_comment = decision.moderation_comment
+        if decision.submitted:
             self._state.kyc_submitted = True
             self._state.next_reminder_at = None
-        if stage is OnboardingStage.KYC_DECLINED:
+        if decision.effect is KycEffect.END_ONBOARDING:
             await self._end_onboarding()
-        return None
-
-    async def _apply_after_onboarding(self, event: KycEvent) -> str | None:
-        """A RED review of an active customer suspends it; a later GREEN lifts only that suspension."""
-        if self._state.stage is not OnboardingStage.ONBOARDED:
-            return f"onboarding already ended ({self._state.stage.value})"
-        red = event.kind in (KycEventKind.DECLINED, KycEventKind.RESUBMISSION_REQUESTED)
-        if red:
-            effect = KYC_EVENT_EFFECTS[event.kind]
-            assert effect is not None
-            self._state.kyc_status = effect[0]  # ops cannot reactivate until a GREEN review
-            self._state.last_kyc_event_at = event.occurred_at
-            self._state.moderation_comment = event.moderation_comment or self._state.moderation_comment
-            if self._state.status is CustomerStatus.ACTIVE:
-                await self._suspend(KYC_REVIEW_SUSPENSION, actor="sumsub")
-            return None
-        if event.kind is KycEventKind.APPROVED and self._state.kyc_status is not KycStatus.APPROVED:
-            self._state.kyc_status = KycStatus.APPROVED
-            self._state.last_kyc_event_at = event.occurred_at
-            if self._state.status is CustomerStatus.SUSPENDED and self._state.suspension_reason == KYC_REVIEW_SUSPENSION:
-                await self._reactivate(actor="sumsub")
-            return None
-        return "no effect on an onboarded customer in this state"
-
-    def _reason_to_ignore(self, event: KycEvent) -> str | None:
-        if event.dedupe_key in self._state.applied_kyc_events:
-            return "duplicate"
-        if event.applicant_id and self._state.applicant_id and event.applicant_id != self._state.applicant_id:
-            return "applicant id differs from the one on file"
-        last = self._state.last_kyc_event_at
-        if last is not None and event.occurred_at < last:
-            return "older than the newest event applied"
-        return None
-
-    def _remember(self, event: KycEvent) -> None:
-        self._state.applied_kyc_events = [*self._state.applied_kyc_events, event.dedupe_key][-_REMEMBERED_EVENTS:]
+        elif decision.effect is KycEffect.SUSPEND:
+            await self._suspend(kyc_rules.KYC_REVIEW_SUSPENSION, actor="sumsub")
+        elif decision.effect is KycEffect.REACTIVATE:
+            await self._reactivate(actor="sumsub")
 
     # --- time ---------------------------------------------------------------------------------------
 
     def _schedule_next_reminder(self) -> None:
-        schedule = self._policy.reminders_after
-        started = self._state.kyc_started_at
-        due = self._state.reminders_sent < len(schedule) and not self._state.kyc_submitted and started is not None
-        self._state.next_reminder_at = started + schedule[self._state.reminders_sent] if due and started else None
+        self._state.next_reminder_at = kyc_rules.next_reminder_at(self._state, self._policy)
 
     async def _remind(self) -> None:
         self._state.reminders_sent += 1
@@ -473,7 +421,7 @@ class CustomerWorkflow:
         event = await self._step(
             "poll Sumsub review status", SumsubActivities.poll_kyc_review, ApplicantRef(applicant_id=self._state.applicant_id)
         )
-        if event is not None and event.dedupe_key not in self._state.applied_kyc_events:  # new verdicts only
+        if event is not None and kyc_rules.is_new_verdict(self._state, event):
             self._kyc_inbox.append(event)
             await self._apply_kyc_events()
 
@@ -493,7 +441,7 @@ class CustomerWorkflow:
     def _refuse_unless(self, action: CustomerAction) -> None:
         reason = refusal(action, self._state.status, self._state.stage, self._state.kyc_status)
         if reason is not None:
-            raise ApplicationError(reason, type="IllegalTransition", non_retryable=True)
+            raise ApplicationError(reason, type=ErrorType.ILLEGAL_TRANSITION, non_retryable=True)
 
     async def _suspend(self, reason: str, *, actor: str) -> None:
         await self._set_account_status(DepositAccountStatus.FROZEN)
@@ -586,7 +534,14 @@ class CustomerWorkflow:
         the customer id, never contact data, plus the given fields."""
         return {"customer_id": self._state.customer_id, **fields}
 
-    async def _step(self, summary: str, activity: Any, arg: Any, *, until_done: bool = False) -> Any:
+    async def _step(
+        self,
+        summary: str,
+        activity: Callable[[Any, ActivityInput], Awaitable[ActivityResult]],
+        arg: ActivityInput,
+        *,
+        until_done: bool = False,
+    ) -> ActivityResult:
         """Runs one side effect; while it runs (and retries) the state names it as the current step."""
         self._state.current_step = summary
         try:
@@ -602,7 +557,7 @@ class CustomerWorkflow:
         self._state.updated_at = workflow.now()
         if self._searchable:
             workflow.upsert_search_attributes(search_attribute_updates(self._state))
-        workflow.set_current_details(_details_markdown(self._state))
+        workflow.set_current_details(details_markdown(self._state))
         await workflow.execute_activity_method(
             DatabaseActivities.record_change,
             RecordChangeInput(
@@ -641,24 +596,3 @@ class CustomerWorkflow:
 def _reason(err: ActivityError) -> str:
     cause = err.cause
     return f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else str(cause or err)
-
-
-def _when(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
-
-
-def _details_markdown(state: CustomerState) -> str:
-    """What ops read in the Temporal UI: where the customer is and what the workflow waits for."""
-    lines = [
-        f"**Stage:** {state.stage.value} · **Status:** {state.status.value} · **KYC:** {state.kyc_status.value}",
-    ]
-    if state.stage in WAITING_FOR_KYC_STAGES:
-        lines.append(
-            f"Waiting for Sumsub's review · next reminder {_when(state.next_reminder_at)} · "
-            f"next status poll {_when(state.next_poll_at)} · expires {_when(state.expires_at)}"
-        )
-    if state.suspension_reason:
-        lines.append(f"**Suspended:** {state.suspension_reason}")
-    if state.last_error:
-        lines.append(f"**Last error:** {state.last_error}")
-    return "\n\n".join(lines)

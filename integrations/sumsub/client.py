@@ -1,6 +1,6 @@
-"""Sumsub API client: request signing, typed responses, typed errors and webhook authenticity.
+"""Sumsub API client: request signing, typed responses and typed errors.
 
-The same code talks to real Sumsub and to `emulators.sumsub`; only the base URL differs. The contract
+The same code talks to real Sumsub and to `dev.emulators.sumsub`; only the base URL differs. The contract
 it follows is `shared/spec/sumsub.md`.
 """
 
@@ -19,15 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 if TYPE_CHECKING:
-    from lifecycle.config import Settings
+    from kit.settings import Settings
 
 DEFAULT_TIMEOUT = 10.0
-DEFAULT_WEBHOOK_DIGEST_ALG = "HMAC_SHA256_HEX"
-WEBHOOK_DIGEST_ALGORITHMS: dict[str, Callable[..., Any]] = {
-    "HMAC_SHA1_HEX": hashlib.sha1,
-    "HMAC_SHA256_HEX": hashlib.sha256,
-    "HMAC_SHA512_HEX": hashlib.sha512,
-}
 
 ApplicantType = Literal["individual", "company"]
 ReviewAnswer = Literal["GREEN", "RED"]
@@ -283,19 +277,3 @@ class SumsubClient:
 def _segment(value: str) -> str:
     """Percent-encodes a value for one path segment (a `/` or `;` inside an id must not split it)."""
     return quote(value, safe="")
-
-
-# --- webhooks --------------------------------------------------------------------------------------
-
-
-def webhook_digest(body: bytes, secret: str, alg: str = DEFAULT_WEBHOOK_DIGEST_ALG) -> str:
-    """`X-Payload-Digest` for `body`: hex HMAC with the webhook's own secret (not the app secret)."""
-    return hmac.new(secret.encode(), body, WEBHOOK_DIGEST_ALGORITHMS[alg]).hexdigest()
-
-
-def verify_webhook_digest(body: bytes, *, digest: str | None, alg: str | None, secret: str) -> bool:
-    """True when `digest` authenticates the raw `body`; a missing `alg` means Sumsub's default, SHA-256."""
-    alg = alg or DEFAULT_WEBHOOK_DIGEST_ALG
-    if not digest or alg not in WEBHOOK_DIGEST_ALGORITHMS:
-        return False
-    return hmac.compare_digest(webhook_digest(body, secret, alg).encode(), digest.strip().lower().encode())

@@ -10,7 +10,7 @@ Known simplifications: only the client_credentials grant; no default roles (`def
 `offline_access`) and no `account` audience in tokens; no user-profile validators beyond dropping
 undeclared attributes; admin permissions are read from the token's `realm-management` roles.
 
-Run it with `python -m emulators.keycloak --port 8080`.
+Run it with `python -m dev.emulators.keycloak --port 8080`.
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from emulators.latency import InjectedLatency
-from lifecycle.config import get_settings
-from lifecycle.logging import configure_logging
+from dev.emulators.latency import InjectedLatency
+from kit.logging import configure_logging
+from kit.settings import get_settings
 
 __all__ = ["DEFAULT_REALM_FILE", "create_app", "main"]
 
-DEFAULT_REALM_FILE = Path(__file__).resolve().parent.parent / "keycloak" / "realm-customers.json"
+DEFAULT_REALM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "realm-customers.json"
 DEFAULT_ACCESS_TOKEN_LIFESPAN = 300
 DEFAULT_MAX_RESULTS = 100  # Keycloak's Constants.DEFAULT_MAX_RESULTS for user listings
 ACTION_TOKEN_LIFESPAN = 12 * 3600  # realm default for admin-generated action tokens
@@ -836,7 +836,7 @@ def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str)
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serves the emulator with uvicorn until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m emulators.keycloak", description="Serve the Keycloak emulator.")
+    parser = argparse.ArgumentParser(prog="python -m dev.emulators.keycloak", description="Serve the Keycloak emulator.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(

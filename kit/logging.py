@@ -23,7 +23,7 @@ from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 REQUEST_ID_HEADER = "x-request-id"
-WORKFLOW_ID_PREFIX = "customer-"  # lifecycle.models.workflow_id_for
+WORKFLOW_ID_PREFIX = "customer-"  # domain.customer.workflow_id_for
 REDACTED = "[REDACTED]"
 # Values under these keys are personal data or secrets, whatever they look like.
 SENSITIVE_KEYS = frozenset({

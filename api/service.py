@@ -25,28 +25,23 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+import db.customers
 from api.errors import ApiError, BadUserInput, Conflict, NotFound, Unavailable
-from lifecycle import db, metrics
-from lifecycle.config import Settings
-from lifecycle.domain import (
+from domain.customer import (
     CUSTOMER_TYPES,
     CustomerType,
     OnboardingStage,
     VerificationFlow,
     mask_email,
     normalise_email,
-)
-from lifecycle.models import (
-    CustomerState,
-    CustomerWorkflowInput,
-    OnboardingPolicy,
-    RegisterRequest,
-    Registration,
     workflow_id_for,
 )
-from lifecycle.search_attributes import initial_search_attributes
-from lifecycle.sumsub import SumsubClient, SumsubError
+from domain.state import CustomerState, CustomerWorkflowInput, OnboardingPolicy, RegisterRequest, Registration
+from integrations.sumsub.client import SumsubClient, SumsubError
+from kit import metrics
+from kit.settings import Settings
 from workflows.customer import CustomerWorkflow
+from workflows.visibility import initial_search_attributes
 
 # A query is answered by a worker; past this the projection in PostgreSQL answers instead.
 QUERY_TIMEOUT = timedelta(seconds=2)
@@ -87,16 +82,16 @@ def _uuid_or_none(value: str | None) -> str | None:
         return None
 
 
-def encode_cursor(key: db.CustomerKey) -> str:
+def encode_cursor(key: db.customers.CustomerKey) -> str:
     """An opaque cursor for a place in the customer list: base64 of `created_at|id`."""
     return base64.urlsafe_b64encode(f"{key.created_at.isoformat()}|{key.customer_id}".encode()).decode()
 
 
-def decode_cursor(cursor: str, *, field: str = "after") -> db.CustomerKey:
+def decode_cursor(cursor: str, *, field: str = "after") -> db.customers.CustomerKey:
     """The place a cursor from `encode_cursor` names; anything else is the caller's mistake."""
     try:
         created_at, _, customer_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().partition("|")
-        key = db.CustomerKey(created_at=datetime.fromisoformat(created_at), customer_id=str(uuid.UUID(customer_id)))
+        key = db.customers.CustomerKey(created_at=datetime.fromisoformat(created_at), customer_id=str(uuid.UUID(customer_id)))
     except (ValueError, binascii.Error, UnicodeError):
         raise BadUserInput("invalid cursor", field=field) from None
     if key.created_at.tzinfo is None:
@@ -160,7 +155,7 @@ class CustomerService:
 
     async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerState:
         email = normalise_email(email)
-        known = await db.find_customer_id(self._pool, email=email)
+        known = await db.customers.find_customer_id(self._pool, email=email)
         candidates = [known] if known else [customer_id_for_email(email, self._id_secret, n) for n in range(ID_ATTEMPTS)]
         for customer_id in candidates:
             state = await self._register_as(customer_id, email, customer_type, telegram_handle)
@@ -173,7 +168,7 @@ class CustomerService:
     ) -> CustomerState | None:
         """Registers under `customer_id`; None when that id belongs to a customer with another email."""
         if telegram_handle is not None:
-            owner = await db.find_customer_id(self._pool, telegram_handle=telegram_handle)
+            owner = await db.customers.find_customer_id(self._pool, telegram_handle=telegram_handle)
             if owner is not None and owner != customer_id:
                 raise Conflict("telegram handle already belongs to another customer", field="telegramHandle")
         workflow_id = workflow_id_for(customer_id)
@@ -206,7 +201,7 @@ class CustomerService:
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             raise Unavailable("registration is taking long; retry (it may already be under way)") from exc
         except (WorkflowAlreadyStartedError, RPCError) as exc:
-            stored = await db.get_customer(self._pool, customer_id)  # a closed customer's workflow has ended
+            stored = await db.customers.get_customer(self._pool, customer_id)  # a closed customer's workflow has ended
             if stored is not None and stored.registration.email != email:
                 return None
             if stored is not None:
@@ -222,7 +217,7 @@ class CustomerService:
                 handle.query(CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT), QUERY_TIMEOUT.total_seconds()
             )
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
-            return await db.get_customer(self._pool, customer_id)
+            return await db.customers.get_customer(self._pool, customer_id)
 
     async def act(self, customer_id: str, update: Any, request: Any) -> CustomerState:
         """Runs an ops update on the customer's workflow; a refusal becomes a precise API error."""
@@ -244,7 +239,7 @@ class CustomerService:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise Unavailable("the customer's workflow is not reachable now; retry") from exc
-            stored = await db.get_customer(self._pool, customer_id)
+            stored = await db.customers.get_customer(self._pool, customer_id)
             if stored is None:
                 raise NotFound("no customer with this id") from None
             if stored.stage is OnboardingStage.CLOSED:
@@ -252,21 +247,21 @@ class CustomerService:
             raise Unavailable("the customer's workflow is not running; ops must repair it") from exc
         return state
 
-    async def events(self, customer_id: str) -> list[db.CustomerEvent]:
-        return await db.list_events(self._pool, customer_id)
+    async def events(self, customer_id: str) -> list[db.customers.CustomerEvent]:
+        return await db.customers.list_events(self._pool, customer_id)
 
     async def page(
-        self, filter: db.CustomerFilter, *, first: int, after: db.CustomerKey | None, descending: bool
+        self, filter: db.customers.CustomerFilter, *, first: int, after: db.customers.CustomerKey | None, descending: bool
     ) -> CustomerPage:
         """A page of the PostgreSQL projection (a list cannot query thousands of workflows)."""
         if not 1 <= first <= MAX_PAGE_SIZE:
             raise BadUserInput(f"first must be between 1 and {MAX_PAGE_SIZE}", field="first")
-        rows = await db.list_customers(self._pool, filter, after=after, descending=descending, limit=first + 1)
+        rows = await db.customers.list_customers(self._pool, filter, after=after, descending=descending, limit=first + 1)
         return CustomerPage(customers=rows[:first], has_next_page=len(rows) > first)
 
     async def get_by_email(self, email: str) -> CustomerState | None:
         """The customer registered with this email in any letter case, live like `get`."""
-        customer_id = await db.find_customer_id(self._pool, email=normalise_email(email))
+        customer_id = await db.customers.find_customer_id(self._pool, email=normalise_email(email))
         return None if customer_id is None else await self.get(customer_id)
 
     async def find_own(self, *, customer_id: str | None, subject: str) -> CustomerState | None:
@@ -274,14 +269,14 @@ class CustomerService:
         claimed = _uuid_or_none(customer_id)
         if claimed is not None and (state := await self.get(claimed)) is not None:
             return state
-        found = await db.find_customer_id(self._pool, keycloak_user_id=subject)
+        found = await db.customers.find_customer_id(self._pool, keycloak_user_id=subject)
         return None if found is None else await self.get(found)
 
     async def is_own(self, customer_id: str, *, claimed_customer_id: str | None, subject: str) -> bool:
         """Whether a token with this `customer_id` claim and `sub` belongs to the customer."""
         if _uuid_or_none(claimed_customer_id) == customer_id:
             return True
-        return await db.find_customer_id(self._pool, keycloak_user_id=subject) == customer_id
+        return await db.customers.find_customer_id(self._pool, keycloak_user_id=subject) == customer_id
 
     async def create_kyc_link(self, customer_id: str) -> str:
         """A fresh Sumsub WebSDK link for a customer who already has an applicant."""

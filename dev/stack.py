@@ -24,9 +24,9 @@ from typing import IO, Any
 
 import httpx
 
-from lifecycle import db
-from lifecycle.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
-from lifecycle.search_attributes import dev_server_flags
+import db.pool
+from kit.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
+from workflows.visibility import dev_server_flags
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "customer_lifecycle"
@@ -120,18 +120,18 @@ class DevStack:
             self._start_temporal()
         if "KEYCLOAK_URL" not in env:
             env["KEYCLOAK_URL"] = f"http://127.0.0.1:{self.ports.keycloak}"
-            self._spawn("keycloak-emulator", env, "emulators.keycloak", "--host", "127.0.0.1",
+            self._spawn("keycloak-emulator", env, "dev.emulators.keycloak", "--host", "127.0.0.1",
                         "--port", str(self.ports.keycloak), "--public-url", env["KEYCLOAK_URL"])
         if "SUMSUB_BASE_URL" not in env:
             env["SUMSUB_BASE_URL"] = f"http://127.0.0.1:{self.ports.sumsub}"
-            self._spawn("sumsub-emulator", env, "emulators.sumsub", "--host", "127.0.0.1",
+            self._spawn("sumsub-emulator", env, "dev.emulators.sumsub", "--host", "127.0.0.1",
                         "--port", str(self.ports.sumsub), "--public-url", env["SUMSUB_BASE_URL"],
                         "--webhook-url", f"{self.api_url}/webhooks/sumsub",
                         "--delay-scale", str(self.webhook_retry_scale))
         self.child_env = env
         await self._wait_http(f"{env['KEYCLOAK_URL'].rstrip('/')}/realms/{env.get('KEYCLOAK_REALM', 'customers')}/.well-known/openid-configuration")
         await self._wait_tcp(env["TEMPORAL_ADDRESS"])
-        await db.migrate(env["DATABASE_URL"])
+        await db.pool.migrate(env["DATABASE_URL"])
         self._spawn("worker", env, "workers.main")
         self._spawn("api", env, "api.main")
         await self._wait_http(f"{self.api_url}/readyz")
@@ -180,7 +180,7 @@ class DevStack:
         # get_server hands back the handle of a server this process stopped earlier: start it again.
         await asyncio.to_thread(server.ensure_postgres_running)
         self._postgres = server
-        await db.ensure_database(server.get_uri(), DATABASE_NAME)
+        await db.pool.ensure_database(server.get_uri(), DATABASE_NAME)
         return str(server.get_uri(DATABASE_NAME))
 
     def _start_temporal(self) -> None:

@@ -4,7 +4,7 @@ It checks request signatures like Sumsub, keeps applicants in memory, sends sign
 real payload shape on Sumsub's retry schedule, and serves a WebSDK page whose buttons play both the
 customer (submit documents) and the compliance officer (approve, request resubmission, reject, hold).
 
-Run it: `python -m emulators.sumsub --webhook-url http://127.0.0.1:8000/webhooks/sumsub`.
+Run it: `python -m dev.emulators.sumsub --webhook-url http://127.0.0.1:8000/webhooks/sumsub`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from emulators.latency import InjectedLatency
-from lifecycle.config import get_settings
-from lifecycle.logging import configure_logging
-from lifecycle.sumsub import DEFAULT_WEBHOOK_DIGEST_ALG, WEBHOOK_DIGEST_ALGORITHMS, sign_request, webhook_digest
+from dev.emulators.latency import InjectedLatency
+from integrations.sumsub.client import sign_request
+from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, WEBHOOK_DIGEST_ALGORITHMS, webhook_digest
+from kit.logging import configure_logging
+from kit.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -676,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Serves the emulator with uvicorn; secrets come from the service settings so both sides agree."""
     settings = get_settings()
     default_url = httpx.URL(settings.sumsub_base_url)
-    parser = argparse.ArgumentParser(prog="python -m emulators.sumsub", description="Serve the Sumsub emulator.")
+    parser = argparse.ArgumentParser(prog="python -m dev.emulators.sumsub", description="Serve the Sumsub emulator.")
     parser.add_argument("--host", default=default_url.host, help="default: the host of SUMSUB_BASE_URL")
     parser.add_argument("--port", type=int, default=default_url.port or 8090, help="default: its port")
     parser.add_argument("--public-url", help="base URL browsers use for WebSDK links (default: http://HOST:PORT)")

@@ -1,4 +1,4 @@
-"""PostgreSQL access: the pool, schema migrations, and every SQL statement the service runs.
+"""The customer projection, its audit trail and deposit accounts: every SQL statement about a customer.
 
 The workflow owns a customer's state; the `customers` table is its projection, written by the
 workflow's activities, so the API can answer when the workflow is not reachable.
@@ -6,17 +6,15 @@ workflow's activities, so the API can answer when the workflow is not reachable.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from lifecycle.domain import (
+from domain.customer import (
     AccountCategory,
     CustomerStatus,
     CustomerType,
@@ -24,56 +22,7 @@ from lifecycle.domain import (
     KycStatus,
     OnboardingStage,
 )
-from lifecycle.models import CustomerState, DepositAccount, Registration
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-_MIGRATION_LOCK = 0x43_4C_4D_49  # any constant; serialises concurrent migrators (API and worker start together)
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
-async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=_init_connection)
-    assert pool is not None
-    return pool
-
-
-async def migrate(dsn: str) -> list[str]:
-    """Applies the SQL files in migrations/ that have not run yet, in name order; returns their names."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {row["name"] for row in await conn.fetch("SELECT name FROM schema_migrations")}
-        applied = []
-        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-            if path.name in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(path.read_text())
-                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
-            applied.append(path.name)
-        return applied
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
-        await conn.close()
-
-
-async def ensure_database(server_dsn: str, name: str) -> None:
-    """Creates database `name` on the server if it is missing (dev and tests only)."""
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-# --- customers -----------------------------------------------------------------------------------------
+from domain.state import CustomerState, DepositAccount, Registration
 
 
 class EmailTakenError(Exception):
@@ -380,76 +329,3 @@ async def list_events(pool: asyncpg.Pool, customer_id: str, *, limit: int = 200)
         limit,
     )
     return [CustomerEvent(r["event_type"], r["actor"], r["details"], r["occurred_at"]) for r in rows]
-
-
-# --- Sumsub webhook inbox ------------------------------------------------------------------------------
-
-
-async def store_webhook(
-    pool: asyncpg.Pool, *, dedupe_key: str, payload: dict[str, Any], outcome: str | None = None
-) -> int | None:
-    """Stores a webhook durably; returns its inbox id, or None when it is a duplicate already stored.
-    A row stored with an outcome needs no delivery (e.g. rejected after authentication)."""
-    return await pool.fetchval(
-        """
-        INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload,
-            outcome, delivered_at)
-        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END)
-        ON CONFLICT (dedupe_key) DO NOTHING
-        RETURNING id
-        """,
-        dedupe_key,
-        str(payload.get("type") or "invalid"),
-        payload.get("externalUserId") if isinstance(payload.get("externalUserId"), str) else None,
-        payload.get("applicantId") if isinstance(payload.get("applicantId"), str) else None,
-        payload,
-        outcome,
-    )
-
-
-async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
-    """Records a delivery attempt: with an outcome the row is done, without one it stays pending."""
-    await pool.execute(
-        """
-        UPDATE sumsub_webhook_inbox
-        SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
-            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
-        WHERE id = $1
-        """,
-        inbox_id,
-        outcome,
-        error,
-    )
-
-
-async def pending_webhooks(pool: asyncpg.Pool, *, older_than_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
-    """Stored webhooks not delivered yet and older than a moment (younger ones are still in the queue)."""
-    return await pool.fetch(
-        """
-        SELECT id, dedupe_key, payload, received_at FROM sumsub_webhook_inbox
-        WHERE delivered_at IS NULL AND received_at < now() - make_interval(secs => $2)
-        ORDER BY id LIMIT $1
-        """,
-        limit,
-        older_than_seconds,
-    )
-
-
-_WEBHOOK_COLUMNS = "id, dedupe_key, event_type, external_user_id, payload, received_at, outcome, attempts, last_error"
-
-
-async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list[asyncpg.Record]:
-    """Stored webhooks ops may need to look at: no workflow took them, they were refused, or delivery
-    keeps failing. Newest first."""
-    return await pool.fetch(
-        f"""
-        SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox
-        WHERE outcome IS DISTINCT FROM 'delivered' AND (outcome IS NOT NULL OR attempts > 0)
-        ORDER BY id DESC LIMIT $1
-        """,
-        limit,
-    )
-
-
-async def get_webhook(pool: asyncpg.Pool, inbox_id: int) -> asyncpg.Record | None:
-    return await pool.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox WHERE id = $1", inbox_id)

@@ -35,7 +35,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 if TYPE_CHECKING:
-    from lifecycle.config import Settings
+    from kit.settings import Settings
 
 __all__ = [
     "DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS",

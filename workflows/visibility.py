@@ -1,7 +1,9 @@
-"""The custom search attributes ops filter customers by in the Temporal UI and CLI."""
+"""What ops see of a customer in the Temporal UI and CLI: the search attributes they filter by, and the
+workflow's current details."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from temporalio.common import (
@@ -12,8 +14,9 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
-from lifecycle.domain import WAITING_FOR_KYC_STAGES, CustomerStatus, KycStatus, OnboardingStage
-from lifecycle.models import CustomerState, Registration
+from domain.customer import CustomerStatus, KycStatus, OnboardingStage
+from domain.state import CustomerState, Registration
+from domain.transitions import WAITING_FOR_KYC_STAGES
 
 _DEV_SERVER_TYPES = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",
@@ -70,3 +73,24 @@ def initial_search_attributes(registration: Registration) -> TypedSearchAttribut
             SearchAttributePair(ONBOARDING_STAGE, OnboardingStage.REGISTERED.value),
         ]
     )
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
+
+
+def details_markdown(state: CustomerState) -> str:
+    """What ops read in the Temporal UI: where the customer is and what the workflow waits for."""
+    lines = [
+        f"**Stage:** {state.stage.value} · **Status:** {state.status.value} · **KYC:** {state.kyc_status.value}",
+    ]
+    if state.stage in WAITING_FOR_KYC_STAGES:
+        lines.append(
+            f"Waiting for Sumsub's review · next reminder {_when(state.next_reminder_at)} · "
+            f"next status poll {_when(state.next_poll_at)} · expires {_when(state.expires_at)}"
+        )
+    if state.suspension_reason:
+        lines.append(f"**Suspended:** {state.suspension_reason}")
+    if state.last_error:
+        lines.append(f"**Last error:** {state.last_error}")
+    return "\n\n".join(lines)

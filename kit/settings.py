@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lifecycle.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
+from kit.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,4 @@
-"""Typed data that crosses process boundaries: workflow input and state, and KYC events.
+"""Typed data that crosses process boundaries: the workflow's input, state and requests.
 
 All of it is pydantic so Temporal's pydantic converter carries it and fields can be added later
 without breaking running workflows.
@@ -7,11 +7,10 @@ without breaking running workflows.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from lifecycle.domain import (
+from domain.customer import (
     AccountCategory,
     CustomerStatus,
     CustomerType,
@@ -20,11 +19,7 @@ from lifecycle.domain import (
     KycStatus,
     OnboardingStage,
 )
-
-
-def workflow_id_for(customer_id: str) -> str:
-    """One workflow per customer, named after it, so anyone holding the id can address it."""
-    return f"customer-{customer_id}"
+from domain.kyc import KycEvent
 
 
 class Registration(BaseModel):
@@ -131,28 +126,3 @@ class RetryOnboardingRequest(BaseModel):
     actor: str
 
 
-class KycEventKind(StrEnum):
-    """What a Sumsub webhook means for the lifecycle; nothing past the mapping sees Sumsub's JSON."""
-
-    CREATED = "CREATED"
-    SUBMITTED = "SUBMITTED"
-    ON_HOLD = "ON_HOLD"
-    APPROVED = "APPROVED"
-    RESUBMISSION_REQUESTED = "RESUBMISSION_REQUESTED"
-    DECLINED = "DECLINED"
-    RESET = "RESET"
-    IGNORED = "IGNORED"
-
-
-class KycEvent(BaseModel):
-    """One Sumsub verification event, already authenticated and mapped."""
-
-    kind: KycEventKind
-    sumsub_type: str
-    applicant_id: str | None
-    occurred_at: datetime
-    dedupe_key: str
-    moderation_comment: str | None = None
-
-
-CustomerWorkflowInput.model_rebuild()

@@ -1,6 +1,6 @@
 """Connecting to Temporal the same way from every process: one namespace, one data converter.
 
-The converter is pydantic plus payload encryption (`lifecycle.codec`), so the API, the worker and the
+The converter is pydantic plus payload encryption (`kit.codec`), so the API, the worker and the
 tests write no plaintext personal data into Temporal and read each other's payloads.
 """
 
@@ -10,9 +10,9 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 
-from lifecycle.codec import data_converter
-from lifecycle.config import Settings
-from lifecycle.search_attributes import ALL_KEYS
+from kit.codec import data_converter
+from kit.settings import Settings
+from workflows.visibility import ALL_KEYS
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:

@@ -1,13 +1,22 @@
-"""The one place that turns a Sumsub webhook into a lifecycle KYC event, and says what each event does."""
+"""Sumsub webhooks: their authenticity (`X-Payload-Digest`), the fields we route on, the dedupe key, and
+the one mapping from a webhook to a lifecycle KYC event."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from lifecycle.domain import KycStatus, OnboardingStage
-from lifecycle.models import KycEvent, KycEventKind
+from domain.kyc import KycEvent, KycEventKind
+
+DEFAULT_WEBHOOK_DIGEST_ALG = "HMAC_SHA256_HEX"
+WEBHOOK_DIGEST_ALGORITHMS: dict[str, Callable[..., Any]] = {
+    "HMAC_SHA1_HEX": hashlib.sha1,
+    "HMAC_SHA256_HEX": hashlib.sha256,
+    "HMAC_SHA512_HEX": hashlib.sha512,
+}
 
 
 class InvalidWebhook(ValueError):
@@ -91,17 +100,17 @@ def kyc_event_from_webhook(payload: dict[str, Any], *, dedupe_key: str, received
     )
 
 
-# What each kind of event does to the KYC status and the onboarding stage (None: no change).
-KYC_EVENT_EFFECTS: dict[KycEventKind, tuple[KycStatus, OnboardingStage] | None] = {
-    KycEventKind.CREATED: None,
-    KycEventKind.SUBMITTED: (KycStatus.PENDING, OnboardingStage.KYC_IN_REVIEW),
-    KycEventKind.ON_HOLD: (KycStatus.ON_HOLD, OnboardingStage.KYC_ON_HOLD),
-    KycEventKind.RESUBMISSION_REQUESTED: (
-        KycStatus.RESUBMISSION_REQUESTED,
-        OnboardingStage.KYC_RESUBMISSION_REQUESTED,
-    ),
-    KycEventKind.APPROVED: (KycStatus.APPROVED, OnboardingStage.KYC_APPROVED),
-    KycEventKind.DECLINED: (KycStatus.DECLINED, OnboardingStage.KYC_DECLINED),
-    KycEventKind.RESET: (KycStatus.STARTED, OnboardingStage.AWAITING_KYC),
-    KycEventKind.IGNORED: None,
-}
+# --- authenticity ----------------------------------------------------------------------------------
+
+
+def webhook_digest(body: bytes, secret: str, alg: str = DEFAULT_WEBHOOK_DIGEST_ALG) -> str:
+    """`X-Payload-Digest` for `body`: hex HMAC with the webhook's own secret (not the app secret)."""
+    return hmac.new(secret.encode(), body, WEBHOOK_DIGEST_ALGORITHMS[alg]).hexdigest()
+
+
+def verify_webhook_digest(body: bytes, *, digest: str | None, alg: str | None, secret: str) -> bool:
+    """True when `digest` authenticates the raw `body`; a missing `alg` means Sumsub's default, SHA-256."""
+    alg = alg or DEFAULT_WEBHOOK_DIGEST_ALG
+    if not digest or alg not in WEBHOOK_DIGEST_ALGORITHMS:
+        return False
+    return hmac.compare_digest(webhook_digest(body, secret, alg).encode(), digest.strip().lower().encode())

@@ -16,20 +16,22 @@ from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+import db.customers
+import db.inbox
 from api.auth import ANONYMOUS, Principal
-from api.customers import decode_cursor, encode_cursor, parse_customer_id
 from api.errors import ApiError, BadUserInput, Conflict, Forbidden, NotFound
 from api.relay import StoredWebhook
+from api.service import decode_cursor, encode_cursor, parse_customer_id
 from api.state import AppState
-from lifecycle import db, domain
-from lifecycle.models import (
+from domain import customer as domain
+from domain.customer import workflow_id_for
+from domain.state import (
     ChangeEmailRequest,
     CloseRequest,
     CustomerState,
     ReactivateRequest,
     RetryOnboardingRequest,
     SuspendRequest,
-    workflow_id_for,
 )
 from workflows.customer import CustomerWorkflow
 
@@ -203,8 +205,8 @@ class CustomerFilter:
     created_after: datetime | None = strawberry.field(default=None, description="Created at or after this instant.")
     created_before: datetime | None = strawberry.field(default=None, description="Created before this instant.")
 
-    def to_db(self) -> db.CustomerFilter:
-        return db.CustomerFilter(
+    def to_db(self) -> db.customers.CustomerFilter:
+        return db.customers.CustomerFilter(
             status=self.status,
             customer_type=self.customer_type,
             kyc_status=self.kyc_status,
@@ -328,7 +330,7 @@ class Query:
             descending=descending,
         )
         edges = [
-            CustomerEdge(cursor=encode_cursor(db.CustomerKey(state.created_at, state.customer_id)), node=Customer.from_state(state))
+            CustomerEdge(cursor=encode_cursor(db.customers.CustomerKey(state.created_at, state.customer_id)), node=Customer.from_state(state))
             for state in page.customers
         ]
         end_cursor = edges[-1].cursor if edges else None
@@ -356,7 +358,7 @@ class Query:
     async def undeliverable_webhooks(self, info: Info[Context, Any], first: int = 50) -> list[StoredWebhookType]:
         if not 1 <= first <= 500:
             raise BadUserInput("first must be between 1 and 500", field="first")
-        rows = await db.undeliverable_webhooks(info.context.services.pool, limit=first)
+        rows = await db.inbox.undeliverable_webhooks(info.context.services.pool, limit=first)
         return [StoredWebhookType.from_row(row) for row in rows]
 
 
@@ -459,13 +461,13 @@ class Mutation:
             inbox_id = int(input.id)
         except ValueError:
             raise BadUserInput("webhook id must be a number", field="id") from None
-        row = await db.get_webhook(services.pool, inbox_id)
+        row = await db.inbox.get_webhook(services.pool, inbox_id)
         if row is None:
             raise NotFound("no stored webhook with this id")
         if row["outcome"] and row["outcome"].startswith("rejected"):
             raise Conflict("a webhook refused as invalid cannot be delivered")
         await services.relay.deliver(StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"]))
-        updated = await db.get_webhook(services.pool, inbox_id)
+        updated = await db.inbox.get_webhook(services.pool, inbox_id)
         assert updated is not None
         return StoredWebhookType.from_row(updated)
 

@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool and migrations, the customer projection, the webhook inbox. All SQL lives here."""

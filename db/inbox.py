@@ -1,0 +1,77 @@
+"""The Sumsub webhook inbox: a webhook is answered 200 only once it is stored here; the relay delivers it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def store_webhook(
+    pool: asyncpg.Pool, *, dedupe_key: str, payload: dict[str, Any], outcome: str | None = None
+) -> int | None:
+    """Stores a webhook durably; returns its inbox id, or None when it is a duplicate already stored.
+    A row stored with an outcome needs no delivery (e.g. rejected after authentication)."""
+    return await pool.fetchval(
+        """
+        INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload,
+            outcome, delivered_at)
+        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END)
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id
+        """,
+        dedupe_key,
+        str(payload.get("type") or "invalid"),
+        payload.get("externalUserId") if isinstance(payload.get("externalUserId"), str) else None,
+        payload.get("applicantId") if isinstance(payload.get("applicantId"), str) else None,
+        payload,
+        outcome,
+    )
+
+
+async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
+    """Records a delivery attempt: with an outcome the row is done, without one it stays pending."""
+    await pool.execute(
+        """
+        UPDATE sumsub_webhook_inbox
+        SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
+            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
+        WHERE id = $1
+        """,
+        inbox_id,
+        outcome,
+        error,
+    )
+
+
+async def pending_webhooks(pool: asyncpg.Pool, *, older_than_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
+    """Stored webhooks not delivered yet and older than a moment (younger ones are still in the queue)."""
+    return await pool.fetch(
+        """
+        SELECT id, dedupe_key, payload, received_at FROM sumsub_webhook_inbox
+        WHERE delivered_at IS NULL AND received_at < now() - make_interval(secs => $2)
+        ORDER BY id LIMIT $1
+        """,
+        limit,
+        older_than_seconds,
+    )
+
+
+_WEBHOOK_COLUMNS = "id, dedupe_key, event_type, external_user_id, payload, received_at, outcome, attempts, last_error"
+
+
+async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list[asyncpg.Record]:
+    """Stored webhooks ops may need to look at: no workflow took them, they were refused, or delivery
+    keeps failing. Newest first."""
+    return await pool.fetch(
+        f"""
+        SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox
+        WHERE outcome IS DISTINCT FROM 'delivered' AND (outcome IS NOT NULL OR attempts > 0)
+        ORDER BY id DESC LIMIT $1
+        """,
+        limit,
+    )
+
+
+async def get_webhook(pool: asyncpg.Pool, inbox_id: int) -> asyncpg.Record | None:
+    return await pool.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox WHERE id = $1", inbox_id)

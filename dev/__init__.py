@@ -1,0 +1,1 @@
+"""The dev stack and the Keycloak/Sumsub emulators. Not part of the installed distribution."""

@@ -1,0 +1,53 @@
+"""The KYC vocabulary: what a Sumsub event means for the lifecycle, and what each kind of event sets.
+
+Nothing past `integrations/sumsub/webhooks.py` sees Sumsub's JSON; the workflow and the rules see these.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from domain.customer import KycStatus, OnboardingStage
+
+
+class KycEventKind(StrEnum):
+    """What a Sumsub webhook means for the lifecycle; nothing past the mapping sees Sumsub's JSON."""
+
+    CREATED = "CREATED"
+    SUBMITTED = "SUBMITTED"
+    ON_HOLD = "ON_HOLD"
+    APPROVED = "APPROVED"
+    RESUBMISSION_REQUESTED = "RESUBMISSION_REQUESTED"
+    DECLINED = "DECLINED"
+    RESET = "RESET"
+    IGNORED = "IGNORED"
+
+
+class KycEvent(BaseModel):
+    """One Sumsub verification event, already authenticated and mapped."""
+
+    kind: KycEventKind
+    sumsub_type: str
+    applicant_id: str | None
+    occurred_at: datetime
+    dedupe_key: str
+    moderation_comment: str | None = None
+
+
+# What each kind of event does to the KYC status and the onboarding stage (None: no change).
+KYC_EVENT_EFFECTS: dict[KycEventKind, tuple[KycStatus, OnboardingStage] | None] = {
+    KycEventKind.CREATED: None,
+    KycEventKind.SUBMITTED: (KycStatus.PENDING, OnboardingStage.KYC_IN_REVIEW),
+    KycEventKind.ON_HOLD: (KycStatus.ON_HOLD, OnboardingStage.KYC_ON_HOLD),
+    KycEventKind.RESUBMISSION_REQUESTED: (
+        KycStatus.RESUBMISSION_REQUESTED,
+        OnboardingStage.KYC_RESUBMISSION_REQUESTED,
+    ),
+    KycEventKind.APPROVED: (KycStatus.APPROVED, OnboardingStage.KYC_APPROVED),
+    KycEventKind.DECLINED: (KycStatus.DECLINED, OnboardingStage.KYC_DECLINED),
+    KycEventKind.RESET: (KycStatus.STARTED, OnboardingStage.AWAITING_KYC),
+    KycEventKind.IGNORED: None,
+}

@@ -1,0 +1,181 @@
+"""The KYC decision rules: whether a Sumsub event applies, what it changes, and when the workflow wakes.
+
+Pure functions of the customer's state, an event and the clock. The workflow executes what they
+return (the stage move, the activities of an effect, the audit row), so each rule is unit-tested
+without Temporal (`tests/test_kyc_rules.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from domain.customer import CustomerStatus, KycStatus, OnboardingStage
+from domain.kyc import KYC_EVENT_EFFECTS, KycEvent, KycEventKind
+from domain.state import CustomerState, OnboardingPolicy
+from domain.transitions import WAITING_FOR_KYC_STAGES, IllegalTransition, next_stage
+
+# The suspension a RED review of an active customer causes; only a later GREEN lifts it by itself.
+KYC_REVIEW_SUSPENSION = "kyc_review_declined"
+# Remember this many applied Sumsub deliveries to drop duplicates; older ones are also older by createdAtMs.
+REMEMBERED_EVENTS = 200
+# Kinds that show the customer has submitted documents (no more reminders).
+_SUBMITTED_KINDS = frozenset(
+    {
+        KycEventKind.SUBMITTED,
+        KycEventKind.ON_HOLD,
+        KycEventKind.APPROVED,
+        KycEventKind.RESUBMISSION_REQUESTED,
+        KycEventKind.DECLINED,
+    }
+)
+_RED_KINDS = frozenset({KycEventKind.DECLINED, KycEventKind.RESUBMISSION_REQUESTED})
+
+
+class KycEffect(StrEnum):
+    """A side effect an event calls for, beyond the state change itself."""
+
+    END_ONBOARDING = "END_ONBOARDING"  # KYC will not complete: timers off, sign-in disabled
+    SUSPEND = "SUSPEND"  # a RED review of an active customer
+    REACTIVATE = "REACTIVATE"  # a GREEN lifting the suspension a RED review caused
+
+
+@dataclass(frozen=True)
+class KycDecision:
+    """What one event does: nothing (`ignored` says why), or the new values and at most one effect.
+
+    `kyc_status` None means the event is applied but changes no field (an `applicantCreated`)."""
+
+    ignored: str | None = None
+    kyc_status: KycStatus | None = None
+    stage: OnboardingStage | None = None
+    moderation_comment: str | None = None
+    submitted: bool = False
+    effect: KycEffect | None = None
+    occurred_at: datetime | None = None
+
+    def audit(self, event: KycEvent) -> tuple[str, dict[str, Any]]:
+        """The audit row's type and details for this event."""
+        details: dict[str, Any] = {"sumsub_type": event.sumsub_type, "kind": event.kind.value}
+        if self.ignored is not None:
+            return "kyc.event_ignored", details | {"ignored": self.ignored}
+        return f"kyc.{event.kind.value.lower()}", details
+
+
+def oldest_first(events: Iterable[KycEvent]) -> list[KycEvent]:
+    """Sumsub events arrive in any order; they are applied by the time Sumsub stamped them."""
+    return sorted(events, key=lambda event: event.occurred_at)
+
+
+def reason_to_ignore(state: CustomerState, event: KycEvent) -> str | None:
+    """Why an event must change nothing: a duplicate, another applicant's, or older than one applied."""
+    if event.dedupe_key in state.applied_kyc_events:
+        return "duplicate"
+    if event.applicant_id and state.applicant_id and event.applicant_id != state.applicant_id:
+        return "applicant id differs from the one on file"
+    last = state.last_kyc_event_at
+    if last is not None and event.occurred_at < last:
+        return "older than the newest event applied"
+    return None
+
+
+def decide(state: CustomerState, event: KycEvent) -> KycDecision:
+    """What `event` does to this customer now: while onboarding waits for a verdict, or after it."""
+    reason = reason_to_ignore(state, event)
+    if reason is not None:
+        return KycDecision(ignored=reason)
+    if state.stage in WAITING_FOR_KYC_STAGES:
+        return _while_waiting(state, event)
+    return _after_onboarding(state, event)
+
+
+def _while_waiting(state: CustomerState, event: KycEvent) -> KycDecision:
+    effect = KYC_EVENT_EFFECTS[event.kind]
+    if effect is None:
+        return KycDecision() if event.kind is KycEventKind.CREATED else KycDecision(ignored="no lifecycle meaning")
+    kyc_status, stage = effect
+    try:
+        next_stage(state.stage, stage)
+    except IllegalTransition as exc:
+        return KycDecision(ignored=str(exc))
+    comment = state.moderation_comment if event.moderation_comment is None else event.moderation_comment
+    return KycDecision(
+        kyc_status=kyc_status,
+        stage=stage,
+        moderation_comment=comment,
+        submitted=event.kind in _SUBMITTED_KINDS,
+        effect=KycEffect.END_ONBOARDING if stage is OnboardingStage.KYC_DECLINED else None,
+        occurred_at=event.occurred_at,
+    )
+
+
+def _after_onboarding(state: CustomerState, event: KycEvent) -> KycDecision:
+    """A RED review of an active customer suspends it; a later GREEN lifts only that suspension."""
+    if state.stage is not OnboardingStage.ONBOARDED:
+        return KycDecision(ignored=f"onboarding already ended ({state.stage.value})")
+    if event.kind in _RED_KINDS:
+        effect = KYC_EVENT_EFFECTS[event.kind]
+        assert effect is not None
+        return KycDecision(
+            kyc_status=effect[0],  # ops cannot reactivate until a GREEN review
+            moderation_comment=event.moderation_comment or state.moderation_comment,
+            effect=KycEffect.SUSPEND if state.status is CustomerStatus.ACTIVE else None,
+            occurred_at=event.occurred_at,
+        )
+    if event.kind is KycEventKind.APPROVED and state.kyc_status is not KycStatus.APPROVED:
+        lifts = state.status is CustomerStatus.SUSPENDED and state.suspension_reason == KYC_REVIEW_SUSPENSION
+        return KycDecision(
+            kyc_status=KycStatus.APPROVED,
+            moderation_comment=state.moderation_comment,
+            effect=KycEffect.REACTIVATE if lifts else None,
+            occurred_at=event.occurred_at,
+        )
+    return KycDecision(ignored="no effect on an onboarded customer in this state")
+
+
+def remembered(state: CustomerState, event: KycEvent) -> list[str]:
+    """The dedupe keys to keep after applying (or ignoring) `event`: the newest REMEMBERED_EVENTS."""
+    return [*state.applied_kyc_events, event.dedupe_key][-REMEMBERED_EVENTS:]
+
+
+def is_new_verdict(state: CustomerState, event: KycEvent | None) -> bool:
+    """Whether a polled review is one the workflow has not applied yet."""
+    return event is not None and event.dedupe_key not in state.applied_kyc_events
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+class TimerDue(StrEnum):
+    """What a wake-up without a Sumsub event is for, most urgent first."""
+
+    EXPIRE = "EXPIRE"
+    POLL = "POLL"
+    REMIND = "REMIND"
+
+
+def next_reminder_at(state: CustomerState, policy: OnboardingPolicy) -> datetime | None:
+    """The next reminder, while the customer has submitted nothing and the schedule has reminders left."""
+    schedule, started = policy.reminders_after, state.kyc_started_at
+    if started is None or state.kyc_submitted or state.reminders_sent >= len(schedule):
+        return None
+    return started + schedule[state.reminders_sent]
+
+
+def wake_at(state: CustomerState) -> datetime:
+    """When a customer waiting for a verdict next needs the workflow: a reminder, a poll or expiry."""
+    return min(t for t in (state.next_reminder_at, state.next_poll_at, state.expires_at) if t is not None)
+
+
+def timer_due(state: CustomerState, now: datetime) -> TimerDue | None:
+    """Which timer has come due at `now`; expiry wins over a poll, a poll over a reminder."""
+    if state.expires_at is not None and now >= state.expires_at:
+        return TimerDue.EXPIRE
+    if state.next_poll_at is not None and now >= state.next_poll_at:
+        return TimerDue.POLL
+    if state.next_reminder_at is not None and now >= state.next_reminder_at:
+        return TimerDue.REMIND
+    return None

@@ -1,0 +1,1 @@
+"""Sumsub: the signed API client and the webhooks (authenticity, parsing, dedupe key, mapping)."""

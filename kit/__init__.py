@@ -1,0 +1,1 @@
+"""The small shared kit: settings, payload codec, logging, metrics, tracing, the Temporal client."""
