@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import db.inbox
+from api.errors import BadUserInput, Conflict, NotFound
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import kyc_event_from_webhook
 from workflows.customer import CustomerWorkflow
@@ -28,6 +29,7 @@ log = structlog.get_logger("relay")
 SWEEP_INTERVAL_SECONDS = 5.0
 DELIVERERS = 4
 QUEUE_SIZE = 10_000
+MAX_UNDELIVERABLE_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,24 @@ class WebhookRelay:
             return False
         await db.inbox.mark_webhook(self._pool, inbox_id, outcome="delivered")
         return True
+
+    async def undeliverable(self, first: int) -> list[db.inbox.InboxEntry]:
+        """Stored webhooks no workflow took, that were refused, or whose delivery keeps failing."""
+        if not 1 <= first <= MAX_UNDELIVERABLE_PAGE:
+            raise BadUserInput(f"first must be between 1 and {MAX_UNDELIVERABLE_PAGE}", field="first")
+        return await db.inbox.undeliverable_webhooks(self._pool, limit=first)
+
+    async def replay(self, inbox_id: int) -> db.inbox.InboxEntry:
+        """Delivers a stored webhook to its customer's workflow again (ops); returns the row after it."""
+        entry = await db.inbox.get_webhook(self._pool, inbox_id)
+        if entry is None:
+            raise NotFound("no stored webhook with this id")
+        if entry.outcome and entry.outcome.startswith("rejected"):
+            raise Conflict("a webhook refused as invalid cannot be delivered")
+        await self.deliver(StoredWebhook(entry.id, entry.payload, entry.dedupe_key, entry.received_at))
+        updated = await db.inbox.get_webhook(self._pool, inbox_id)
+        assert updated is not None
+        return updated
 
     async def deliver_pending(self) -> int:
         """One sweep over the inbox; returns how many rows were settled."""

@@ -1,4 +1,9 @@
-"""What the API does with customers: register through the workflow, read live state or the projection."""
+"""What the API does with customers, one typed method per operation: register through the workflow,
+read live state or the projection, and run ops changes as the workflow's updates.
+
+The GraphQL resolvers parse input and shape output; everything they do goes through this service, so
+they never see the workflow, Temporal or SQL.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import db.customers
-from api.errors import ApiError, BadUserInput, Conflict, NotFound, Unavailable
+from api.errors import ApiError, BadUserInput, Conflict, NotFound, Unavailable, api_error_for
 from domain.customer import (
     CUSTOMER_TYPES,
     CustomerType,
@@ -36,7 +41,19 @@ from domain.customer import (
     normalise_email,
     workflow_id_for,
 )
-from domain.state import CustomerState, CustomerWorkflowInput, OnboardingPolicy, RegisterRequest, Registration
+from domain.errors import ErrorType
+from domain.state import (
+    ChangeEmailRequest,
+    CloseRequest,
+    CustomerState,
+    CustomerWorkflowInput,
+    OnboardingPolicy,
+    ReactivateRequest,
+    RegisterRequest,
+    Registration,
+    RetryOnboardingRequest,
+    SuspendRequest,
+)
 from integrations.sumsub.client import SumsubClient, SumsubError
 from kit import metrics
 from kit.settings import Settings
@@ -85,6 +102,11 @@ def _uuid_or_none(value: str | None) -> str | None:
 def encode_cursor(key: db.customers.CustomerKey) -> str:
     """An opaque cursor for a place in the customer list: base64 of `created_at|id`."""
     return base64.urlsafe_b64encode(f"{key.created_at.isoformat()}|{key.customer_id}".encode()).decode()
+
+
+def cursor_for(state: CustomerState) -> str:
+    """The cursor of a customer's place in the list."""
+    return encode_cursor(db.customers.CustomerKey(state.created_at, state.customer_id))
 
 
 def decode_cursor(cursor: str, *, field: str = "after") -> db.customers.CustomerKey:
@@ -195,7 +217,7 @@ class CustomerService:
             )
             return state
         except WorkflowUpdateFailedError as exc:
-            if isinstance(exc.cause, ApplicationError) and exc.cause.type == "EmailMismatch":
+            if isinstance(exc.cause, ApplicationError) and exc.cause.type == ErrorType.EMAIL_MISMATCH:
                 return None
             raise Unavailable("registration could not be completed now; retry") from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
@@ -219,20 +241,36 @@ class CustomerService:
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
             return await db.customers.get_customer(self._pool, customer_id)
 
-    async def act(self, customer_id: str, update: Any, request: Any) -> CustomerState:
+    async def suspend(self, customer_id: str, *, reason: str, actor: str) -> CustomerState:
+        request = SuspendRequest(reason=_required_reason(reason), actor=actor)
+        return await self._update(customer_id, CustomerWorkflow.suspend, request)
+
+    async def reactivate(self, customer_id: str, *, actor: str) -> CustomerState:
+        return await self._update(customer_id, CustomerWorkflow.reactivate, ReactivateRequest(actor=actor))
+
+    async def close(self, customer_id: str, *, reason: str, actor: str) -> CustomerState:
+        request = CloseRequest(reason=_required_reason(reason), actor=actor)
+        return await self._update(customer_id, CustomerWorkflow.close, request)
+
+    async def retry_onboarding(self, customer_id: str, *, actor: str) -> CustomerState:
+        return await self._update(customer_id, CustomerWorkflow.retry_onboarding, RetryOnboardingRequest(actor=actor))
+
+    async def change_email(self, customer_id: str, *, email: str, actor: str) -> CustomerState:
+        """Changes the email everywhere (PostgreSQL, Keycloak, Sumsub) or nowhere."""
+        request = ChangeEmailRequest(email=email, actor=actor)
+        return await self._update(customer_id, CustomerWorkflow.change_email, request)
+
+    async def _update(self, customer_id: str, update: Any, request: Any) -> CustomerState:
         """Runs an ops update on the customer's workflow; a refusal becomes a precise API error."""
         workflow_id = workflow_id_for(customer_id)
         try:
-            state = await self._temporal.get_workflow_handle(workflow_id).execute_update(
+            state: CustomerState = await self._temporal.get_workflow_handle(workflow_id).execute_update(
                 update, request, rpc_timeout=REGISTER_TIMEOUT
             )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type == "InvalidInput":
-                raise BadUserInput(cause.message) from None
-            if isinstance(cause, ApplicationError) and cause.type in ("IllegalTransition", "EmailConflict"):
-                raise Conflict(cause.message) from None
-            # A side effect failed for good (e.g. Keycloak refused): the workflow recorded it for ops.
+            if isinstance(cause, ApplicationError):
+                raise api_error_for(cause.type, cause.message) from None
             raise Unavailable(f"the change could not be completed: {cause}") from None
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             raise Unavailable("the change was accepted but is taking long; check the customer again") from None
@@ -295,3 +333,9 @@ class CustomerService:
             )
         except SumsubError as exc:
             raise Unavailable("Sumsub could not create a verification link now; retry") from exc
+
+
+def _required_reason(value: str) -> str:
+    if not value.strip():
+        raise BadUserInput("a reason is required", field="reason")
+    return value.strip()

@@ -21,60 +21,39 @@ from domain.customer import (
     DepositAccountStatus,
     KycStatus,
     OnboardingStage,
+    normalise_email,
 )
-from domain.state import CustomerState, DepositAccount, Registration
+from domain.state import CustomerState, DepositAccount
 
 
 class EmailTakenError(Exception):
     """The email (or telegram handle) already belongs to another customer."""
 
 
+# Not part of the projection's document: the dedupe memory is the workflow's own business, the run id is
+# a column (it names the run that wrote the row) and the deposit account is read from its own table.
+_NOT_PROJECTED = {"applied_kyc_events", "run_id", "deposit_account"}
+
+
 async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workflow_id: str, run_id: str) -> None:
-    """Upserts the projection of the workflow's state. A unique violation on email or telegram handle
-    means another customer owns it."""
-    reg = state.registration
+    """Upserts the projection of the workflow's state: the state as a document, from which PostgreSQL
+    generates the columns that are filtered and looked up by (migration 0003). A unique violation on email
+    or telegram handle means another customer owns it. An older state never overwrites a newer one."""
     try:
         await conn.execute(
             """
-            INSERT INTO customers (id, email, email_normalized, customer_type, telegram_handle, status, kyc_status,
-                kyc_level, onboarding_stage, keycloak_user_id, sumsub_applicant_id, verification_url,
-                moderation_comment, last_error, workflow_id, run_id, created_at, updated_at, suspension_reason,
-                current_step, next_reminder_at, expires_at)
-            VALUES ($1, $2, lower($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                $20, $21)
+            INSERT INTO customers (id, state, workflow_id, run_id, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (id) DO UPDATE SET
-                email = EXCLUDED.email, email_normalized = EXCLUDED.email_normalized,
-                telegram_handle = EXCLUDED.telegram_handle, status = EXCLUDED.status,
-                kyc_status = EXCLUDED.kyc_status, kyc_level = EXCLUDED.kyc_level,
-                onboarding_stage = EXCLUDED.onboarding_stage, keycloak_user_id = EXCLUDED.keycloak_user_id,
-                sumsub_applicant_id = EXCLUDED.sumsub_applicant_id, verification_url = EXCLUDED.verification_url,
-                moderation_comment = EXCLUDED.moderation_comment, last_error = EXCLUDED.last_error,
-                run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at,
-                suspension_reason = EXCLUDED.suspension_reason, current_step = EXCLUDED.current_step,
-                next_reminder_at = EXCLUDED.next_reminder_at, expires_at = EXCLUDED.expires_at
+                state = EXCLUDED.state, run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at
             WHERE customers.updated_at <= EXCLUDED.updated_at
             """,
-            reg.customer_id,
-            reg.email,
-            reg.customer_type.value,
-            reg.telegram_handle,
-            state.status.value,
-            state.kyc_status.value,
-            state.kyc_level.value,
-            state.stage.value,
-            state.keycloak_user_id,
-            state.applicant_id,
-            state.verification_url,
-            state.moderation_comment,
-            state.last_error,
+            state.customer_id,
+            state.model_dump(mode="json", exclude=_NOT_PROJECTED),
             workflow_id,
             run_id,
             state.created_at,
             state.updated_at,
-            state.suspension_reason,
-            state.current_step,
-            state.next_reminder_at,
-            state.expires_at,
         )
     except asyncpg.UniqueViolationError as exc:
         raise EmailTakenError(exc.constraint_name or "unique") from exc
@@ -163,7 +142,7 @@ def _deposit_account(row: asyncpg.Record) -> DepositAccount:
 
 # The projection row with its deposit account, as every customer read selects it.
 _SELECT_CUSTOMER = """
-    SELECT c.*, a.id AS account_id, a.category AS account_category, a.status AS account_status,
+    SELECT c.state, c.run_id, a.id AS account_id, a.category AS account_category, a.status AS account_status,
            a.created_at AS account_created_at
     FROM customers c LEFT JOIN deposit_accounts a ON a.customer_id = c.id
 """
@@ -179,31 +158,7 @@ def _customer_state(row: asyncpg.Record) -> CustomerState:
             status=row["account_status"],
             created_at=row["account_created_at"],
         )
-    return CustomerState(
-        registration=Registration(
-            customer_id=str(row["id"]),
-            email=row["email"],
-            customer_type=row["customer_type"],
-            telegram_handle=row["telegram_handle"],
-        ),
-        status=row["status"],
-        kyc_status=row["kyc_status"],
-        kyc_level=row["kyc_level"],
-        stage=row["onboarding_stage"],
-        keycloak_user_id=row["keycloak_user_id"],
-        applicant_id=row["sumsub_applicant_id"],
-        verification_url=row["verification_url"],
-        moderation_comment=row["moderation_comment"],
-        last_error=row["last_error"],
-        suspension_reason=row["suspension_reason"],
-        current_step=row["current_step"],
-        next_reminder_at=row["next_reminder_at"],
-        expires_at=row["expires_at"],
-        deposit_account=account,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        run_id=row["run_id"],
-    )
+    return CustomerState.model_validate({**row["state"], "run_id": row["run_id"], "deposit_account": account})
 
 
 async def get_customer(pool: asyncpg.Pool, customer_id: str) -> CustomerState | None:
@@ -220,7 +175,7 @@ async def find_customer_id(
 ) -> str | None:
     """The id of the customer holding this (normalised) email, Keycloak user or telegram handle, if any."""
     if email is not None:
-        value = await pool.fetchval("SELECT id FROM customers WHERE email_normalized = lower($1)", email)
+        value = await pool.fetchval("SELECT id FROM customers WHERE email = $1", normalise_email(email))
     elif keycloak_user_id is not None:
         value = await pool.fetchval("SELECT id FROM customers WHERE keycloak_user_id = $1 LIMIT 1", keycloak_user_id)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -57,13 +59,28 @@ async def pending_webhooks(pool: asyncpg.Pool, *, older_than_seconds: float, lim
     )
 
 
-_WEBHOOK_COLUMNS = "id, dedupe_key, event_type, external_user_id, payload, received_at, outcome, attempts, last_error"
+@dataclass(frozen=True)
+class InboxEntry:
+    """A stored webhook as ops see it (its payload stays in the database: it may hold personal data)."""
+
+    id: int
+    dedupe_key: str
+    event_type: str
+    external_user_id: str | None
+    payload: dict[str, Any]
+    received_at: datetime
+    outcome: str | None
+    attempts: int
+    last_error: str | None
 
 
-async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list[asyncpg.Record]:
+_WEBHOOK_COLUMNS = ", ".join(field.name for field in fields(InboxEntry))
+
+
+async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list[InboxEntry]:
     """Stored webhooks ops may need to look at: no workflow took them, they were refused, or delivery
     keeps failing. Newest first."""
-    return await pool.fetch(
+    rows = await pool.fetch(
         f"""
         SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox
         WHERE outcome IS DISTINCT FROM 'delivered' AND (outcome IS NOT NULL OR attempts > 0)
@@ -71,7 +88,9 @@ async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list
         """,
         limit,
     )
+    return [InboxEntry(**row) for row in rows]
 
 
-async def get_webhook(pool: asyncpg.Pool, inbox_id: int) -> asyncpg.Record | None:
-    return await pool.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox WHERE id = $1", inbox_id)
+async def get_webhook(pool: asyncpg.Pool, inbox_id: int) -> InboxEntry | None:
+    row = await pool.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox WHERE id = $1", inbox_id)
+    return None if row is None else InboxEntry(**row)

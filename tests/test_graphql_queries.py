@@ -353,9 +353,11 @@ async def test_kyc_link_needs_an_existing_customer_with_an_applicant(
     customer_id = str(uuid.uuid4())
     await database.execute(
         """
-        INSERT INTO customers (id, email, email_normalized, customer_type, status, kyc_status, kyc_level,
-            onboarding_stage, workflow_id, created_at, updated_at)
-        VALUES ($1, $2, $2, 'INDIVIDUAL', 'INACTIVE', 'NOT_STARTED', 'NOT_KYCED', 'REGISTERED', $3, now(), now())
+        INSERT INTO customers (id, state, workflow_id, created_at, updated_at)
+        VALUES ($1::uuid, jsonb_build_object(
+            'registration', jsonb_build_object('customer_id', $1::text, 'email', $2::text, 'customer_type', 'INDIVIDUAL'),
+            'status', 'INACTIVE', 'kyc_status', 'NOT_STARTED', 'kyc_level', 'NOT_KYCED', 'stage', 'REGISTERED',
+            'created_at', now(), 'updated_at', now()), $3, now(), now())
         """,
         customer_id,
         f"registered-{customer_id}@paging.example",
@@ -403,12 +405,15 @@ async def seeded(database: asyncpg.Pool) -> AsyncIterator[int]:
     started = time.perf_counter()
     await database.execute(
         """
-        INSERT INTO customers (id, email, email_normalized, customer_type, status, kyc_status, kyc_level,
-            onboarding_stage, workflow_id, created_at, updated_at)
-        SELECT id, email, email, customer_type,
-               CASE WHEN stage <> 'ONBOARDED' THEN 'INACTIVE'
-                    WHEN abs(hashtext('suspended-' || i)) % 1000 < $5 THEN 'SUSPENDED' ELSE 'ACTIVE' END,
-               ($4::jsonb) ->> stage, CASE WHEN stage = 'ONBOARDED' THEN 'BASIC' ELSE 'NOT_KYCED' END, stage,
+        INSERT INTO customers (id, state, workflow_id, created_at, updated_at)
+        SELECT id,
+               jsonb_build_object(
+                   'registration', jsonb_build_object('customer_id', id::text, 'email', email, 'customer_type', customer_type),
+                   'status', CASE WHEN stage <> 'ONBOARDED' THEN 'INACTIVE'
+                                  WHEN abs(hashtext('suspended-' || i)) % 1000 < $5 THEN 'SUSPENDED' ELSE 'ACTIVE' END,
+                   'kyc_status', ($4::jsonb) ->> stage,
+                   'kyc_level', CASE WHEN stage = 'ONBOARDED' THEN 'BASIC' ELSE 'NOT_KYCED' END,
+                   'stage', stage, 'created_at', created_at, 'updated_at', created_at),
                'customer-' || id, created_at, created_at
         FROM (
             SELECT i, md5('seed-' || i)::uuid AS id, 'seed-' || i || '@' || $1 AS email,
@@ -431,7 +436,7 @@ async def seeded(database: asyncpg.Pool) -> AsyncIterator[int]:
         """
         INSERT INTO deposit_accounts (id, customer_id, category, status)
         SELECT md5('account-' || id)::uuid, id, 'INDIVIDUAL', 'ACTIVE' FROM customers
-        WHERE created_at < $1 AND email_normalized LIKE '%@' || $2 AND status <> 'INACTIVE'
+        WHERE created_at < $1 AND email LIKE '%@' || $2 AND status <> 'INACTIVE'
         """,
         SEED_END,
         SEED_DOMAIN,
@@ -444,11 +449,11 @@ async def seeded(database: asyncpg.Pool) -> AsyncIterator[int]:
     finally:
         await database.execute(
             "DELETE FROM deposit_accounts WHERE customer_id IN "
-            "(SELECT id FROM customers WHERE created_at < $1 AND email_normalized LIKE '%@' || $2)",
+            "(SELECT id FROM customers WHERE created_at < $1 AND email LIKE '%@' || $2)",
             SEED_END,
             SEED_DOMAIN,
         )
-        await database.execute("DELETE FROM customers WHERE created_at < $1 AND email_normalized LIKE '%@' || $2", SEED_END, SEED_DOMAIN)
+        await database.execute("DELETE FROM customers WHERE created_at < $1 AND email LIKE '%@' || $2", SEED_END, SEED_DOMAIN)
         await database.execute("ANALYZE customers; ANALYZE deposit_accounts")
 
 

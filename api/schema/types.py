@@ -1,0 +1,164 @@
+"""What the API answers with: the GraphQL output types, each mapped from the domain's state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from api.schema.permissions import Context, PortalOrOps
+from db.inbox import InboxEntry
+from domain import customer as domain
+from domain.customer import workflow_id_for
+from domain.state import CustomerState
+
+CustomerType = strawberry.enum(domain.CustomerType, name="CustomerType")
+
+CustomerStatus = strawberry.enum(domain.CustomerStatus, name="CustomerStatus")
+
+KycStatus = strawberry.enum(domain.KycStatus, name="KycStatus")
+
+KycLevel = strawberry.enum(domain.KycLevel, name="KycLevel")
+
+OnboardingStage = strawberry.enum(domain.OnboardingStage, name="OnboardingStage")
+
+AccountCategory = strawberry.enum(domain.AccountCategory, name="AccountCategory")
+
+DepositAccountStatus = strawberry.enum(domain.DepositAccountStatus, name="DepositAccountStatus")
+
+@strawberry.type
+class Kyc:
+    status: KycStatus
+    level: KycLevel
+    applicant_id: str | None
+    verification_url: str | None
+    moderation_comment: str | None
+
+@strawberry.type
+class Onboarding:
+    stage: OnboardingStage
+    workflow_id: str
+    run_id: str | None
+    last_error: str | None
+    current_step: str | None
+    next_reminder_at: datetime | None
+    expires_at: datetime | None
+    started_at: datetime
+    updated_at: datetime
+
+@strawberry.type
+class DepositAccount:
+    id: strawberry.ID
+    status: DepositAccountStatus
+    category: AccountCategory
+    created_at: datetime
+
+@strawberry.type
+class CustomerEvent:
+    type: str
+    occurred_at: datetime
+    actor: str
+    details: JSON
+
+@strawberry.type
+class Customer:
+    id: strawberry.ID
+    email: str
+    customer_type: CustomerType
+    telegram_handle: str | None
+    status: CustomerStatus
+    created_at: datetime
+    kyc: Kyc
+    onboarding: Onboarding
+    deposit_account: DepositAccount | None
+    suspension_reason: str | None
+
+    @strawberry.field(description="The audit trail, newest first (portal and ops only).", permission_classes=[PortalOrOps])
+    async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
+        rows = await info.context.services.customers.events(str(self.id))
+        return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=r.details) for r in rows]
+
+    @classmethod
+    def from_state(cls, state: CustomerState) -> Customer:
+        reg = state.registration
+        account = state.deposit_account
+        return cls(
+            id=strawberry.ID(reg.customer_id),
+            email=reg.email,
+            customer_type=reg.customer_type,
+            telegram_handle=reg.telegram_handle,
+            status=state.status,
+            suspension_reason=state.suspension_reason,
+            created_at=state.created_at,
+            kyc=Kyc(
+                status=state.kyc_status,
+                level=state.kyc_level,
+                applicant_id=state.applicant_id,
+                verification_url=state.verification_url,
+                moderation_comment=state.moderation_comment,
+            ),
+            onboarding=Onboarding(
+                stage=state.stage,
+                workflow_id=workflow_id_for(reg.customer_id),
+                run_id=state.run_id,
+                last_error=state.last_error,
+                current_step=state.current_step,
+                next_reminder_at=state.next_reminder_at,
+                expires_at=state.expires_at,
+                started_at=state.created_at,
+                updated_at=state.updated_at,
+            ),
+            deposit_account=None
+            if account is None
+            else DepositAccount(
+                id=strawberry.ID(account.id), status=account.status, category=account.category, created_at=account.created_at
+            ),
+        )
+
+@strawberry.type
+class CustomerEdge:
+    cursor: str
+    node: Customer
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+@strawberry.type
+class CustomerConnection:
+    edges: list[CustomerEdge]
+    page_info: PageInfo
+
+@strawberry.type
+class CustomerPayload:
+    customer: Customer
+
+@strawberry.type
+class CustomerKycLinkCreatePayload:
+    url: str = strawberry.field(description="A fresh Sumsub WebSDK link the customer opens to verify.")
+
+@strawberry.type(name="StoredWebhook", description="A Sumsub webhook as the inbox keeps it (no personal data).")
+class StoredWebhookType:
+    id: strawberry.ID
+    event_type: str
+    external_user_id: str | None
+    received_at: datetime
+    outcome: str | None
+    attempts: int
+    last_error: str | None
+
+    @classmethod
+    def from_entry(cls, entry: InboxEntry) -> StoredWebhookType:
+        return cls(
+            id=strawberry.ID(str(entry.id)),
+            event_type=entry.event_type,
+            external_user_id=entry.external_user_id,
+            received_at=entry.received_at,
+            outcome=entry.outcome,
+            attempts=entry.attempts,
+            last_error=entry.last_error,
+        )

@@ -1,0 +1,270 @@
+"""The KYC decision rules (`domain/kyc_rules.py`) as tables of cases: no Temporal, no I/O.
+
+The workflow tests (`test_customer_workflow.py`) show the workflow executes these decisions; here every
+rule is pinned on its own: which event applies while waiting or after onboarding, duplicates, stale and
+misrouted events, RED suspending and GREEN lifting only that suspension, the reminder schedule, and
+which timer a wake-up is for.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from domain import kyc_rules
+from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
+from domain.errors import ErrorType
+from domain.kyc import KycEvent, KycEventKind
+from domain.kyc_rules import KYC_REVIEW_SUSPENSION, KycDecision, KycEffect, TimerDue
+from domain.state import CustomerState, OnboardingPolicy, Registration
+from domain.transitions import Step, next_step
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+APPLICANT = "applicant-1"
+
+
+def state(**fields: Any) -> CustomerState:
+    """A customer waiting for KYC (AWAITING_KYC, KYC started at T0) unless `fields` say otherwise."""
+    defaults: dict[str, Any] = {
+        "stage": OnboardingStage.AWAITING_KYC,
+        "kyc_status": KycStatus.STARTED,
+        "applicant_id": APPLICANT,
+        "kyc_started_at": T0,
+    }
+    return CustomerState(
+        registration=Registration(customer_id="c-1", email="jane@example.com", customer_type=CustomerType.INDIVIDUAL),
+        created_at=T0,
+        updated_at=T0,
+        **(defaults | fields),
+    )
+
+
+def event(kind: KycEventKind, *, at: datetime = T0 + timedelta(hours=1), key: str | None = None, **fields: Any) -> KycEvent:
+    return KycEvent(
+        kind=kind,
+        sumsub_type=f"sumsub:{kind.value}",
+        applicant_id=fields.pop("applicant_id", APPLICANT),
+        occurred_at=at,
+        dedupe_key=key or f"{kind.value}:{at.isoformat()}",
+        **fields,
+    )
+
+
+ONBOARDED = {"stage": OnboardingStage.ONBOARDED, "status": CustomerStatus.ACTIVE, "kyc_status": KycStatus.APPROVED}
+
+# (name, state fields, event, the decision expected)
+CASES: list[tuple[str, dict[str, Any], KycEvent, KycDecision]] = [
+    (
+        "submitted while waiting: in review, no more reminders",
+        {},
+        event(KycEventKind.SUBMITTED),
+        KycDecision(
+            kyc_status=KycStatus.PENDING,
+            stage=OnboardingStage.KYC_IN_REVIEW,
+            submitted=True,
+            occurred_at=T0 + timedelta(hours=1),
+        ),
+    ),
+    (
+        "approved while waiting: KYC_APPROVED with the moderation comment",
+        {"stage": OnboardingStage.KYC_IN_REVIEW, "kyc_status": KycStatus.PENDING},
+        event(KycEventKind.APPROVED, moderation_comment="all good"),
+        KycDecision(
+            kyc_status=KycStatus.APPROVED,
+            stage=OnboardingStage.KYC_APPROVED,
+            moderation_comment="all good",
+            submitted=True,
+            occurred_at=T0 + timedelta(hours=1),
+        ),
+    ),
+    (
+        "declined while waiting: onboarding ends",
+        {"stage": OnboardingStage.KYC_IN_REVIEW},
+        event(KycEventKind.DECLINED, moderation_comment="forged"),
+        KycDecision(
+            kyc_status=KycStatus.DECLINED,
+            stage=OnboardingStage.KYC_DECLINED,
+            moderation_comment="forged",
+            submitted=True,
+            effect=KycEffect.END_ONBOARDING,
+            occurred_at=T0 + timedelta(hours=1),
+        ),
+    ),
+    (
+        "resubmission requested while waiting keeps the earlier comment when none is given",
+        {"stage": OnboardingStage.KYC_IN_REVIEW, "moderation_comment": "blurry photo"},
+        event(KycEventKind.RESUBMISSION_REQUESTED),
+        KycDecision(
+            kyc_status=KycStatus.RESUBMISSION_REQUESTED,
+            stage=OnboardingStage.KYC_RESUBMISSION_REQUESTED,
+            moderation_comment="blurry photo",
+            submitted=True,
+            occurred_at=T0 + timedelta(hours=1),
+        ),
+    ),
+    (
+        "reset while waiting: back to AWAITING_KYC, not a submission",
+        {"stage": OnboardingStage.KYC_ON_HOLD, "kyc_status": KycStatus.ON_HOLD},
+        event(KycEventKind.RESET),
+        KycDecision(kyc_status=KycStatus.STARTED, stage=OnboardingStage.AWAITING_KYC, occurred_at=T0 + timedelta(hours=1)),
+    ),
+    ("applicant created while waiting: applied, changes nothing", {}, event(KycEventKind.CREATED), KycDecision()),
+    ("an unknown Sumsub type has no lifecycle meaning", {}, event(KycEventKind.IGNORED), KycDecision(ignored="no lifecycle meaning")),
+    (
+        "a duplicate delivery is ignored",
+        {"applied_kyc_events": ["dup"]},
+        event(KycEventKind.APPROVED, key="dup"),
+        KycDecision(ignored="duplicate"),
+    ),
+    (
+        "an event for another applicant is ignored",
+        {},
+        event(KycEventKind.APPROVED, applicant_id="someone-else"),
+        KycDecision(ignored="applicant id differs from the one on file"),
+    ),
+    (
+        "an event older than the newest applied is ignored",
+        {"last_kyc_event_at": T0 + timedelta(hours=2)},
+        event(KycEventKind.SUBMITTED, at=T0 + timedelta(hours=1)),
+        KycDecision(ignored="older than the newest event applied"),
+    ),
+    (
+        "RED review of an active customer: suspend, KYC declined",
+        ONBOARDED,
+        event(KycEventKind.DECLINED, moderation_comment="sanctions hit"),
+        KycDecision(
+            kyc_status=KycStatus.DECLINED,
+            moderation_comment="sanctions hit",
+            effect=KycEffect.SUSPEND,
+            occurred_at=T0 + timedelta(hours=1),
+        ),
+    ),
+    (
+        "RED review of a customer ops already suspended: recorded, no second suspension",
+        ONBOARDED | {"status": CustomerStatus.SUSPENDED, "suspension_reason": "fraud check"},
+        event(KycEventKind.RESUBMISSION_REQUESTED),
+        KycDecision(kyc_status=KycStatus.RESUBMISSION_REQUESTED, occurred_at=T0 + timedelta(hours=1)),
+    ),
+    (
+        "GREEN after a RED review: lifts the suspension that review caused",
+        ONBOARDED
+        | {"status": CustomerStatus.SUSPENDED, "kyc_status": KycStatus.DECLINED, "suspension_reason": KYC_REVIEW_SUSPENSION},
+        event(KycEventKind.APPROVED),
+        KycDecision(kyc_status=KycStatus.APPROVED, effect=KycEffect.REACTIVATE, occurred_at=T0 + timedelta(hours=1)),
+    ),
+    (
+        "GREEN after a RED review does not lift a suspension ops made",
+        ONBOARDED | {"status": CustomerStatus.SUSPENDED, "kyc_status": KycStatus.DECLINED, "suspension_reason": "fraud check"},
+        event(KycEventKind.APPROVED),
+        KycDecision(kyc_status=KycStatus.APPROVED, occurred_at=T0 + timedelta(hours=1)),
+    ),
+    (
+        "GREEN of an already approved customer changes nothing",
+        ONBOARDED,
+        event(KycEventKind.APPROVED),
+        KycDecision(ignored="no effect on an onboarded customer in this state"),
+    ),
+    (
+        "a submission after onboarding changes nothing",
+        ONBOARDED,
+        event(KycEventKind.SUBMITTED),
+        KycDecision(ignored="no effect on an onboarded customer in this state"),
+    ),
+    (
+        "events after onboarding ended otherwise (declined) are ignored",
+        {"stage": OnboardingStage.KYC_DECLINED, "kyc_status": KycStatus.DECLINED},
+        event(KycEventKind.APPROVED),
+        KycDecision(ignored="onboarding already ended (KYC_DECLINED)"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "kyc_event", "expected"), [case[1:] for case in CASES], ids=[c[0] for c in CASES])
+def test_decide(fields: dict[str, Any], kyc_event: KycEvent, expected: KycDecision) -> None:
+    assert kyc_rules.decide(state(**fields), kyc_event) == expected
+
+
+def test_the_audit_row_names_the_event_or_why_it_was_ignored() -> None:
+    applied = event(KycEventKind.APPROVED)
+    assert KycDecision(kyc_status=KycStatus.APPROVED).audit(applied) == (
+        "kyc.approved",
+        {"sumsub_type": "sumsub:APPROVED", "kind": "APPROVED"},
+    )
+    assert KycDecision(ignored="duplicate").audit(applied) == (
+        "kyc.event_ignored",
+        {"sumsub_type": "sumsub:APPROVED", "kind": "APPROVED", "ignored": "duplicate"},
+    )
+
+
+def test_events_are_applied_oldest_first_and_only_the_newest_keys_are_remembered() -> None:
+    late, early = event(KycEventKind.APPROVED, at=T0 + timedelta(hours=3)), event(KycEventKind.SUBMITTED, at=T0)
+    assert kyc_rules.oldest_first([late, early]) == [early, late]
+    full = state(applied_kyc_events=[f"k{i}" for i in range(kyc_rules.REMEMBERED_EVENTS)])
+    kept = kyc_rules.remembered(full, late)
+    assert len(kept) == kyc_rules.REMEMBERED_EVENTS and kept[-1] == late.dedupe_key and "k0" not in kept
+
+
+def test_a_polled_verdict_is_new_only_once() -> None:
+    verdict = event(KycEventKind.APPROVED, key="poll:review-1:attempt-1")
+    assert kyc_rules.is_new_verdict(state(), verdict)
+    assert not kyc_rules.is_new_verdict(state(applied_kyc_events=[verdict.dedupe_key]), verdict)
+    assert not kyc_rules.is_new_verdict(state(), None)
+
+
+POLICY = OnboardingPolicy(reminders_after=[timedelta(days=1), timedelta(days=3), timedelta(days=7)])
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"reminders_sent": 0}, T0 + timedelta(days=1)),
+        ({"reminders_sent": 1}, T0 + timedelta(days=3)),
+        ({"reminders_sent": 2}, T0 + timedelta(days=7)),
+        ({"reminders_sent": 3}, None),  # the schedule is used up
+        ({"kyc_submitted": True}, None),  # documents are in: nothing to remind of
+        ({"kyc_started_at": None}, None),  # KYC has not started
+    ],
+)
+def test_reminder_schedule(fields: dict[str, Any], expected: datetime | None) -> None:
+    assert kyc_rules.next_reminder_at(state(**fields), POLICY) == expected
+
+
+def test_the_workflow_wakes_for_the_earliest_timer_and_expiry_wins_over_a_poll_over_a_reminder() -> None:
+    timers = state(
+        next_reminder_at=T0 + timedelta(days=1), next_poll_at=T0 + timedelta(hours=6), expires_at=T0 + timedelta(days=30)
+    )
+    assert kyc_rules.wake_at(timers) == T0 + timedelta(hours=6)
+    assert kyc_rules.wake_at(timers.model_copy(update={"next_poll_at": None})) == T0 + timedelta(days=1)
+    assert kyc_rules.timer_due(timers, T0 + timedelta(hours=5)) is None
+    assert kyc_rules.timer_due(timers, T0 + timedelta(hours=6)) is TimerDue.POLL
+    all_due = timers.model_copy(update={"next_poll_at": T0, "next_reminder_at": T0})
+    assert kyc_rules.timer_due(all_due, T0 + timedelta(days=2)) is TimerDue.POLL
+    assert kyc_rules.timer_due(all_due.model_copy(update={"next_poll_at": None}), T0 + timedelta(days=2)) is TimerDue.REMIND
+    assert kyc_rules.timer_due(all_due, T0 + timedelta(days=30)) is TimerDue.EXPIRE
+
+
+@pytest.mark.parametrize(
+    ("stage", "step"),
+    [
+        (OnboardingStage.REGISTERED, Step.OPEN_KYC_CASE),
+        (OnboardingStage.AWAITING_KYC, Step.WAIT_FOR_VERDICT),
+        (OnboardingStage.KYC_ON_HOLD, Step.WAIT_FOR_VERDICT),
+        (OnboardingStage.KYC_APPROVED, Step.ACTIVATE),
+        (OnboardingStage.ONBOARDED, Step.SERVE),
+        (OnboardingStage.FAILED, Step.SERVE),
+    ],
+)
+def test_each_stage_has_its_next_step(stage: OnboardingStage, step: Step) -> None:
+    assert next_step(stage) is step
+
+
+def test_every_failure_type_has_an_api_meaning() -> None:
+    """A new ErrorType without a row in the API's table would reach callers as SERVICE_UNAVAILABLE."""
+    from api.errors import ERROR_TYPES, BadUserInput, Conflict, Unavailable, api_error_for
+
+    assert set(ERROR_TYPES) == set(ErrorType)
+    assert isinstance(api_error_for(ErrorType.ILLEGAL_TRANSITION, "no"), Conflict)
+    assert isinstance(api_error_for(ErrorType.INVALID_INPUT, "no"), BadUserInput)
+    assert isinstance(api_error_for("SomethingElse", "no"), Unavailable)
