@@ -45,6 +45,9 @@ class DatabaseActivities:
     async def record_change(self, change: RecordChangeInput) -> None:
         """Saves the customer's new state and appends the event that explains it, in one transaction."""
         info = activity.info()
+        # Optional in Temporal's types (a standalone activity has no workflow); the projection names its run.
+        if info.workflow_id is None or info.workflow_run_id is None:
+            raise ApplicationError("record_change runs only inside a customer workflow", non_retryable=True)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 await db.customers.save_customer(conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakError
@@ -61,14 +62,14 @@ class KeycloakActivities:
         self._admin = admin
         self._send_actions_email = send_actions_email
 
-    async def _find_user(self, email: str) -> dict | None:
+    async def _find_user(self, email: str) -> dict[str, Any] | None:
         for query in ({"username": email, "exact": True}, {"email": email, "exact": True}):
             users = await self._admin.a_get_users(query)
             if users:
                 return users[0]
         return None
 
-    def _owned_user_id(self, user: dict, customer_id: str) -> str:
+    def _owned_user_id(self, user: dict[str, Any], customer_id: str) -> str:
         owner = (user.get("attributes") or {}).get(CUSTOMER_ID_ATTRIBUTE) or []
         if customer_id not in owner:
             raise ApplicationError(

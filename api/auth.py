@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from joserfc import jws, jwt
@@ -120,7 +121,7 @@ class TokenVerifier:
         return principal, float(claims["exp"]) + LEEWAY_SECONDS
 
 
-def _header(token: str) -> dict:
+def _header(token: str) -> dict[str, Any]:
     """The JOSE header, read before choosing a key (the signature is checked after)."""
     obj = jws.extract_compact(token.encode())
     return dict(obj.protected)

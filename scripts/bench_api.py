@@ -264,7 +264,7 @@ async def bench(args: argparse.Namespace, api_url: str, keycloak_url: str) -> li
         if args.warmup:
             warmup = await run_load(
                 name, requests=args.warmup, concurrency=min(args.concurrency, args.warmup), args=args, base_url=api_url,
-                send=lambda http, i, s=send: s(http, args.requests + i),  # indexes (correlationIds) of their own
+                send=lambda http, i: send(http, args.requests + i),  # noqa: B023  (called within this iteration); indexes (correlationIds) of their own
             )
             if warmup.outcomes.get("ok", 0) != warmup.completed:
                 print(f"warning: warm-up of {name!r} had failures: {dict(warmup.outcomes)}", file=sys.stderr)

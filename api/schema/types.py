@@ -11,23 +11,27 @@ from strawberry.types import Info
 
 from api.schema.permissions import Context, PortalOrOps
 from db.inbox import InboxEntry
-from domain import customer as domain
-from domain.customer import workflow_id_for
+from domain.customer import (
+    AccountCategory,
+    CustomerStatus,
+    CustomerType,
+    DepositAccountStatus,
+    KycLevel,
+    KycStatus,
+    OnboardingStage,
+    workflow_id_for,
+)
 from domain.state import CustomerState
 
-CustomerType = strawberry.enum(domain.CustomerType, name="CustomerType")
-
-CustomerStatus = strawberry.enum(domain.CustomerStatus, name="CustomerStatus")
-
-KycStatus = strawberry.enum(domain.KycStatus, name="KycStatus")
-
-KycLevel = strawberry.enum(domain.KycLevel, name="KycLevel")
-
-OnboardingStage = strawberry.enum(domain.OnboardingStage, name="OnboardingStage")
-
-AccountCategory = strawberry.enum(domain.AccountCategory, name="AccountCategory")
-
-DepositAccountStatus = strawberry.enum(domain.DepositAccountStatus, name="DepositAccountStatus")
+# The domain's enums are the GraphQL enums, under their own names: strawberry.enum marks each class in place,
+# so fields are annotated with the domain classes themselves (mypy takes no call's result for a type).
+strawberry.enum(CustomerType, name="CustomerType")
+strawberry.enum(CustomerStatus, name="CustomerStatus")
+strawberry.enum(KycStatus, name="KycStatus")
+strawberry.enum(KycLevel, name="KycLevel")
+strawberry.enum(OnboardingStage, name="OnboardingStage")
+strawberry.enum(AccountCategory, name="AccountCategory")
+strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
 
 @strawberry.type
 class Kyc:
@@ -79,7 +83,7 @@ class Customer:
     @strawberry.field(description="The audit trail, newest first (portal and ops only).", permission_classes=[PortalOrOps])
     async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
         rows = await info.context.services.customers.events(str(self.id))
-        return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=r.details) for r in rows]
+        return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=JSON(r.details)) for r in rows]
 
     @classmethod
     def from_state(cls, state: CustomerState) -> Customer:

@@ -825,9 +825,12 @@ def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str)
     (`{public_url}/realms/{realm}`) and the `Location` of created users, so it must match what the
     API is configured to trust. A fresh RSA signing key is generated per app.
     """
-    if not isinstance(realm_export, Mapping):
-        realm_export = json.loads(Path(realm_export).read_text(encoding="utf-8"))
-    emulator = _Emulator(_load_realm(realm_export), public_url)
+    export: Mapping[str, Any] = (
+        realm_export
+        if isinstance(realm_export, Mapping)
+        else json.loads(Path(realm_export).read_text(encoding="utf-8"))
+    )
+    emulator = _Emulator(_load_realm(export), public_url)
     app = Starlette(exception_handlers={KeycloakError: _render_refusal, HTTPException: _render_http_error})
     latency = InjectedLatency(app, prefixes=("/admin/",))
     app.router.routes.extend([latency.route(), *emulator.routes()])
