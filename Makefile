@@ -2,22 +2,33 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 INSTALLED := $(VENV)/.installed
+# uv itself comes from PyPI at this version; pyproject's dev group pins the same one, so the lock
+# keeps it in the venv (tests/test_bootstrap.py checks that the two agree).
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
 
-.PHONY: dev test install clean bench-api
+.PHONY: dev test test-fast install clean bench-api
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(INSTALLED)
+# Exactly what uv.lock says: the project (editable) and the dev group; pip is only used, once, to get uv.
+# Remade when the lock or pyproject.toml change (`uv lock` after editing the dependencies).
+$(INSTALLED): uv.lock pyproject.toml
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen
+	touch $@
 
 dev: $(INSTALLED)
 	$(VENV)/bin/python -m dev.stack
 
+# One checker a line.
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
+
+# The suite without the tests that start servers (marked `stack`).
+test-fast: $(INSTALLED)
+	$(VENV)/bin/python -m pytest -m "not stack"
 
 # Load-tests webhook intake and the customer(id) read on a stack of its own; BENCH_ARGS="-n 500 -c 8" etc.
 bench-api: $(INSTALLED)
