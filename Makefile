@@ -21,13 +21,18 @@ $(INSTALLED): uv.lock pyproject.toml
 dev: $(INSTALLED)
 	$(VENV)/bin/python -m dev.stack
 
-# One checker a line.
+# The gates, then the whole suite; one checker a line.
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
-# The suite without the tests that start servers (marked `stack`).
+# The same gates, then only the tests that start no servers (not marked `stack`): the sub-minute loop.
 test-fast: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -m "not stack"
 
 # Load-tests webhook intake and the customer(id) read on a stack of its own; BENCH_ARGS="-n 500 -c 8" etc.

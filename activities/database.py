@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 import db.customers
 from domain.customer import AccountCategory, DepositAccountStatus
+from domain.errors import ErrorType
 from domain.state import CustomerState, DepositAccount
 from kit import metrics
 
@@ -54,7 +55,7 @@ class DatabaseActivities:
             except db.customers.EmailTakenError as exc:
                 raise ApplicationError(
                     f"email or telegram handle already belongs to another customer ({exc})",
-                    type="CustomerConflict",
+                    type=ErrorType.CUSTOMER_CONFLICT,
                     non_retryable=True,
                 ) from exc
             inserted = await db.customers.append_event(
@@ -95,5 +96,5 @@ class DatabaseActivities:
         async with self._pool.acquire() as conn:
             account = await db.customers.set_deposit_account_status(conn, customer_id=request.customer_id, status=request.status)
         if account is None:
-            raise ApplicationError("the customer has no deposit account", type="NoDepositAccount", non_retryable=True)
+            raise ApplicationError("the customer has no deposit account", type=ErrorType.NO_DEPOSIT_ACCOUNT, non_retryable=True)
         return account

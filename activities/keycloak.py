@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from domain.errors import ErrorType
 from integrations.keycloak import CUSTOMER_ID_ATTRIBUTE
 
 _ACCOUNT_ACTIONS = ["VERIFY_EMAIL", "UPDATE_PASSWORD"]
@@ -52,7 +53,7 @@ def _permanent_errors_fail_fast() -> Iterator[None]:
         code = exc.response_code or 0
         if 400 <= code < 500 and code not in (401, 408, 409, 429):
             raise ApplicationError(
-                f"Keycloak refused the request ({code})", type="KeycloakRejected", non_retryable=True
+                f"Keycloak refused the request ({code})", type=ErrorType.KEYCLOAK_REJECTED, non_retryable=True
             ) from exc
         raise
 
@@ -74,7 +75,7 @@ class KeycloakActivities:
         if customer_id not in owner:
             raise ApplicationError(
                 "a Keycloak user with this email belongs to another customer",
-                type="KeycloakUserConflict",
+                type=ErrorType.KEYCLOAK_USER_CONFLICT,
                 non_retryable=True,
             )
         return str(user["id"])
@@ -137,7 +138,7 @@ class KeycloakActivities:
                 if exc.response_code == 409:
                     raise ApplicationError(
                         "a Keycloak user with this email belongs to another customer",
-                        type="KeycloakUserConflict",
+                        type=ErrorType.KEYCLOAK_USER_CONFLICT,
                         non_retryable=True,
                     ) from exc
                 raise

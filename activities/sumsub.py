@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.customer import CUSTOMER_TYPES, CustomerType, VerificationFlow
+from domain.errors import ErrorType
 from domain.kyc import KycEvent
 from integrations.sumsub.client import SumsubClient, SumsubError
 from integrations.sumsub.webhooks import kind_of_review
@@ -47,7 +48,7 @@ def _permanent_errors_fail_fast() -> Iterator[None]:
             raise
         raise ApplicationError(
             f"Sumsub refused the request ({exc.status_code}: {exc.description})",
-            type="SumsubRejected",
+            type=ErrorType.SUMSUB_REJECTED,
             non_retryable=True,
         ) from exc
 
