@@ -83,7 +83,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         pool = await db.pool.create_pool(database_url, size=settings.database_pool_size)
         http = httpx.AsyncClient()
         temporal = await connect(settings, lazy=True)
-        relay = WebhookRelay(pool=pool, temporal=temporal)
+        relay = WebhookRelay(pool=pool, temporal=temporal, event_time_tolerance=settings.sumsub_event_time_tolerance)
         app.state.services = AppState(
             settings=settings,
             pool=pool,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import db.inbox
 from api.errors import BadUserInput, Conflict, NotFound
 from domain.customer import workflow_id_for
-from integrations.sumsub.webhooks import kyc_event_from_webhook
+from integrations.sumsub.webhooks import DEFAULT_EVENT_TIME_TOLERANCE, kyc_event_from_webhook
 from workflows.customer import CustomerWorkflow
 
 log = structlog.get_logger("relay")
@@ -41,9 +41,12 @@ class StoredWebhook:
 
 
 class WebhookRelay:
-    def __init__(self, *, pool: asyncpg.Pool, temporal: Client) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, temporal: Client, event_time_tolerance: timedelta = DEFAULT_EVENT_TIME_TOLERANCE
+    ) -> None:
         self._pool = pool
         self._temporal = temporal
+        self._event_time_tolerance = event_time_tolerance
         self._queue: asyncio.Queue[StoredWebhook] = asyncio.Queue(maxsize=QUEUE_SIZE)
 
     def submit(self, webhook: StoredWebhook) -> None:
@@ -54,7 +57,12 @@ class WebhookRelay:
     async def deliver(self, webhook: StoredWebhook) -> bool:
         """Signals the customer's workflow; True when the row is settled (delivered or undeliverable)."""
         inbox_id, payload = webhook.inbox_id, webhook.payload
-        event = kyc_event_from_webhook(payload, dedupe_key=webhook.dedupe_key, received_at=webhook.received_at)
+        event = kyc_event_from_webhook(
+            payload,
+            dedupe_key=webhook.dedupe_key,
+            received_at=webhook.received_at,
+            time_tolerance=self._event_time_tolerance,
+        )
         handle = self._temporal.get_workflow_handle(workflow_id_for(payload["externalUserId"]))
         try:
             await handle.signal(CustomerWorkflow.kyc_event, event)

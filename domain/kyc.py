@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from domain.customer import KycStatus, OnboardingStage
 
@@ -35,6 +35,11 @@ class KycEvent(BaseModel):
     occurred_at: datetime
     dedupe_key: str
     moderation_comment: str | None = None
+    stamped_at: datetime | None = Field(
+        default=None,
+        description="Sumsub's own time for an event stamped too far after we received it; `occurred_at` is then "
+        "the receipt time, so no single future-dated event can make every later one look stale.",
+    )
 
 
 # What each kind of event does to the KYC status and the onboarding stage (None: no change).

@@ -60,6 +60,8 @@ class KycDecision:
     def audit(self, event: KycEvent) -> tuple[str, dict[str, Any]]:
         """The audit row's type and details for this event."""
         details: dict[str, Any] = {"sumsub_type": event.sumsub_type, "kind": event.kind.value}
+        if event.stamped_at is not None:
+            details["ordered_by_receipt"] = f"Sumsub stamped it {event.stamped_at.isoformat()}, after it was received"
         if self.ignored is not None:
             return "kyc.event_ignored", details | {"ignored": self.ignored}
         return f"kyc.{event.kind.value.lower()}", details

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     sumsub_kyb_level: str = "basic-kyb-level"
     sumsub_websdk_ttl_seconds: int = 7 * 24 * 3600
     sumsub_webhook_max_bytes: int = 256 * 1024
+    sumsub_event_time_tolerance: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="A webhook stamped (createdAtMs) more than this after it was received is ordered by receipt time.",
+    )
 
     # Onboarding policy (durations: seconds or ISO 8601, e.g. P1D)
     kyc_reminders_after: list[timedelta] = Field(

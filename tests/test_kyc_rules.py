@@ -20,6 +20,7 @@ from domain.kyc import KycEvent, KycEventKind
 from domain.kyc_rules import KYC_REVIEW_SUSPENSION, KycDecision, KycEffect, TimerDue
 from domain.state import CustomerState, OnboardingPolicy, Registration
 from domain.transitions import Step, next_step
+from integrations.sumsub.webhooks import kyc_event_from_webhook
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 APPLICANT = "applicant-1"
@@ -268,3 +269,61 @@ def test_every_failure_type_has_an_api_meaning() -> None:
     assert isinstance(api_error_for(ErrorType.ILLEGAL_TRANSITION, "no"), Conflict)
     assert isinstance(api_error_for(ErrorType.INVALID_INPUT, "no"), BadUserInput)
     assert isinstance(api_error_for("SomethingElse", "no"), Unavailable)
+
+
+# --- one future-dated event must not freeze a customer's KYC (issue: bounded event time) -----------------
+
+RECEIVED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def reviewed(answer: str, created_at: str, reject_type: str | None = None) -> KycEvent:
+    """An `applicantReviewed` webhook as the relay maps it, received at RECEIVED."""
+    result = {"reviewAnswer": answer} | ({"reviewRejectType": reject_type} if reject_type else {})
+    payload = {"type": "applicantReviewed", "applicantId": APPLICANT, "createdAtMs": created_at, "reviewResult": result}
+    return kyc_event_from_webhook(payload, dedupe_key=f"{answer}:{created_at}", received_at=RECEIVED)
+
+
+def test_an_event_stamped_far_after_its_receipt_is_ordered_by_receipt_and_says_so() -> None:
+    future = reviewed("RED", "2099-01-01 00:00:00.000", "FINAL")
+    assert future.occurred_at == RECEIVED and future.stamped_at == datetime(2099, 1, 1, tzinfo=UTC)
+    event_type, details = kyc_rules.decide(state(stage=OnboardingStage.KYC_IN_REVIEW), future).audit(future)
+    assert event_type == "kyc.declined" and "2099-01-01" in details["ordered_by_receipt"]
+    # Within the tolerance (clocks drift by seconds) Sumsub's own time still orders the event.
+    skewed = reviewed("GREEN", "2026-12-01 12:04:00.000")
+    assert skewed.occurred_at == datetime(2026, 12, 1, 12, 4, tzinfo=UTC) and skewed.stamped_at is None
+    assert "ordered_by_receipt" not in skewed.model_dump(exclude_none=True)
+
+
+def test_a_red_dated_2099_does_not_lock_out_a_later_real_green() -> None:
+    """After a suspension by a RED "from 2099", the next real GREEN is applied and lifts it."""
+    red = reviewed("RED", "2099-01-01 00:00:00.000", "FINAL")
+    suspended = state(**ONBOARDED)
+    assert kyc_rules.decide(suspended, red).effect is KycEffect.SUSPEND
+    after_red = suspended.model_copy(
+        update={
+            "status": CustomerStatus.SUSPENDED,
+            "kyc_status": KycStatus.DECLINED,
+            "suspension_reason": KYC_REVIEW_SUSPENSION,
+            "last_kyc_event_at": red.occurred_at,
+        }
+    )
+    green = event(KycEventKind.APPROVED, at=RECEIVED + timedelta(minutes=10))
+    assert kyc_rules.decide(after_red, green) == KycDecision(
+        kyc_status=KycStatus.APPROVED, effect=KycEffect.REACTIVATE, occurred_at=green.occurred_at
+    )
+
+
+def test_a_green_dated_2099_does_not_shield_the_customer_from_a_later_real_red() -> None:
+    green = reviewed("GREEN", "2099-01-01 00:00:00.000")
+    onboarded = state(**ONBOARDED, last_kyc_event_at=green.occurred_at)
+    red = event(KycEventKind.DECLINED, at=RECEIVED + timedelta(minutes=10))
+    assert kyc_rules.decide(onboarded, red).effect is KycEffect.SUSPEND
+
+
+def test_an_ordinary_reordering_is_still_applied_oldest_first() -> None:
+    approved = reviewed("GREEN", "2026-12-01 11:59:00.000")
+    submitted = event(KycEventKind.SUBMITTED, at=datetime(2026, 12, 1, 11, 58, tzinfo=UTC))
+    assert kyc_rules.oldest_first([approved, submitted]) == [submitted, approved]
+    # Applied in that order, the stale submission arriving last would be ignored.
+    after = state(stage=OnboardingStage.KYC_APPROVED, last_kyc_event_at=approved.occurred_at)
+    assert kyc_rules.reason_to_ignore(after, submitted) == "older than the newest event applied"

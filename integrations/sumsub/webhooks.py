@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.kyc import KycEvent, KycEventKind
@@ -24,6 +24,8 @@ class InvalidWebhook(ValueError):
 
 
 _CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# How far after its receipt an event's own time may lie (clocks drift; Sumsub retries within seconds).
+DEFAULT_EVENT_TIME_TOLERANCE = timedelta(minutes=5)
 
 
 def kind_of_review(review_answer: str | None, reject_type: str | None) -> KycEventKind:
@@ -88,15 +90,28 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def kyc_event_from_webhook(payload: dict[str, Any], *, dedupe_key: str, received_at: datetime) -> KycEvent:
-    """Total over any JSON object that passed `parse_webhook`: fields of the wrong type count as absent."""
+def kyc_event_from_webhook(
+    payload: dict[str, Any],
+    *,
+    dedupe_key: str,
+    received_at: datetime,
+    time_tolerance: timedelta = DEFAULT_EVENT_TIME_TOLERANCE,
+) -> KycEvent:
+    """Total over any JSON object that passed `parse_webhook`: fields of the wrong type count as absent.
+
+    Events are ordered by Sumsub's `createdAtMs`, but one stamped more than `time_tolerance` after we
+    received it (a clock gone wrong, or a forged date) is ordered by its receipt time instead: otherwise
+    every later, real verdict would be "older than the newest event applied" and ignored."""
+    stamped = _occurred_at(payload.get("createdAtMs"), received_at)
+    bounded = stamped > received_at + time_tolerance
     return KycEvent(
         kind=_kind_of(payload),
         sumsub_type=payload["type"],
         applicant_id=_text(payload.get("applicantId")),
-        occurred_at=_occurred_at(payload.get("createdAtMs"), received_at),
+        occurred_at=received_at if bounded else stamped,
         dedupe_key=dedupe_key,
         moderation_comment=_text(_review_result(payload).get("moderationComment")),
+        stamped_at=stamped if bounded else None,
     )
 
 
