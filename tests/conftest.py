@@ -1,31 +1,46 @@
-"""Shared fixtures: the real stack (Temporal dev server, PostgreSQL, emulators, worker, API) once per session."""
+"""Shared fixtures: the real stack (Temporal dev server, PostgreSQL, emulators, worker, API) once per session,
+clients of it, and the `stack` marker for every test that starts real servers.
+
+Helpers the tests call are in `tests/support/` (GraphQL and the WebSDK page, tokens) and `tests/helpers.py`
+(ports, serving an app, a whole stack)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import pytest_asyncio
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 
 from dev.stack import DevStack
+from integrations.sumsub.client import SumsubClient
 from tests.helpers import running_stack
+from tests.support.emulators import client_token
+
+# Fixtures that start real servers: a test whose fixture closure holds one is marked `stack` at collection,
+# so `pytest -m "not stack"` runs only what needs no server. A module's own server fixture requests
+# `starts_servers`; a test that starts servers itself carries `pytest.mark.stack` (or its module's pytestmark).
+SERVER_FIXTURES = frozenset({"stack", "starts_servers"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
+
+@pytest.fixture(scope="session")
+def starts_servers() -> None:
+    """Requested by a fixture that starts an emulator or another real server, to mark its tests `stack`."""
 
 
 @pytest_asyncio.fixture(scope="session")
 async def stack() -> AsyncIterator[DevStack]:
     async with running_stack() as dev:
         yield dev
-
-
-async def client_token(stack: DevStack, client_id: str, secret: str) -> str:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(
-            f"{stack.keycloak_url}/realms/customers/protocol/openid-connect/token",
-            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
-        )
-        response.raise_for_status()
-        return str(response.json()["access_token"])
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -50,3 +65,26 @@ async def ops(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     token = await client_token(stack, "ops", "ops-dev-secret")
     async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+async def keycloak_admin(stack: DevStack) -> AsyncIterator[Any]:
+    """The stack's Keycloak as the service's own admin client sees it (python-keycloak)."""
+    connection = KeycloakOpenIDConnection(
+        server_url=stack.keycloak_url + "/",
+        realm_name="customers",
+        client_id="customer-lifecycle",
+        client_secret_key="customer-lifecycle-dev-secret",
+    )
+    yield KeycloakAdmin(connection=connection)
+    await connection.keycloak_openid.connection.aclose()
+    await connection.aclose()
+
+
+@pytest.fixture
+async def sumsub(stack: DevStack) -> AsyncIterator[SumsubClient]:
+    """The stack's Sumsub emulator through the service's own client."""
+    async with SumsubClient(
+        base_url=stack.sumsub_url, app_token="sbx:dev-app-token", secret_key="dev-sumsub-secret-key"
+    ) as client:
+        yield client

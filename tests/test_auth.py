@@ -1,7 +1,7 @@
 """Access-token verification (`api.auth.TokenVerifier`) and what the API does with its verdict.
 
 Real tokens come from the Keycloak emulator; tokens with bad claims are minted with our own key and
-served from a small JWKS endpoint of our own, so that the claim (not the signature) is what fails.
+served by a small JWKS app of our own (in process), so that the claim (not the signature) is what fails.
 Over HTTP, every bad token is a 401; a valid token without the portal or ops role is FORBIDDEN.
 """
 
@@ -34,8 +34,8 @@ from api.schema import Context, schema
 from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
 from dev.stack import DevStack
 from kit.settings import Settings
-from tests.conftest import client_token
 from tests.helpers import free_port, running_app
+from tests.support.emulators import client_token
 
 AUDIENCE = str(Settings.model_fields["api_audience"].default)
 REALM = str(Settings.model_fields["keycloak_realm"].default)
@@ -154,11 +154,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def issuer() -> AsyncIterator[Issuer]:
-    own = Issuer()
-    async with running_app(own.app()) as base_url:
-        own.url = f"{base_url}/realms/{REALM}"
-        yield own
+def issuer() -> Issuer:
+    return Issuer(url=f"http://127.0.0.1:9/realms/{REALM}")  # served in process: see `verifier`
 
 
 @pytest.fixture
@@ -169,8 +166,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 
 
 @pytest.fixture
-def verifier(issuer: Issuer, http: httpx.AsyncClient) -> TokenVerifier:
-    return TokenVerifier(issuer=issuer.url, audience=AUDIENCE, http=http)
+async def verifier(issuer: Issuer) -> AsyncIterator[TokenVerifier]:
+    """A verifier whose HTTP client calls our issuer's app directly (no socket, no server)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.app())) as http:
+        yield TokenVerifier(issuer=issuer.url, audience=AUDIENCE, http=http)
 
 
 # --- the Keycloak emulator: real tokens -------------------------------------------------------------
@@ -192,7 +191,7 @@ class Keycloak:
 
 
 @pytest.fixture(scope="module")
-async def keycloak() -> AsyncIterator[Keycloak]:
+async def keycloak(starts_servers: None) -> AsyncIterator[Keycloak]:
     port = free_port()
     async with running_app(create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}"), port) as url:
         issuer = f"{url}/realms/{REALM}"

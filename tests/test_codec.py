@@ -38,8 +38,8 @@ from kit.codec import (
     parse_keys,
 )
 from kit.settings import Settings
-from tests.conftest import client_token
-from tests.test_end_to_end import onboard
+from tests.support.emulators import client_token
+from tests.support.graphql import onboard
 
 UI_ORIGIN = "http://127.0.0.1:8233"
 CORS_HEADERS = "x-namespace,content-type,authorization"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,6 +22,8 @@ from domain.kyc import KycEventKind
 from domain.state import CustomerState, CustomerWorkflowInput, OnboardingPolicy, Registration
 from tests.test_customer_workflow import FakeWorld, event
 from workflows.customer import CustomerWorkflow
+
+pytestmark = pytest.mark.workflow  # Temporal's time-skipping test server (see test_customer_workflow.py)
 
 DEFAULT_POLICY = OnboardingPolicy()  # 1/3/7-day reminders, 30-day expiry, 6-hour polls
 

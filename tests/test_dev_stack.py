@@ -17,14 +17,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dev.stack import REPO_ROOT, DevStack, Ports
 from integrations.sumsub.webhooks import webhook_digest
-from tests.conftest import client_token
 from tests.helpers import clean_env
-from tests.test_end_to_end import register, wait_for_stage
+from tests.support.emulators import client_token
+from tests.support.graphql import register, wait_for_stage
 
 # Brings the namespace's loopback up (a new network namespace starts with it down), then becomes the stack.
+pytestmark = pytest.mark.stack  # whole stacks of their own
+
 _LAUNCH = """
 import fcntl, os, socket, struct, sys
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

@@ -47,7 +47,7 @@ EXPORT = json.loads(DEFAULT_REALM_FILE.read_text(encoding="utf-8"))
 
 
 @pytest.fixture
-async def keycloak() -> AsyncIterator[str]:
+async def keycloak(starts_servers: None) -> AsyncIterator[str]:
     """A fresh emulator on a free port; yields its base URL (also its public URL)."""
     port = free_port()
     app = create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}")
@@ -475,6 +475,7 @@ def test_realm_export_declares_the_clients_roles_and_profile_the_service_relies_
     assert declared == {"username", "email", "firstName", "lastName", "customer_id"}
 
 
+@pytest.mark.stack  # runs the emulator's module as a process of its own
 async def test_the_module_serves_the_default_realm_from_any_working_directory(tmp_path: Path) -> None:
     port = free_port()
     repo_root = DEFAULT_REALM_FILE.parent.parent

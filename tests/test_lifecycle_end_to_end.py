@@ -15,8 +15,8 @@ import httpx
 
 from dev.stack import DevStack
 from integrations.sumsub.webhooks import webhook_digest
-from tests.conftest import client_token
-from tests.test_end_to_end import (
+from tests.support.emulators import client_token
+from tests.support.graphql import (
     CUSTOMER_FIELDS,
     finish_onboarding,
     get_customer,

@@ -25,7 +25,7 @@ from dev.stack import DevStack
 from integrations.sumsub.webhooks import webhook_digest
 from kit import metrics
 from kit.logging import REDACTED, RequestIdMiddleware, redact, redact_text, request_id_from
-from tests.test_end_to_end import press, register, wait_for_stage
+from tests.support.graphql import press, register, wait_for_stage
 
 WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
 # Temporal SDK metric families the worker must serve (names with PrometheusConfig's suffixes on).
@@ -335,7 +335,12 @@ async def test_no_log_holds_an_email_telegram_handle_or_token(stack: DevStack, p
         "variables": {"input": {"email": f"other.{marker}@example.net", "customerType": "INDIVIDUAL", "telegramHandle": telegram}},
     })
     token = portal.headers["Authorization"].removeprefix("Bearer ").strip()
-    await asyncio.sleep(1.0)  # let the last activities write their lines
+
+    async def last_activity_line_written() -> None:  # the activation's audit row, recorded after ONBOARDED
+        assert any(line.get("customer_id") == customer["id"] and line.get("event_type") == "customer.activated"
+                   for line in json_lines(stack, "worker"))
+
+    await eventually(last_activity_line_written)
 
     assert stack.log_dir is not None
     logs = sorted(stack.log_dir.glob("*.log"))

@@ -29,7 +29,7 @@ LEVEL = "basic-kyc-level"
 
 
 @pytest.fixture(scope="module")
-async def emulator_url() -> AsyncIterator[str]:
+async def emulator_url(starts_servers: None) -> AsyncIterator[str]:
     port = free_port()
     app = create_app(
         app_token=APP_TOKEN,

@@ -29,6 +29,8 @@ APP_TOKEN = "sbx:emulator-test-token"
 SECRET_KEY = "emulator-test-secret"
 WEBHOOK_SECRET = "emulator-test-webhook-secret"
 LEVEL = "basic-kyc-level"
+pytestmark = pytest.mark.stack  # serves the emulator (and a webhook receiver) on loopback
+
 FAST_RETRIES = (0.05, 0.05, 0.05, 0.05)
 SIGNATURE_MISMATCH = {
     "description": "Request signature mismatch",

@@ -27,9 +27,11 @@ from temporalio.client import Client
 from dev.stack import REPO_ROOT, DevStack, Ports
 from kit.codec import ENCRYPTED_ENCODING
 from tests.browser import chromium_context, ensure_chromium
-from tests.conftest import client_token
 from tests.helpers import running_stack
-from tests.test_end_to_end import onboard, register, wait_for_stage
+from tests.support.emulators import client_token
+from tests.support.graphql import onboard, register, wait_for_stage
+
+pytestmark = pytest.mark.stack  # a stack of its own and chromium
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 UI_TIMEOUT_MS = 20_000

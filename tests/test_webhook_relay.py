@@ -15,7 +15,7 @@ from dev.stack import DevStack, free_port
 from integrations.sumsub.webhooks import webhook_digest
 from kit.settings import Settings
 from tests.helpers import running_app
-from tests.test_end_to_end import register, wait_for_stage
+from tests.support.graphql import register, wait_for_stage
 
 
 async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_back(
@@ -36,12 +36,17 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
         keycloak_url=stack.keycloak_url,
         dev_secrets_allowed=True,  # the stack's emulators use the dev values
     )
+    attempts = "SELECT attempts FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1"
     async with running_app(create_app(cut_off)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         started = time.monotonic()
         response = await http.post("/webhooks/sumsub", content=body,
                                    headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})
         acknowledged_in = time.monotonic() - started
-        await asyncio.sleep(2.0)  # its deliverers try (and fail) meanwhile
+        # Its deliverers try (and fail) meanwhile: wait until an attempt is noted on the stored row.
+        deadline = time.monotonic() + 10
+        while not await database.fetchval(attempts, f"req-down-{customer['id']}"):
+            assert time.monotonic() < deadline, "the API never tried to deliver the stored webhook"
+            await asyncio.sleep(0.1)
     assert response.status_code == 200
     print(f"acknowledged in {acknowledged_in * 1000:.0f} ms with Temporal down")
     row = await database.fetchrow(

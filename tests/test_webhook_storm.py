@@ -7,13 +7,14 @@ import asyncio
 import json
 import random
 import time
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 
 from dev.stack import DevStack
 from integrations.sumsub.webhooks import webhook_digest
-from tests.test_end_to_end import get_customer, register, wait_for_stage
+from tests.support.graphql import get_customer, register, wait_for_stage
 
 CUSTOMERS = 40
 # Per customer, oldest first: the newest (a GREEN review) decides where the customer ends.
@@ -34,6 +35,7 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
     waiting = await asyncio.gather(*(wait_for_stage(portal, c["id"], "AWAITING_KYC") for c in customers))
 
     bodies: list[bytes] = []
+    stamped = datetime.now(UTC) - timedelta(seconds=len(SCRIPT))
     for customer in waiting:
         for step, (event_type, review) in enumerate(SCRIPT):
             payload = {
@@ -44,7 +46,8 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
                 "levelName": "basic-kyc-level",
                 "type": event_type,
                 "reviewStatus": "completed" if review else "pending",
-                "createdAtMs": f"2030-01-01 00:00:0{step}.000",
+                # Sumsub's own order, a second apart, all before receipt (a later stamp would be bounded).
+                "createdAtMs": (stamped + timedelta(seconds=step)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
                 "sandboxMode": True,
                 **({"reviewResult": review} if review else {}),
             }
