@@ -51,7 +51,9 @@ class DatabaseActivities:
             raise ApplicationError("record_change runs only inside a customer workflow", non_retryable=True)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
-                await db.customers.save_customer(conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)
+                await db.customers.save_customer(
+                    conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id
+                )
             except db.customers.EmailTakenError as exc:
                 raise ApplicationError(
                     f"email or telegram handle already belongs to another customer ({exc})",
@@ -72,7 +74,9 @@ class DatabaseActivities:
         # Committed: count and log the event once, not again when a retry finds it written.
         if inserted:
             state = change.state
-            metrics.observe_customer_event(change.event_type, registered_at=state.created_at, occurred_at=state.updated_at)
+            metrics.observe_customer_event(
+                change.event_type, registered_at=state.created_at, occurred_at=state.updated_at
+            )
             log.info(
                 "customer event recorded",
                 event_type=change.event_type,
@@ -94,7 +98,11 @@ class DatabaseActivities:
     async def set_deposit_account_status(self, request: SetAccountStatusInput) -> DepositAccount:
         """Freezes, reactivates or closes the customer's account; setting the same status twice is harmless."""
         async with self._pool.acquire() as conn:
-            account = await db.customers.set_deposit_account_status(conn, customer_id=request.customer_id, status=request.status)
+            account = await db.customers.set_deposit_account_status(
+                conn, customer_id=request.customer_id, status=request.status
+            )
         if account is None:
-            raise ApplicationError("the customer has no deposit account", type=ErrorType.NO_DEPOSIT_ACCOUNT, non_retryable=True)
+            raise ApplicationError(
+                "the customer has no deposit account", type=ErrorType.NO_DEPOSIT_ACCOUNT, non_retryable=True
+            )
         return account

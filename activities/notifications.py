@@ -27,7 +27,12 @@ class LogNotifier:
     """The default: a structured log line (the customer event is written by the workflow)."""
 
     async def send(self, notification: Notification) -> None:
-        log.info("customer notification", customer_id=notification.customer_id, kind=notification.kind, **notification.details)
+        log.info(
+            "customer notification",
+            customer_id=notification.customer_id,
+            kind=notification.kind,
+            **notification.details,
+        )
 
 
 class NotificationActivities:

@@ -68,7 +68,9 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # same: report, do not raise
         checks["temporal"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:

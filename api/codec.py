@@ -37,7 +37,9 @@ Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 
 def codec_app(settings: Settings) -> ASGIApp:
     """The `/codec` routes, to mount in the API; raises KeyConfigError on bad PAYLOAD_ENCRYPTION_KEYS."""
-    endpoints = _CodecEndpoints(EncryptionCodec.from_spec(settings.payload_encryption_keys), settings.codec_auth_required)
+    endpoints = _CodecEndpoints(
+        EncryptionCodec.from_spec(settings.payload_encryption_keys), settings.codec_auth_required
+    )
     router = Router(
         routes=[
             Route("/decode", endpoints.decode, methods=["POST"]),
@@ -75,7 +77,7 @@ class _CodecEndpoints:
         try:
             payloads = json_format.Parse(body, Payloads())
         except (json_format.ParseError, ValueError) as exc:
-            return error_response(400, f"body is not {{\"payloads\": [...]}} in protobuf JSON: {exc}")
+            return error_response(400, f'body is not {{"payloads": [...]}} in protobuf JSON: {exc}')
         try:
             result = Payloads(payloads=await transform(payloads.payloads))
         except PayloadDecryptionError as exc:
@@ -101,5 +103,3 @@ class _CodecEndpoints:
 
 async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:
     return list(payloads)
-
-

@@ -113,7 +113,9 @@ def decode_cursor(cursor: str, *, field: str = "after") -> db.customers.Customer
     """The place a cursor from `encode_cursor` names; anything else is the caller's mistake."""
     try:
         created_at, _, customer_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().partition("|")
-        key = db.customers.CustomerKey(created_at=datetime.fromisoformat(created_at), customer_id=str(uuid.UUID(customer_id)))
+        key = db.customers.CustomerKey(
+            created_at=datetime.fromisoformat(created_at), customer_id=str(uuid.UUID(customer_id))
+        )
     except (ValueError, binascii.Error, UnicodeError):
         raise BadUserInput("invalid cursor", field=field) from None
     if key.created_at.tzinfo is None:
@@ -178,7 +180,9 @@ class CustomerService:
     async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerState:
         email = normalise_email(email)
         known = await db.customers.find_customer_id(self._pool, email=email)
-        candidates = [known] if known else [customer_id_for_email(email, self._id_secret, n) for n in range(ID_ATTEMPTS)]
+        candidates = (
+            [known] if known else [customer_id_for_email(email, self._id_secret, n) for n in range(ID_ATTEMPTS)]
+        )
         for customer_id in candidates:
             state = await self._register_as(customer_id, email, customer_type, telegram_handle)
             if state is not None:
@@ -289,12 +293,19 @@ class CustomerService:
         return await db.customers.list_events(self._pool, customer_id)
 
     async def page(
-        self, filter: db.customers.CustomerFilter, *, first: int, after: db.customers.CustomerKey | None, descending: bool
+        self,
+        filter: db.customers.CustomerFilter,
+        *,
+        first: int,
+        after: db.customers.CustomerKey | None,
+        descending: bool,
     ) -> CustomerPage:
         """A page of the PostgreSQL projection (a list cannot query thousands of workflows)."""
         if not 1 <= first <= MAX_PAGE_SIZE:
             raise BadUserInput(f"first must be between 1 and {MAX_PAGE_SIZE}", field="first")
-        rows = await db.customers.list_customers(self._pool, filter, after=after, descending=descending, limit=first + 1)
+        rows = await db.customers.list_customers(
+            self._pool, filter, after=after, descending=descending, limit=first + 1
+        )
         return CustomerPage(customers=rows[:first], has_next_page=len(rows) > first)
 
     async def get_by_email(self, email: str) -> CustomerState | None:

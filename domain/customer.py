@@ -49,7 +49,9 @@ CUSTOMER_TYPES: dict[CustomerType, CustomerTypeProfile] = {
     CustomerType.GOVERNMENT_ENTITY: CustomerTypeProfile(
         "Government organization", AccountCategory.GOVERNMENT, VerificationFlow.KYB
     ),
-    CustomerType.PRIVATE_COMPANY: CustomerTypeProfile("Private corporation", AccountCategory.BUSINESS, VerificationFlow.KYB),
+    CustomerType.PRIVATE_COMPANY: CustomerTypeProfile(
+        "Private corporation", AccountCategory.BUSINESS, VerificationFlow.KYB
+    ),
     CustomerType.BANK: CustomerTypeProfile("Banking institution", AccountCategory.INTERBANK, VerificationFlow.KYB),
     CustomerType.FINANCIAL_INSTITUTION: CustomerTypeProfile(
         "Financial services company", AccountCategory.INSTITUTIONAL, VerificationFlow.KYB
@@ -114,8 +116,6 @@ def mask_email(email: str) -> str:
     """`j***@example.com`: enough for ops to recognise a customer, not enough to leak the address."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}" if domain else "***"
-
-
 
 
 def workflow_id_for(customer_id: str) -> str:

@@ -124,5 +124,3 @@ class ChangeEmailRequest(BaseModel):
 
 class RetryOnboardingRequest(BaseModel):
     actor: str
-
-

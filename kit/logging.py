@@ -26,11 +26,34 @@ REQUEST_ID_HEADER = "x-request-id"
 WORKFLOW_ID_PREFIX = "customer-"  # domain.customer.workflow_id_for
 REDACTED = "[REDACTED]"
 # Values under these keys are personal data or secrets, whatever they look like.
-SENSITIVE_KEYS = frozenset({
-    "email", "email_normalized", "new_email", "old_email", "telegram", "telegram_handle", "phone", "phone_number",
-    "first_name", "last_name", "full_name", "given_name", "family_name", "date_of_birth", "street_address", "postal_address",
-    "password", "secret", "client_secret", "token", "access_token", "refresh_token", "id_token", "authorization",
-})
+SENSITIVE_KEYS = frozenset(
+    {
+        "email",
+        "email_normalized",
+        "new_email",
+        "old_email",
+        "telegram",
+        "telegram_handle",
+        "phone",
+        "phone_number",
+        "first_name",
+        "last_name",
+        "full_name",
+        "given_name",
+        "family_name",
+        "date_of_birth",
+        "street_address",
+        "postal_address",
+        "password",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "authorization",
+    }
+)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+(?:@|%40)((?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,})")
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[A-Za-z0-9\-._~+/]+=*")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]*)?")
@@ -58,7 +81,9 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
         return REDACTED
     if isinstance(value, dict):
         return {
-            key: REDACTED if str(key).lower() in SENSITIVE_KEYS and value[key] is not None else _redact_value(value[key], depth + 1)
+            key: REDACTED
+            if str(key).lower() in SENSITIVE_KEYS and value[key] is not None
+            else _redact_value(value[key], depth + 1)
             for key in value
         }
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -72,7 +97,9 @@ def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) 
     return redacted
 
 
-def _lift_temporal_extras(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _lift_temporal_extras(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """`workflow.logger` / `activity.logger` put their details under one key; make them plain fields."""
     for key in ("temporal_workflow", "temporal_activity"):
         details = event_dict.pop(key, None)
@@ -150,7 +177,9 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -175,8 +204,16 @@ class RequestIdMiddleware:
                 if started:
                     raise
                 body = b'{"error":"internal server error"}'
-                await send_with_id({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send_with_id({"type": "http.response.body", "body": body})
 
 

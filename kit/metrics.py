@@ -41,7 +41,22 @@ UNMATCHED_ROUTE = "<unmatched>"
 WEBHOOK_REJECTION_REASONS = ("digest", "too_large", "invalid")
 # Registration to ACTIVE spans seconds (an automated check) to weeks (KYC_EXPIRES_AFTER is 30 days).
 REGISTRATION_TO_ACTIVE_BUCKETS = (
-    1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400,
+    1,
+    5,
+    15,
+    30,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    4 * 3600,
+    12 * 3600,
+    86400,
+    3 * 86400,
+    7 * 86400,
+    14 * 86400,
+    30 * 86400,
 )
 
 
@@ -62,28 +77,36 @@ WORKER_REGISTRY = _registry()
 # --- API -------------------------------------------------------------------------------------------------
 
 HTTP_REQUESTS = Counter(
-    "http_requests", "HTTP requests answered, by route template and status.", ["method", "route", "status"],
+    "http_requests",
+    "HTTP requests answered, by route template and status.",
+    ["method", "route", "status"],
     registry=API_REGISTRY,
 )
 HTTP_REQUEST_DURATION = Histogram(
-    "http_request_duration_seconds", "Time to answer an HTTP request, by route template and status.",
-    ["method", "route", "status"], registry=API_REGISTRY,
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and status.",
+    ["method", "route", "status"],
+    registry=API_REGISTRY,
 )
 REGISTRATIONS = Counter(
     "customer_registrations",
     "customerRegister calls, by outcome (ok, or the error code: bad_user_input, conflict, service_unavailable, ...).",
-    ["outcome"], registry=API_REGISTRY,
+    ["outcome"],
+    registry=API_REGISTRY,
 )
 WEBHOOKS_RECEIVED = Counter(
     "sumsub_webhooks_received", "Sumsub webhook requests received (before any check).", registry=API_REGISTRY
 )
 WEBHOOKS_DUPLICATE = Counter(
-    "sumsub_webhooks_duplicate", "Authentic Sumsub webhooks already in the inbox (acknowledged, not redelivered).",
+    "sumsub_webhooks_duplicate",
+    "Authentic Sumsub webhooks already in the inbox (acknowledged, not redelivered).",
     registry=API_REGISTRY,
 )
 WEBHOOKS_REJECTED = Counter(
-    "sumsub_webhooks_rejected", "Sumsub webhooks refused, by reason: digest (401), too_large (413), invalid (400).",
-    ["reason"], registry=API_REGISTRY,
+    "sumsub_webhooks_rejected",
+    "Sumsub webhooks refused, by reason: digest (401), too_large (413), invalid (400).",
+    ["reason"],
+    registry=API_REGISTRY,
 )
 for _reason in WEBHOOK_REJECTION_REASONS:
     WEBHOOKS_REJECTED.labels(reason=_reason)
@@ -92,19 +115,25 @@ REGISTRATIONS.labels(outcome="ok")
 # --- worker ----------------------------------------------------------------------------------------------
 
 CUSTOMER_EVENTS = Counter(
-    "customer_events", "Customer events recorded (each once, however often the activity ran), by type.",
-    ["event_type"], registry=WORKER_REGISTRY,
+    "customer_events",
+    "Customer events recorded (each once, however often the activity ran), by type.",
+    ["event_type"],
+    registry=WORKER_REGISTRY,
 )
 KYC_APPROVALS = Counter("kyc_approvals", "KYC reviews applied as approved (GREEN).", registry=WORKER_REGISTRY)
-KYC_DECLINES = Counter("kyc_declines", "KYC reviews applied as finally declined (RED, final).", registry=WORKER_REGISTRY)
+KYC_DECLINES = Counter(
+    "kyc_declines", "KYC reviews applied as finally declined (RED, final).", registry=WORKER_REGISTRY
+)
 KYC_EXPIRIES = Counter("kyc_expiries", "Onboardings expired without a KYC verdict.", registry=WORKER_REGISTRY)
 ONBOARDING_FAILURES = Counter(
     "onboarding_failures", "Onboardings that failed permanently (compensated, stage FAILED).", registry=WORKER_REGISTRY
 )
 ACTIVATIONS = Counter("customer_activations", "Customers that reached ACTIVE (onboarded).", registry=WORKER_REGISTRY)
 REGISTRATION_TO_ACTIVE = Histogram(
-    "customer_registration_to_active_seconds", "Time from registration to ACTIVE, in workflow time.",
-    buckets=REGISTRATION_TO_ACTIVE_BUCKETS, registry=WORKER_REGISTRY,
+    "customer_registration_to_active_seconds",
+    "Time from registration to ACTIVE, in workflow time.",
+    buckets=REGISTRATION_TO_ACTIVE_BUCKETS,
+    registry=WORKER_REGISTRY,
 )
 _COUNTER_BY_EVENT = {
     "kyc.approved": KYC_APPROVALS,
@@ -180,7 +209,7 @@ def _route_template(scope: Scope, root_path: str) -> str:
     route = scope.get("route")
     if route is None:
         return UNMATCHED_ROUTE
-    prefix = scope.get("root_path", "")[len(root_path):]
+    prefix = scope.get("root_path", "")[len(root_path) :]
     if isinstance(route, Mount):  # matched the mount, but no route inside it
         return f"{prefix}/{{path}}" if prefix else f"{route.path}/{{path}}"
     return prefix + str(getattr(route, "path", UNMATCHED_ROUTE))

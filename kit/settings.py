@@ -92,7 +92,8 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8233", description="The Temporal Web UI's origin, the only one CORS lets call /codec."
     )
     codec_auth_required: bool = Field(
-        default=True, description="/codec answers only bearer tokens with the ops role (false only on a loopback dev stack)."
+        default=True,
+        description="/codec answers only bearer tokens with the ops role (false only on a loopback dev stack).",
     )
 
     dev_secrets_allowed: bool = Field(
@@ -123,7 +124,9 @@ class Settings(BaseSettings):
             return
         defaults = type(self).model_fields
         still_dev = [
-            name.upper() for name in _DEV_SECRETS if getattr(self, name) and getattr(self, name) == defaults[name].default
+            name.upper()
+            for name in _DEV_SECRETS
+            if getattr(self, name) and getattr(self, name) == defaults[name].default
         ]
         if still_dev:
             raise SystemExit(

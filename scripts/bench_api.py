@@ -87,7 +87,9 @@ class Result:
 Send = Callable[[httpx.AsyncClient, int], Awaitable[str]]
 
 
-async def run_load(name: str, *, requests: int, concurrency: int, args: argparse.Namespace, base_url: str, send: Send) -> Result:
+async def run_load(
+    name: str, *, requests: int, concurrency: int, args: argparse.Namespace, base_url: str, send: Send
+) -> Result:
     """Sends `requests` requests from `concurrency` workers, each on its own connection.
 
     `send(http, i)` returns "ok" or what went wrong; no new request starts after `args.max_seconds`.
@@ -189,7 +191,9 @@ async def register_customers(http: httpx.AsyncClient, *, token: str, run_id: str
         variables = {"input": {"email": f"bench-{run_id}-{i}@example.com", "customerType": "INDIVIDUAL"}}
         async with limit:
             response = await http.post(
-                "/graphql", json={"query": REGISTER, "variables": variables}, headers={"Authorization": f"Bearer {token}"}
+                "/graphql",
+                json={"query": REGISTER, "variables": variables},
+                headers={"Authorization": f"Bearer {token}"},
             )
         response.raise_for_status()
         body = response.json()
@@ -214,7 +218,18 @@ def _require_loopback(url: str) -> None:
 
 
 def _table(results: list[Result]) -> str:
-    header = ("scenario", "requests", "conc", "ok", "failed", "seconds", "req/s", "p50 ms", "p99 ms", "client cpu ms/req")
+    header = (
+        "scenario",
+        "requests",
+        "conc",
+        "ok",
+        "failed",
+        "seconds",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "client cpu ms/req",
+    )
     rows = [header]
     for r in results:
         ok = r.outcomes.get("ok", 0)
@@ -234,7 +249,9 @@ def _table(results: list[Result]) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
@@ -254,7 +271,10 @@ async def bench(args: argparse.Namespace, api_url: str, keycloak_url: str) -> li
 
     results: list[Result] = []
     for name, make_sender in (
-        ("sumsub webhook intake", lambda: webhook_sender(run_id=run_id, customers=customers, secret=args.webhook_secret)),
+        (
+            "sumsub webhook intake",
+            lambda: webhook_sender(run_id=run_id, customers=customers, secret=args.webhook_secret),
+        ),
         ("graphql customer(id)", lambda: query_sender(token=token, customers=customers)),  # noqa: B023  (called within this iteration)
     ):
         if results:
@@ -263,14 +283,20 @@ async def bench(args: argparse.Namespace, api_url: str, keycloak_url: str) -> li
         send = make_sender()
         if args.warmup:
             warmup = await run_load(
-                name, requests=args.warmup, concurrency=min(args.concurrency, args.warmup), args=args, base_url=api_url,
+                name,
+                requests=args.warmup,
+                concurrency=min(args.concurrency, args.warmup),
+                args=args,
+                base_url=api_url,
                 send=lambda http, i: send(http, args.requests + i),  # noqa: B023  (called within this iteration); indexes (correlationIds) of their own
             )
             if warmup.outcomes.get("ok", 0) != warmup.completed:
                 print(f"warning: warm-up of {name!r} had failures: {dict(warmup.outcomes)}", file=sys.stderr)
         print(f"running {name}: {args.requests} requests at concurrency {args.concurrency}...", flush=True)
         results.append(
-            await run_load(name, requests=args.requests, concurrency=args.concurrency, args=args, base_url=api_url, send=send)
+            await run_load(
+                name, requests=args.requests, concurrency=args.concurrency, args=args, base_url=api_url, send=send
+            )
         )
     return results
 
@@ -300,7 +326,9 @@ async def _with_own_stack(args: argparse.Namespace) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--start-stack", action="store_true", help="start a stack of its own on free ports in a temp dir")
+    parser.add_argument(
+        "--start-stack", action="store_true", help="start a stack of its own on free ports in a temp dir"
+    )
     parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API of a running stack (loopback only)")
     parser.add_argument("--keycloak-url", default="http://127.0.0.1:8080", help="where portal tokens come from")
     parser.add_argument("--realm", default="customers")
@@ -325,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         _require_loopback(args.keycloak_url)
         results = asyncio.run(bench(args, args.api_url, args.keycloak_url))
     print()
-    print(f"customer-lifecycle API, {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{args.customers} customers; client and stack on one machine")
+    print(
+        f"customer-lifecycle API, {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{args.customers} customers; client and stack on one machine"
+    )
     print(_table(results))
     # Timeouts are results (they are in the table); a wrong answer or nothing answered at all is a failure.
     wrong = [k for r in results for k in r.outcomes if k.startswith("HTTP ") or k in ("GraphQL error", "not found")]

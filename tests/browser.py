@@ -58,16 +58,19 @@ def _apt(*command: str) -> str:
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     try:
         done = subprocess.run(
-            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=APT_TIMEOUT_SECONDS, check=False,
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=APT_TIMEOUT_SECONDS,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ChromiumUnavailable(f"installing chromium: `{' '.join(command)}` failed: {exc}") from exc
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        raise ChromiumUnavailable(
-            f"installing chromium: `{' '.join(command)}` exited with {done.returncode}:\n{tail}"
-        )
+        raise ChromiumUnavailable(f"installing chromium: `{' '.join(command)}` exited with {done.returncode}:\n{tail}")
     return done.stdout
 
 

@@ -47,7 +47,9 @@ async def stack() -> AsyncIterator[DevStack]:
 async def portal(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     """The portal's server: an HTTP client to the API holding the portal service account's token."""
     token = await client_token(stack, "portal", "portal-dev-secret")
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         yield http
 
 
@@ -63,7 +65,9 @@ async def database(stack: DevStack) -> AsyncIterator[asyncpg.Pool]:
 async def ops(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     """Operations staff: an HTTP client to the API holding the ops service account's token."""
     token = await client_token(stack, "ops", "ops-dev-secret")
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         yield http
 
 

@@ -50,8 +50,12 @@ async def main(names: list[str]) -> None:
             try:
                 if "case" in inspect.signature(scenario).parameters:
                     case = paths.Case(env, world, paths.QUIET)
-                    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow],
-                                      activities=world.activities()):
+                    async with Worker(
+                        env.client,
+                        task_queue=case.task_queue,
+                        workflows=[CustomerWorkflow],
+                        activities=world.activities(),
+                    ):
                         await scenario(case)
                         await asyncio.sleep(1.0)  # let trailing records finish so the history is complete
                 else:

@@ -193,7 +193,9 @@ class Keycloak:
 @pytest.fixture(scope="module")
 async def keycloak(starts_servers: None) -> AsyncIterator[Keycloak]:
     port = free_port()
-    async with running_app(create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}"), port) as url:
+    async with running_app(
+        create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}"), port
+    ) as url:
         issuer = f"{url}/realms/{REALM}"
         async with httpx.AsyncClient() as http:
             (jwk,) = (await http.get(f"{issuer}/protocol/openid-connect/certs")).json()["keys"]
@@ -240,7 +242,9 @@ async def test_a_portal_token_from_keycloak_is_accepted(keycloak: Keycloak, keyc
     assert ops.client_id == "ops" and ops.roles == {"ops"}
 
 
-async def test_a_keycloak_token_for_another_client_is_rejected(keycloak: Keycloak, keycloak_verifier: TokenVerifier) -> None:
+async def test_a_keycloak_token_for_another_client_is_rejected(
+    keycloak: Keycloak, keycloak_verifier: TokenVerifier
+) -> None:
     worker = await keycloak.token("customer-lifecycle", "customer-lifecycle-dev-secret")
     assert "aud" not in claims_of(worker) and claims_of(worker)["azp"] == "customer-lifecycle"
     with pytest.raises(AuthenticationError, match="not meant for this API"):
@@ -305,7 +309,9 @@ async def test_the_issuer_must_match_exactly(issuer: Issuer, verifier: TokenVeri
         pytest.param({"realm_access": DROP}, id="no roles"),
     ],
 )
-async def test_tokens_meant_for_us_are_accepted(issuer: Issuer, verifier: TokenVerifier, overrides: dict[str, Any]) -> None:
+async def test_tokens_meant_for_us_are_accepted(
+    issuer: Issuer, verifier: TokenVerifier, overrides: dict[str, Any]
+) -> None:
     principal = await verifier.verify(issuer.token(**overrides))
     assert principal.subject == "8d1c7a0e-portal-service-account"
 
@@ -442,7 +448,9 @@ class _Customers:
 
 CUSTOMER_ID = "00000000-0000-8000-8000-000000000000"
 GET_CUSTOMER = "query Get($id: ID!) { customer(id: $id) { id status } }"
-REGISTER = """mutation { customerRegister(input: {email: "x@example.com", customerType: INDIVIDUAL}) { customer { id } } }"""
+REGISTER = (
+    """mutation { customerRegister(input: {email: "x@example.com", customerType: INDIVIDUAL}) { customer { id } } }"""
+)
 
 
 def _context(customers: _Customers, *roles: str) -> Context:
@@ -451,9 +459,13 @@ def _context(customers: _Customers, *roles: str) -> Context:
 
 
 @pytest.mark.parametrize("roles", [(), ("customer",), ("offline_access", "uma_authorization")], ids=str)
-async def test_a_caller_without_portal_or_ops_role_is_forbidden_before_any_resolver_runs(roles: tuple[str, ...]) -> None:
+async def test_a_caller_without_portal_or_ops_role_is_forbidden_before_any_resolver_runs(
+    roles: tuple[str, ...],
+) -> None:
     customers = _Customers()
-    read = await schema.execute(GET_CUSTOMER, variable_values={"id": CUSTOMER_ID}, context_value=_context(customers, *roles))
+    read = await schema.execute(
+        GET_CUSTOMER, variable_values={"id": CUSTOMER_ID}, context_value=_context(customers, *roles)
+    )
     assert read.data == {"customer": None}
     assert read.errors is not None
     assert [(e.message, e.extensions) for e in read.errors] == [("forbidden", {"code": "FORBIDDEN"})]
@@ -466,6 +478,8 @@ async def test_a_caller_without_portal_or_ops_role_is_forbidden_before_any_resol
 @pytest.mark.parametrize("role", ["portal", "ops"])
 async def test_portal_and_ops_reach_the_resolver(role: str) -> None:
     customers = _Customers()
-    result = await schema.execute(GET_CUSTOMER, variable_values={"id": CUSTOMER_ID}, context_value=_context(customers, role))
+    result = await schema.execute(
+        GET_CUSTOMER, variable_values={"id": CUSTOMER_ID}, context_value=_context(customers, role)
+    )
     assert result.errors is None and result.data == {"customer": None}
     assert customers.calls == [f"get {CUSTOMER_ID}"]

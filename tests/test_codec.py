@@ -176,12 +176,18 @@ class StubVerifier:
 @pytest.fixture
 async def codec_http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(**{"payload_encryption_keys": _spec(("k", _key())), "temporal_ui_origin": UI_ORIGIN, **overrides})
+    settings = Settings(
+        **{"payload_encryption_keys": _spec(("k", _key())), "temporal_ui_origin": UI_ORIGIN, **overrides}
+    )
     app = Starlette(routes=[Mount("/codec", app=codec_app(settings))])
-    app.state.services = SimpleNamespace(verifier=StubVerifier({
-        "ops-token": Principal(subject="ops", client_id="ops", roles=frozenset({"ops"})),
-        "portal-token": Principal(subject="portal", client_id="portal", roles=frozenset({"portal"})),
-    }))
+    app.state.services = SimpleNamespace(
+        verifier=StubVerifier(
+            {
+                "ops-token": Principal(subject="ops", client_id="ops", roles=frozenset({"ops"})),
+                "portal-token": Principal(subject="portal", client_id="portal", roles=frozenset({"portal"})),
+            }
+        )
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
         yield http
 
@@ -212,8 +218,12 @@ async def test_codec_server_encodes_and_decodes_for_ops(codec_http: httpx.AsyncC
 async def test_codec_server_refuses_callers_without_the_ops_role(codec_http: httpx.AsyncClient) -> None:
     body = _body(_plain("x@example.com"))
     assert (await codec_http.post("/codec/decode", json=body)).status_code == 401
-    assert (await codec_http.post("/codec/decode", json=body, headers={"Authorization": "Basic b3BzOm9wcw=="})).status_code == 401
-    assert (await codec_http.post("/codec/decode", json=body, headers={"Authorization": "Bearer forged"})).status_code == 401
+    assert (
+        await codec_http.post("/codec/decode", json=body, headers={"Authorization": "Basic b3BzOm9wcw=="})
+    ).status_code == 401
+    assert (
+        await codec_http.post("/codec/decode", json=body, headers={"Authorization": "Bearer forged"})
+    ).status_code == 401
     for path in ("/codec/decode", "/codec/encode"):
         response = await codec_http.post(path, json=body, headers={"Authorization": "Bearer portal-token"})
         assert response.status_code == 403 and response.json() == {"error": "the codec needs the ops role"}
@@ -221,8 +231,18 @@ async def test_codec_server_refuses_callers_without_the_ops_role(codec_http: htt
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{", b"null", b'"payloads"', b'{"payloads": "x"}', b'{"payloads": [1]}', b'{"other": []}',
-     b'{"payloads": [{"metadata": {"encoding": 5}}]}', b"\xff\xfe", b"[" * 100_000],
+    [
+        b"",
+        b"{",
+        b"null",
+        b'"payloads"',
+        b'{"payloads": "x"}',
+        b'{"payloads": [1]}',
+        b'{"other": []}',
+        b'{"payloads": [{"metadata": {"encoding": 5}}]}',
+        b"\xff\xfe",
+        b"[" * 100_000,
+    ],
 )
 async def test_codec_server_answers_400_to_malformed_bodies(codec_http: httpx.AsyncClient, body: bytes) -> None:
     response = await codec_http.post("/codec/decode", content=body, headers={**OPS, "Content-Type": "application/json"})
@@ -293,7 +313,9 @@ async def test_no_plaintext_email_in_the_temporal_history(stack: DevStack, porta
     kinds: set[str] = set()
     for event in events:
         raw = event.SerializeToString()
-        assert local.encode() not in raw, f"plaintext email in event {event.event_id} ({event.WhichOneof('attributes')})"
+        assert local.encode() not in raw, (
+            f"plaintext email in event {event.event_id} ({event.WhichOneof('attributes')})"
+        )
         for payload, is_search_attribute in _all_payloads(event):
             if not is_search_attribute:  # indexed by the server, never personal data (see search_attributes.py)
                 assert payload.metadata["encoding"] == ENCRYPTED_ENCODING, (event.event_id, dict(payload.metadata))
@@ -317,7 +339,11 @@ async def test_no_plaintext_email_in_the_temporal_history(stack: DevStack, porta
         response = await http.post(
             "/codec/decode",
             json=json_format.MessageToDict(started.input),
-            headers={"Authorization": f"Bearer {ops_token}", "X-Namespace": "default", "Origin": stack.child_env["TEMPORAL_UI_ORIGIN"]},
+            headers={
+                "Authorization": f"Bearer {ops_token}",
+                "X-Namespace": "default",
+                "Origin": stack.child_env["TEMPORAL_UI_ORIGIN"],
+            },
         )
     assert response.status_code == 200, response.text
     assert response.headers["access-control-allow-origin"] == stack.child_env["TEMPORAL_UI_ORIGIN"]
@@ -334,7 +360,9 @@ async def test_codec_endpoints_need_an_ops_token(stack: DevStack) -> None:
     ops_token = await client_token(stack, "ops", "ops-dev-secret")
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         assert (await http.post("/codec/decode", json=body)).status_code == 401
-        assert (await http.post("/codec/decode", json=body, headers={"Authorization": "Bearer not.a.jwt"})).status_code == 401
+        assert (
+            await http.post("/codec/decode", json=body, headers={"Authorization": "Bearer not.a.jwt"})
+        ).status_code == 401
         forbidden = await http.post("/codec/decode", json=body, headers={"Authorization": f"Bearer {portal_token}"})
         assert forbidden.status_code == 403
         allowed = await http.post("/codec/decode", json=body, headers={"Authorization": f"Bearer {ops_token}"})
@@ -354,9 +382,14 @@ async def test_codec_cors_admits_only_the_temporal_ui(stack: DevStack) -> None:
     ui_origin = stack.child_env["TEMPORAL_UI_ORIGIN"]
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         for path in ("/codec/decode", "/codec/encode"):
-            allowed = await http.options(path, headers={
-                "Origin": ui_origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": CORS_HEADERS,
-            })
+            allowed = await http.options(
+                path,
+                headers={
+                    "Origin": ui_origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": CORS_HEADERS,
+                },
+            )
             assert allowed.status_code == 200, allowed.text
             assert allowed.headers["access-control-allow-origin"] == ui_origin
             assert allowed.headers["access-control-allow-credentials"] == "true"
@@ -364,12 +397,19 @@ async def test_codec_cors_admits_only_the_temporal_ui(stack: DevStack) -> None:
             assert {"x-namespace", "content-type", "authorization"} <= allowed_headers
             assert "POST" in allowed.headers["access-control-allow-methods"]
 
-            refused = await http.options(path, headers={
-                "Origin": "http://evil.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": CORS_HEADERS,
-            })
+            refused = await http.options(
+                path,
+                headers={
+                    "Origin": "http://evil.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": CORS_HEADERS,
+                },
+            )
             assert refused.status_code >= 400 and "access-control-allow-origin" not in refused.headers
         # A real call from another origin gets no CORS grant, so a browser would not hand it the answer.
-        unauthorised = await http.post("/codec/decode", json={"payloads": []}, headers={"Origin": "http://evil.example"})
+        unauthorised = await http.post(
+            "/codec/decode", json={"payloads": []}, headers={"Origin": "http://evil.example"}
+        )
         assert unauthorised.status_code == 401 and "access-control-allow-origin" not in unauthorised.headers
         # The UI's own origin can read even a refusal (and show it).
         from_ui = await http.post("/codec/decode", json={"payloads": []}, headers={"Origin": ui_origin})

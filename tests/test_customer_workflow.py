@@ -98,13 +98,22 @@ class FakeWorld:
         @activity.defn(name="open_deposit_account")
         async def open_deposit_account(request: OpenDepositAccountInput) -> dict:
             self.accounts.append(request)
-            return {"id": request.account_id, "category": request.category, "status": "ACTIVE",
-                    "created_at": datetime.now(UTC).isoformat()}
+            return {
+                "id": request.account_id,
+                "category": request.category,
+                "status": "ACTIVE",
+                "created_at": datetime.now(UTC).isoformat(),
+            }
 
         @activity.defn(name="set_deposit_account_status")
         async def set_deposit_account_status(request: SetAccountStatusInput) -> dict:
             self.account_statuses.append(request.status.value)
-            return {"id": "acc", "category": "INDIVIDUAL", "status": request.status, "created_at": datetime.now(UTC).isoformat()}
+            return {
+                "id": "acc",
+                "category": "INDIVIDUAL",
+                "status": request.status,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
 
         @activity.defn(name="provision_keycloak_user")
         async def provision_keycloak_user(request: ProvisionUserInput) -> ProvisionedUser:
@@ -115,7 +124,9 @@ class FakeWorld:
         @activity.defn(name="set_keycloak_user_enabled")
         async def set_keycloak_user_enabled(request: SetUserEnabledInput) -> None:
             if self.keycloak_user_gone:
-                raise ApplicationError("Keycloak refused the request (404)", type="KeycloakRejected", non_retryable=True)
+                raise ApplicationError(
+                    "Keycloak refused the request (404)", type="KeycloakRejected", non_retryable=True
+                )
             self.user_enabled.append(request.enabled)
 
         @activity.defn(name="delete_keycloak_user")
@@ -158,10 +169,21 @@ class FakeWorld:
         async def notify_customer(notification: Notification) -> None:
             self.notifications.append(notification)
 
-        return [record_change, open_deposit_account, set_deposit_account_status, provision_keycloak_user,
-                set_keycloak_user_enabled, delete_keycloak_user, create_sumsub_applicant, create_kyc_link,
-                deactivate_sumsub_applicant, poll_kyc_review, notify_customer, change_keycloak_user_email,
-                change_sumsub_applicant_email]
+        return [
+            record_change,
+            open_deposit_account,
+            set_deposit_account_status,
+            provision_keycloak_user,
+            set_keycloak_user_enabled,
+            delete_keycloak_user,
+            create_sumsub_applicant,
+            create_kyc_link,
+            deactivate_sumsub_applicant,
+            poll_kyc_review,
+            notify_customer,
+            change_keycloak_user_email,
+            change_sumsub_applicant_email,
+        ]
 
 
 def event(kind: KycEventKind, minute: int, applicant_id: str = "applicant-1", comment: str | None = None) -> KycEvent:
@@ -332,17 +354,27 @@ async def test_keycloak_user_of_another_customer_fails_without_touching_it(case:
 async def test_suspend_reactivate_close_and_illegal_transitions_are_refused(case: Case) -> None:
     handle = await case.start()
     await case.wait_for("AWAITING_KYC")
-    refused = await refusal(handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="fraud", actor="ops-1")))
-    assert (refused.type, refused.message) == (ErrorType.ILLEGAL_TRANSITION, "cannot suspend a customer whose status is INACTIVE")
+    refused = await refusal(
+        handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="fraud", actor="ops-1"))
+    )
+    assert (refused.type, refused.message) == (
+        ErrorType.ILLEGAL_TRANSITION,
+        "cannot suspend a customer whose status is INACTIVE",
+    )
     blank = await refusal(handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason=" ", actor="ops-1")))
     assert (blank.type, blank.message) == (ErrorType.INVALID_INPUT, "a reason is required")
     await case.send(event(KycEventKind.APPROVED, 1))
     await case.wait_for("ONBOARDED")
     refused = await refusal(handle.execute_update(CustomerWorkflow.reactivate, ReactivateRequest(actor="ops-1")))
-    assert (refused.type, refused.message) == (ErrorType.ILLEGAL_TRANSITION, "cannot reactivate a customer whose status is ACTIVE")
+    assert (refused.type, refused.message) == (
+        ErrorType.ILLEGAL_TRANSITION,
+        "cannot reactivate a customer whose status is ACTIVE",
+    )
     assert case.world.account_statuses == [] and case.world.user_enabled == []  # the refusals changed nothing
 
-    suspended = await handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="fraud check", actor="ops-1"))
+    suspended = await handle.execute_update(
+        CustomerWorkflow.suspend, SuspendRequest(reason="fraud check", actor="ops-1")
+    )
     assert (suspended.status.value, suspended.suspension_reason) == ("SUSPENDED", "fraud check")
     active = await handle.execute_update(CustomerWorkflow.reactivate, ReactivateRequest(actor="ops-2"))
     assert active.status.value == "ACTIVE"
@@ -393,7 +425,9 @@ async def test_reminders_until_expiry_then_expired_with_user_disabled_and_applic
         status_poll_interval=timedelta(hours=1),
     )
     case = Case(env, world, policy)
-    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
         await case.start()
         expired = await case.wait_for("EXPIRED")
         await eventually(lambda: world.recorded[-1] == "kyc.expired")
@@ -407,10 +441,14 @@ async def test_no_reminder_once_the_customer_has_submitted(env: WorkflowEnvironm
     # The status poll comes a second after the reminder would have: once it has run, the workflow has been
     # awake past the reminder's time and sent none.
     policy = OnboardingPolicy(
-        reminders_after=[timedelta(seconds=1)], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=2)
+        reminders_after=[timedelta(seconds=1)],
+        expires_after=timedelta(hours=1),
+        status_poll_interval=timedelta(seconds=2),
     )
     case = Case(env, world, policy)
-    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
         await case.start()
         await case.wait_for("AWAITING_KYC")
         await case.send(event(KycEventKind.SUBMITTED, 1))
@@ -421,9 +459,13 @@ async def test_no_reminder_once_the_customer_has_submitted(env: WorkflowEnvironm
 
 async def test_a_review_whose_webhook_was_lost_is_found_by_polling(env: WorkflowEnvironment, world: FakeWorld) -> None:
     world.polled_review = event(KycEventKind.APPROVED, 30)
-    policy = OnboardingPolicy(reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1))
+    policy = OnboardingPolicy(
+        reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1)
+    )
     case = Case(env, world, policy)
-    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
         await case.start()
         state = await case.wait_for("ONBOARDED")
     assert world.polls >= 1 and state.status.value == "ACTIVE" and len(world.accounts) == 1
@@ -433,12 +475,15 @@ async def test_continues_as_new_with_its_state_and_loses_no_event() -> None:
     world = FakeWorld()
     async with await _local_env("--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=60") as small:
         case = Case(small, world, QUIET)
-        async with Worker(small.client, task_queue=case.task_queue, workflows=[CustomerWorkflow],
-                          activities=world.activities()):
+        async with Worker(
+            small.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+        ):
             handle = await case.start()
             await case.wait_for("AWAITING_KYC")
             first_run = (await handle.describe()).run_id
-            unknown = [event(KycEventKind.IGNORED, 0).model_copy(update={"dedupe_key": f"unknown-{i}"}) for i in range(40)]
+            unknown = [
+                event(KycEventKind.IGNORED, 0).model_copy(update={"dedupe_key": f"unknown-{i}"}) for i in range(40)
+            ]
             await case.send(*unknown)
             await case.send(event(KycEventKind.SUBMITTED, 1), event(KycEventKind.APPROVED, 2))
             state = await case.wait_for("ONBOARDED")
@@ -452,13 +497,17 @@ async def test_continues_as_new_with_its_state_and_loses_no_event() -> None:
 async def test_email_change_reaches_keycloak_and_sumsub_or_is_reverted_everywhere(case: Case) -> None:
     handle = await case.start()
     await case.wait_for("AWAITING_KYC")
-    changed = await handle.execute_update(CustomerWorkflow.change_email, ChangeEmailRequest(email=" Ada.New@Example.com", actor="ops-1"))
+    changed = await handle.execute_update(
+        CustomerWorkflow.change_email, ChangeEmailRequest(email=" Ada.New@Example.com", actor="ops-1")
+    )
     assert changed.registration.email == "ada.new@example.com"
     assert case.world.keycloak_emails == ["ada.new@example.com"] and case.world.sumsub_emails == ["ada.new@example.com"]
 
     case.world.email_taken_in_keycloak = True
     refused = await refusal(
-        handle.execute_update(CustomerWorkflow.change_email, ChangeEmailRequest(email="taken@example.com", actor="ops-1"))
+        handle.execute_update(
+            CustomerWorkflow.change_email, ChangeEmailRequest(email="taken@example.com", actor="ops-1")
+        )
     )
     assert (refused.type, refused.message) == (ErrorType.EMAIL_CONFLICT, "KeycloakUserConflict: taken")
     state = await handle.query(CustomerWorkflow.state)
@@ -489,7 +538,9 @@ async def test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_t
     await case.send(event(KycEventKind.DECLINED, 1))
     await eventually(lambda: "step.failed" in case.world.recorded)
     state = await handle.query(CustomerWorkflow.state)
-    assert state.stage.value == "KYC_DECLINED" and state.last_error is not None and "KeycloakRejected" in state.last_error
+    assert (
+        state.stage.value == "KYC_DECLINED" and state.last_error is not None and "KeycloakRejected" in state.last_error
+    )
     case.world.keycloak_user_gone = False
     closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="cleanup", actor="ops-1"))
     assert closed.stage.value == "CLOSED"
@@ -499,9 +550,13 @@ async def test_polling_the_same_completed_review_again_changes_and_records_nothi
     env: WorkflowEnvironment, world: FakeWorld
 ) -> None:
     world.polled_review = event(KycEventKind.RESUBMISSION_REQUESTED, 30, comment="blurry")
-    policy = OnboardingPolicy(reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1))
+    policy = OnboardingPolicy(
+        reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1)
+    )
     case = Case(env, world, policy)
-    async with Worker(env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
         await case.start()
         await case.wait_for("KYC_RESUBMISSION_REQUESTED")
         await eventually(lambda: world.polls >= 3)

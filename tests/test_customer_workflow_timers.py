@@ -50,7 +50,9 @@ async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Cus
 
 async def test_reminders_on_days_1_3_and_7_then_expiry_on_day_30(skipping: WorkflowEnvironment) -> None:
     world, task_queue = FakeWorld(), f"tq-{uuid.uuid4()}"
-    async with Worker(skipping.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+    async with Worker(
+        skipping.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
         handle = await start(skipping, task_queue)
         await handle.query(CustomerWorkflow.state)  # the first workflow task has run
         started = await skipping.get_current_time()
@@ -78,7 +80,9 @@ async def test_a_submitted_customer_is_not_reminded_and_a_lost_verdict_is_found_
     skipping: WorkflowEnvironment,
 ) -> None:
     world, task_queue = FakeWorld(), f"tq-{uuid.uuid4()}"
-    async with Worker(skipping.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()):
+    async with Worker(
+        skipping.client, task_queue=task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
         handle = await start(skipping, task_queue)
         await handle.query(CustomerWorkflow.state)
         started = await skipping.get_current_time()

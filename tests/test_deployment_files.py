@@ -46,7 +46,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """Docker Compose rejects a key given twice in one mapping; PyYAML would silently keep the last."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode) and not key.tag.endswith(":merge")]
+        keys = [
+            key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode) and not key.tag.endswith(":merge")
+        ]
         duplicates = {key for key in keys if keys.count(key) > 1}
         if duplicates:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark)
@@ -75,8 +77,10 @@ def raw_env(name: str) -> dict[str, str]:
     if isinstance(env, list):
         pairs = (item.split("=", 1) if "=" in item else (item, "") for item in env)
         return {key: value for key, value in pairs}
-    return {key: "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            for key, value in env.items()}
+    return {
+        key: "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        for key, value in env.items()
+    }
 
 
 def interpolate(value: str) -> str:
@@ -248,7 +252,7 @@ def image_path(relative: str) -> str | None:
         if source == ".":
             return f"{dest.rstrip('/')}/{relative}"
         if relative == source or relative.startswith(source + "/"):
-            return dest + relative[len(source):]
+            return dest + relative[len(source) :]
     return None
 
 
@@ -290,7 +294,9 @@ def _shared_settings_functions() -> dict[str, set[str]]:
 
 def settings_read_by(process: str) -> set[str]:
     """Settings fields a process reads: in its own packages, and through the shared functions it calls."""
-    sources = [path.read_text() for package in PROCESS_PACKAGES[process] for path in (REPO_ROOT / package).rglob("*.py")]
+    sources = [
+        path.read_text() for package in PROCESS_PACKAGES[process] for path in (REPO_ROOT / package).rglob("*.py")
+    ]
     fields: set[str] = set()
     shared = _shared_settings_functions()
     for source in sources:
@@ -326,9 +332,13 @@ def test_no_emulator_or_dev_server_runs_in_production() -> None:
     for name, svc in services().items():
         text = " ".join([name, str(svc.get("image", "")), *command(name)])
         assert "emulator" not in text.lower(), f"{name} runs an emulator"
-        assert not any(part.startswith(("dev.", "emulators")) for part in command(name)), f"{name} runs an emulator module"
+        assert not any(part.startswith(("dev.", "emulators")) for part in command(name)), (
+            f"{name} runs an emulator module"
+        )
         assert "start-dev" not in command(name) or name == "keycloak", f"{name} runs a development server"
-    assert str(service("keycloak")["image"]).startswith("quay.io/keycloak/keycloak:26"), "Keycloak must be the real server"
+    assert str(service("keycloak")["image"]).startswith("quay.io/keycloak/keycloak:26"), (
+        "Keycloak must be the real server"
+    )
     assert str(service("temporal")["image"]).startswith(("temporalio/auto-setup:", "temporalio/server:"))
     for name in APP_SERVICES:
         for key, value in env(name).items():
@@ -351,7 +361,9 @@ def test_every_application_variable_is_a_settings_field(name: str) -> None:
 def test_dockerfile_env_names_are_settings_fields_or_python_runtime() -> None:
     runtime = {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONFAULTHANDLER"}
     for key in dockerfile_env():
-        assert key in SETTINGS_VARS or key in runtime or key.startswith("PIP_"), f"Dockerfile ENV {key} is not read by anything"
+        assert key in SETTINGS_VARS or key in runtime or key.startswith("PIP_"), (
+            f"Dockerfile ENV {key} is not read by anything"
+        )
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -376,13 +388,19 @@ def test_secrets_are_required_interpolations_never_literals() -> None:
             if SECRET_NAME.search(key) and value not in ("true", "false"):  # not flags like ..._PASS_ACCESS_TOKEN
                 assert REQUIRED_INTERPOLATION.fullmatch(value), f"{name}: {key} must be ${{VAR:?...}}, not {value!r}"
     for name in APP_SERVICES:
-        userinfo = raw_env(name)["DATABASE_URL"].partition("://")[2].rpartition("@")[0]  # before parsing: `:?` is not a query
+        userinfo = (
+            raw_env(name)["DATABASE_URL"].partition("://")[2].rpartition("@")[0]
+        )  # before parsing: `:?` is not a query
         password = INTERPOLATION.sub("", userinfo).partition(":")[2]
-        assert REQUIRED_INTERPOLATION.search(userinfo) and not password, f"{name}: DATABASE_URL's password must be ${{VAR:?...}}"
+        assert REQUIRED_INTERPOLATION.search(userinfo) and not password, (
+            f"{name}: DATABASE_URL's password must be ${{VAR:?...}}"
+        )
     text = COMPOSE_FILE.read_text()
     for client in realm().get("clients", []):
         if client.get("secret"):
-            assert client["secret"] not in text, f"the realm's dev secret of `{client['clientId']}` is in docker-compose.yml"
+            assert client["secret"] not in text, (
+                f"the realm's dev secret of `{client['clientId']}` is in docker-compose.yml"
+            )
 
 
 # --- compose: wiring between services --------------------------------------------------------------------
@@ -399,7 +417,10 @@ def test_database_url_points_at_the_app_database_on_the_postgres_service() -> No
         assert url.password == pg["POSTGRES_PASSWORD"], "DATABASE_URL and POSTGRES_PASSWORD differ"
         database = url.path.lstrip("/")
         assert database == pg.get("POSTGRES_DB", url.username), f"{name}: database {database!r} is never created"
-        assert database not in (temporal.get("DBNAME", "temporal"), temporal.get("VISIBILITY_DBNAME", "temporal_visibility"))
+        assert database not in (
+            temporal.get("DBNAME", "temporal"),
+            temporal.get("VISIBILITY_DBNAME", "temporal_visibility"),
+        )
     assert env("api")["DATABASE_URL"] == env("worker")["DATABASE_URL"]
 
 
@@ -418,10 +439,12 @@ def test_services_use_the_temporal_service_and_its_namespace() -> None:
         host, _, port = env(name)["TEMPORAL_ADDRESS"].rpartition(":")
         assert host == "temporal" and port == "7233", f"{name}: TEMPORAL_ADDRESS is not the temporal service"
     for name in APP_SERVICES:
-        assert effective_env(name).get("TEMPORAL_NAMESPACE", Settings().temporal_namespace) == namespace, \
+        assert effective_env(name).get("TEMPORAL_NAMESPACE", Settings().temporal_namespace) == namespace, (
             f"{name} uses a namespace auto-setup does not create"
-    assert env("api").get("TEMPORAL_TASK_QUEUE") == env("worker").get("TEMPORAL_TASK_QUEUE"), \
+        )
+    assert env("api").get("TEMPORAL_TASK_QUEUE") == env("worker").get("TEMPORAL_TASK_QUEUE"), (
         "the API would start workflows on a queue no worker polls"
+    )
 
 
 def test_keycloak_imports_the_realm_the_emulator_seeds_from() -> None:
@@ -431,10 +454,14 @@ def test_keycloak_imports_the_realm_the_emulator_seeds_from() -> None:
     assert "--import-realm" in command("keycloak")
     mounted = []
     for volume in kc.get("volumes") or []:
-        source, target = (volume["source"], volume["target"]) if isinstance(volume, dict) else str(volume).split(":")[:2]
+        source, target = (
+            (volume["source"], volume["target"]) if isinstance(volume, dict) else str(volume).split(":")[:2]
+        )
         if target.startswith(KEYCLOAK_IMPORT_DIR + "/") or target == KEYCLOAK_IMPORT_DIR:
             mounted.append((REPO_ROOT / source).resolve())
-    assert mounted == [Path(DEFAULT_REALM_FILE).resolve()], f"Keycloak imports {mounted}, the emulator {DEFAULT_REALM_FILE}"
+    assert mounted == [Path(DEFAULT_REALM_FILE).resolve()], (
+        f"Keycloak imports {mounted}, the emulator {DEFAULT_REALM_FILE}"
+    )
 
 
 def test_token_issuer_is_the_url_the_services_use() -> None:
@@ -501,7 +528,9 @@ def test_depends_on_targets_exist_are_healthchecked_and_awaited() -> None:
         assert isinstance(depends, dict), f"{name}: depends_on must use `condition: service_healthy`"
         for target, spec in depends.items():
             assert target in services(), f"{name} depends on undefined service {target}"
-            assert (spec or {}).get("condition") == "service_healthy", f"{name} does not wait for {target} to be healthy"
+            assert (spec or {}).get("condition") == "service_healthy", (
+                f"{name} does not wait for {target} to be healthy"
+            )
             assert healthcheck(target) is not None, f"{name} waits for {target}, which has no healthcheck"
     for name in ("postgres", "temporal", "keycloak", "api"):
         assert healthcheck(name) is not None, f"{name} has no healthcheck"
@@ -523,7 +552,9 @@ def test_every_referenced_file_exists() -> None:
         if build is not None:
             context = REPO_ROOT / (build if isinstance(build, str) else build.get("context", "."))
             assert context.is_dir(), f"{name}: build context {context} is missing"
-            dockerfile_path = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+            dockerfile_path = context / (
+                "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            )
             assert dockerfile_path.is_file(), f"{name}: {dockerfile_path} is missing"
         for volume in svc.get("volumes") or []:
             source = volume.get("source") if isinstance(volume, dict) else str(volume).split(":")[0]
@@ -566,7 +597,9 @@ def test_dockerfile_base_user_and_install() -> None:
     users = dockerfile_args("USER")
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
     installs = [args for args in dockerfile_args("RUN") if re.search(r"\bpip install\b", args)]
-    assert any(re.search(r"\bpip install (?:[^&;|]*\s)?\.(?:\s|$)", args) for args in installs), "`pip install .` is missing"
+    assert any(re.search(r"\bpip install (?:[^&;|]*\s)?\.(?:\s|$)", args) for args in installs), (
+        "`pip install .` is missing"
+    )
     assert not any("[test]" in args for args in installs), "the test extra does not belong in the image"
 
 
@@ -606,7 +639,9 @@ def test_image_contains_the_packages_migrations_and_realm_beside_each_other() ->
     assert sql_files, "no migrations to ship"
     for sql in sql_files:
         relative = sql.relative_to(REPO_ROOT).as_posix()
-        assert image_path(relative) == f"{import_root}/{relative}", f"{relative} is not where db/pool.py looks in the image"
+        assert image_path(relative) == f"{import_root}/{relative}", (
+            f"{relative} is not where db/pool.py looks in the image"
+        )
     assert image_path("dev/stack.py") is None, "the dev stack (and its emulators) must not ship in the image"
 
 

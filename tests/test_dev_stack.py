@@ -58,7 +58,11 @@ def test_dev_stack_starts_prints_its_urls_and_ctrl_c_stops_every_process() -> No
     env = clean_env() | {"DATA_DIR": data_dir}
     proc = subprocess.Popen(
         ["unshare", "--net", sys.executable, "-c", _LAUNCH],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     output: list[str] = []
@@ -71,8 +75,15 @@ def test_dev_stack_starts_prints_its_urls_and_ctrl_c_stops_every_process() -> No
         up_after = time.monotonic() - started
         banner = "".join(output)
         assert "dev stack is up" in banner, banner[-3000:]
-        for expected in ("http://127.0.0.1:8000/graphql", "http://127.0.0.1:8233", "127.0.0.1:7233",
-                         "http://127.0.0.1:8080", "http://127.0.0.1:8090", "portal-dev-secret", "ops-dev-secret"):
+        for expected in (
+            "http://127.0.0.1:8000/graphql",
+            "http://127.0.0.1:8233",
+            "127.0.0.1:7233",
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8090",
+            "portal-dev-secret",
+            "ops-dev-secret",
+        ):
             assert expected in banner, expected
         assert len(_processes_mentioning(data_dir)) >= 6  # temporal, postgres, 2 emulators, worker, api
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the foreground group
@@ -95,8 +106,9 @@ async def test_customers_and_their_workflows_survive_a_restart_of_the_whole_stac
     ports = Ports.free()
 
     def new_stack() -> DevStack:
-        return DevStack(data_dir=data_dir / "data", ports=ports, env=clean_env() | {"LOG_FORMAT": "json"},
-                        log_dir=data_dir / "logs")
+        return DevStack(
+            data_dir=data_dir / "data", ports=ports, env=clean_env() | {"LOG_FORMAT": "json"}, log_dir=data_dir / "logs"
+        )
 
     first = new_stack()
     try:
@@ -112,12 +124,22 @@ async def test_customers_and_their_workflows_survive_a_restart_of_the_whole_stac
         await second.start()
         async with await portal_client(second) as portal:
             # The Sumsub emulator forgets its applicants on restart, so the verdict comes as Sumsub would send it.
-            body = json.dumps({"type": "applicantReviewed", "externalUserId": customer["id"],
-                               "applicantId": waiting["kyc"]["applicantId"], "correlationId": "req-after-restart",
-                               "createdAtMs": "2030-01-01 00:00:00.000", "reviewStatus": "completed",
-                               "reviewResult": {"reviewAnswer": "GREEN"}}).encode()
-            response = await portal.post("/webhooks/sumsub", content=body,
-                                         headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})
+            body = json.dumps(
+                {
+                    "type": "applicantReviewed",
+                    "externalUserId": customer["id"],
+                    "applicantId": waiting["kyc"]["applicantId"],
+                    "correlationId": "req-after-restart",
+                    "createdAtMs": "2030-01-01 00:00:00.000",
+                    "reviewStatus": "completed",
+                    "reviewResult": {"reviewAnswer": "GREEN"},
+                }
+            ).encode()
+            response = await portal.post(
+                "/webhooks/sumsub",
+                content=body,
+                headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")},
+            )
             assert response.status_code == 200
             done = await wait_for_stage(portal, customer["id"], "ONBOARDED")
     finally:

@@ -66,17 +66,23 @@ def test_created_at_ms_is_a_string_timestamp_and_orders_events() -> None:
     payload = {"type": "applicantPending", "externalUserId": "c", "createdAtMs": "2020-02-21 13:23:19.321"}
     event = kyc_event_from_webhook(payload, dedupe_key="k", received_at=RECEIVED)
     assert event.occurred_at == datetime(2020, 2, 21, 13, 23, 19, 321000, tzinfo=UTC)
-    unparseable = kyc_event_from_webhook({**payload, "createdAtMs": 1582291399321}, dedupe_key="k", received_at=RECEIVED)
+    unparseable = kyc_event_from_webhook(
+        {**payload, "createdAtMs": 1582291399321}, dedupe_key="k", received_at=RECEIVED
+    )
     assert unparseable.occurred_at == RECEIVED
 
 
 def test_dedupe_key_uses_type_correlation_and_time_else_the_body_digest() -> None:
     payload = {"type": "applicantPending", "correlationId": "req-1", "createdAtMs": "2020-02-21 13:23:19.321"}
     assert webhook_dedupe_key(payload, b"x") == "applicantPending:req-1:2020-02-21 13:23:19.321"
-    assert webhook_dedupe_key({"type": "applicantPending"}, b"x") != webhook_dedupe_key({"type": "applicantPending"}, b"y")
+    assert webhook_dedupe_key({"type": "applicantPending"}, b"x") != webhook_dedupe_key(
+        {"type": "applicantPending"}, b"y"
+    )
 
 
-@pytest.mark.parametrize("body", [[], "text", {"type": "applicantPending"}, {"externalUserId": "c"}, {"type": 1, "externalUserId": "c"}])
+@pytest.mark.parametrize(
+    "body", [[], "text", {"type": "applicantPending"}, {"externalUserId": "c"}, {"type": 1, "externalUserId": "c"}]
+)
 def test_webhooks_without_type_or_external_user_id_are_invalid(body: object) -> None:
     with pytest.raises(InvalidWebhook):
         parse_webhook(body)
@@ -97,8 +103,12 @@ def test_the_services_refuse_to_start_with_the_public_dev_secrets() -> None:
         Settings(_env_file=None).refuse_dev_secrets()
     Settings(dev_secrets_allowed=True).refuse_dev_secrets()  # make dev and the tests
     real = {
-        "customer_id_secret": "c", "keycloak_client_secret": "k", "sumsub_app_token": "prd:t",
-        "sumsub_secret_key": "s", "sumsub_webhook_secret": "w", "payload_encryption_keys": "k1:" + "A" * 43 + "=",
+        "customer_id_secret": "c",
+        "keycloak_client_secret": "k",
+        "sumsub_app_token": "prd:t",
+        "sumsub_secret_key": "s",
+        "sumsub_webhook_secret": "w",
+        "payload_encryption_keys": "k1:" + "A" * 43 + "=",
     }
     Settings(**real).refuse_dev_secrets()
     with pytest.raises(SystemExit, match="PAYLOAD_ENCRYPTION_KEYS"):

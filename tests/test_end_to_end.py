@@ -57,15 +57,21 @@ async def test_individual_goes_from_registration_to_active(
     assert active["telegramHandle"] == "ada_lovelace"
 
     # Exactly one of everything, in every system.
-    assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = $1", registered["id"]) == 1
+    assert (
+        await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = $1", registered["id"]) == 1
+    )
     row = await database.fetchrow("SELECT status, onboarding_stage FROM customers WHERE id = $1", registered["id"])
     assert dict(row) == {"status": "ACTIVE", "onboarding_stage": "ONBOARDED"}
     users = await keycloak_admin.a_get_users({"email": "ada.lovelace@example.com", "exact": True})
     assert len(users) == 1 and users[0]["attributes"]["customer_id"] == [registered["id"]]
     applicant = await sumsub.get_applicant_by_external_user_id(registered["id"])
     assert applicant is not None and applicant.id == active["kyc"]["applicantId"]
-    events = [r["event_type"] for r in await database.fetch(
-        "SELECT event_type FROM customer_events WHERE customer_id = $1 ORDER BY id", registered["id"])]
+    events = [
+        r["event_type"]
+        for r in await database.fetch(
+            "SELECT event_type FROM customer_events WHERE customer_id = $1 ORDER BY id", registered["id"]
+        )
+    ]
     assert events[0] == "customer.registered" and events[-1] == "customer.activated"
 
 
@@ -122,12 +128,19 @@ async def test_forged_webhooks_are_rejected_and_change_nothing(
         attempts = [
             {},  # no digest at all
             {"X-Payload-Digest": "0" * 64, "X-Payload-Digest-Alg": "HMAC_SHA256_HEX"},
-            {"X-Payload-Digest": webhook_digest(body, "not-the-webhook-secret"), "X-Payload-Digest-Alg": "HMAC_SHA256_HEX"},
-            {"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret", "HMAC_SHA256_HEX"),
-             "X-Payload-Digest-Alg": "HMAC_MD5_HEX"},
+            {
+                "X-Payload-Digest": webhook_digest(body, "not-the-webhook-secret"),
+                "X-Payload-Digest-Alg": "HMAC_SHA256_HEX",
+            },
+            {
+                "X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret", "HMAC_SHA256_HEX"),
+                "X-Payload-Digest-Alg": "HMAC_MD5_HEX",
+            },
         ]
         for headers in attempts:
-            response = await http.post("/webhooks/sumsub", content=body, headers={"Content-Type": "application/json", **headers})
+            response = await http.post(
+                "/webhooks/sumsub", content=body, headers={"Content-Type": "application/json", **headers}
+            )
             assert response.status_code == 401, (headers, response.text)
         tampered = body.replace(b"GREEN", b"GREEM")
         good_digest = webhook_digest(body, "dev-sumsub-webhook-secret")
@@ -135,16 +148,25 @@ async def test_forged_webhooks_are_rejected_and_change_nothing(
         assert response.status_code == 401
         # An authentic webhook behind the forged ones, of a kind the workflow records as ignored: once its
         # audit row is there, the workflow has handled everything delivered before it.
-        after_them = json.dumps({
-            "applicantId": waiting["kyc"]["applicantId"], "externalUserId": customer["id"],
-            "type": "applicantPersonalInfoChanged", "correlationId": "req-after-forged",
-            "createdAtMs": "2030-01-01 00:00:01.000",
-        }).encode()
-        response = await http.post("/webhooks/sumsub", content=after_them,
-                                   headers={"X-Payload-Digest": webhook_digest(after_them, "dev-sumsub-webhook-secret")})
+        after_them = json.dumps(
+            {
+                "applicantId": waiting["kyc"]["applicantId"],
+                "externalUserId": customer["id"],
+                "type": "applicantPersonalInfoChanged",
+                "correlationId": "req-after-forged",
+                "createdAtMs": "2030-01-01 00:00:01.000",
+            }
+        ).encode()
+        response = await http.post(
+            "/webhooks/sumsub",
+            content=after_them,
+            headers={"X-Payload-Digest": webhook_digest(after_them, "dev-sumsub-webhook-secret")},
+        )
         assert response.status_code == 200, response.text
-    ignored = "SELECT count(*) FROM customer_events WHERE customer_id = $1 AND event_type = 'kyc.event_ignored' " \
-              "AND details->>'sumsub_type' = 'applicantPersonalInfoChanged'"
+    ignored = (
+        "SELECT count(*) FROM customer_events WHERE customer_id = $1 AND event_type = 'kyc.event_ignored' "
+        "AND details->>'sumsub_type' = 'applicantPersonalInfoChanged'"
+    )
     deadline = time.monotonic() + 15
     while not await database.fetchval(ignored, customer["id"]):
         assert time.monotonic() < deadline, "the authentic webhook after the forged ones never reached the workflow"
@@ -163,7 +185,9 @@ async def test_the_api_refuses_callers_without_a_valid_token(stack: DevStack) ->
     query = {"query": "{ __typename }"}
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         assert (await http.post("/graphql", json=query)).status_code == 401
-        assert (await http.post("/graphql", json=query, headers={"Authorization": "Bearer not.a.jwt"})).status_code == 401
+        assert (
+            await http.post("/graphql", json=query, headers={"Authorization": "Bearer not.a.jwt"})
+        ).status_code == 401
         # A real token of a client without the portal or ops role is authenticated but forbidden.
         worker_token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")
         response = await http.post(
@@ -183,8 +207,17 @@ async def test_invalid_registration_input_is_a_precise_graphql_error(
     assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "email"}
     body = await graphql(portal, REGISTER, {"input": {"email": "refused@example.com", "customerType": "PIRATE"}})
     assert "errors" in body and body.get("data") is None
-    body = await graphql(portal, REGISTER, {"input": {"email": "refused@example.com", "customerType": "INDIVIDUAL",
-                                                      "telegramHandle": "no spaces allowed"}})
+    body = await graphql(
+        portal,
+        REGISTER,
+        {
+            "input": {
+                "email": "refused@example.com",
+                "customerType": "INDIVIDUAL",
+                "telegramHandle": "no spaces allowed",
+            }
+        },
+    )
     assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "telegramHandle"}
     body = await graphql(portal, GET_CUSTOMER, {"id": "not-a-uuid"})
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
@@ -195,7 +228,9 @@ async def test_invalid_registration_input_is_a_precise_graphql_error(
     assert await database.fetchval("SELECT count(*) FROM customers") == before
     temporal = await connect(Settings(temporal_address=stack.temporal_address))
     for email in ("not-an-email", "refused@example.com"):
-        assert await database.fetchval("SELECT count(*) FROM customers WHERE id = $1", customer_id_of(stack, email)) == 0
+        assert (
+            await database.fetchval("SELECT count(*) FROM customers WHERE id = $1", customer_id_of(stack, email)) == 0
+        )
         await assert_no_workflow(temporal, customer_id_of(stack, email))
     accepted = await register(portal, "accepted@example.com", "INDIVIDUAL")
     assert accepted["id"] == customer_id_of(stack, "accepted@example.com")

@@ -36,7 +36,8 @@ json_values = st.recursive(
 webhook_like = st.fixed_dictionaries(
     {},
     optional={
-        "type": st.sampled_from(["applicantReviewed", "applicantPending", "applicantOnHold", "somethingNew", ""]) | st.integers(),
+        "type": st.sampled_from(["applicantReviewed", "applicantPending", "applicantOnHold", "somethingNew", ""])
+        | st.integers(),
         "externalUserId": st.uuids().map(str) | st.text(max_size=40) | st.none(),
         "applicantId": st.text(alphabet=string.hexdigits, max_size=24),
         "correlationId": st.text(max_size=20),
@@ -52,15 +53,21 @@ def counts(stack: DevStack) -> httpx.Client:
 
 
 @FUZZ
-@given(body=st.binary(max_size=512), alg=st.sampled_from([None, *WEBHOOK_DIGEST_ALGORITHMS, "HMAC_MD5_HEX"]),
-       sign=st.booleans())
-def test_arbitrary_bytes_at_the_webhook_never_cause_a_server_error(counts: httpx.Client, body: bytes, alg: str | None,
-                                                                    sign: bool) -> None:
+@given(
+    body=st.binary(max_size=512),
+    alg=st.sampled_from([None, *WEBHOOK_DIGEST_ALGORITHMS, "HMAC_MD5_HEX"]),
+    sign=st.booleans(),
+)
+def test_arbitrary_bytes_at_the_webhook_never_cause_a_server_error(
+    counts: httpx.Client, body: bytes, alg: str | None, sign: bool
+) -> None:
     headers = {}
     if alg is not None:
         headers["X-Payload-Digest-Alg"] = alg
     if sign:
-        headers["X-Payload-Digest"] = webhook_digest(body, SECRET, alg if alg in WEBHOOK_DIGEST_ALGORITHMS else "HMAC_SHA256_HEX")
+        headers["X-Payload-Digest"] = webhook_digest(
+            body, SECRET, alg if alg in WEBHOOK_DIGEST_ALGORITHMS else "HMAC_SHA256_HEX"
+        )
     response = counts.post("/webhooks/sumsub", content=body, headers=headers)
     assert response.status_code in (200, 400, 401), response.text
     if not sign or alg == "HMAC_MD5_HEX":
@@ -72,8 +79,13 @@ def test_arbitrary_bytes_at_the_webhook_never_cause_a_server_error(counts: httpx
 def test_signed_webhook_shaped_bodies_are_accepted_or_refused_cleanly(counts: httpx.Client, payload: dict) -> None:
     body = json.dumps(payload).encode()
     response = counts.post("/webhooks/sumsub", content=body, headers={"X-Payload-Digest": webhook_digest(body, SECRET)})
-    valid = isinstance(payload.get("type"), str) and payload["type"] and isinstance(payload.get("externalUserId"), str) \
-        and payload["externalUserId"] and b"\\u0000" not in body  # NUL cannot be stored: refused
+    valid = (
+        isinstance(payload.get("type"), str)
+        and payload["type"]
+        and isinstance(payload.get("externalUserId"), str)
+        and payload["externalUserId"]
+        and b"\\u0000" not in body
+    )  # NUL cannot be stored: refused
     assert response.status_code == (200 if valid else 400), response.text
 
 
@@ -127,10 +139,14 @@ valid_types = st.sampled_from([t.value for t in CustomerType])
 junk_types = st.text(max_size=30).filter(lambda t: t not in set(CustomerType)) | st.integers() | st.none()
 any_telegram = st.text(max_size=40) | st.none() | st.integers()
 invalid_telegram = st.integers() | st.text(min_size=1, max_size=40).filter(
-    lambda t: t.strip() != "" and not re.fullmatch(r"@?[A-Za-z][A-Za-z0-9_]{4,31}", t.strip()))
+    lambda t: t.strip() != "" and not re.fullmatch(r"@?[A-Za-z][A-Za-z0-9_]{4,31}", t.strip())
+)
 invalid_registrations = st.one_of(
-    st.tuples(st.text(max_size=40).filter(lambda e: "@" not in e) | st.emails().map(lambda e: "@" + e),
-              valid_types | junk_types, any_telegram),
+    st.tuples(
+        st.text(max_size=40).filter(lambda e: "@" not in e) | st.emails().map(lambda e: "@" + e),
+        valid_types | junk_types,
+        any_telegram,
+    ),
     st.tuples(st.emails(), junk_types, any_telegram),
     st.tuples(st.emails(), valid_types, invalid_telegram),
 )
@@ -139,12 +155,20 @@ invalid_registrations = st.one_of(
 @FUZZ
 @given(registration=invalid_registrations)
 async def test_invalid_registrations_are_graphql_errors_and_store_nothing(
-    portal: httpx.AsyncClient, database: asyncpg.Pool, temporal: Client, derived_id: Any,
+    portal: httpx.AsyncClient,
+    database: asyncpg.Pool,
+    temporal: Client,
+    derived_id: Any,
     registration: tuple[str, object, object],
 ) -> None:
     email, customer_type, telegram = registration
-    response = await portal.post("/graphql", json={"query": REGISTER, "variables": {
-        "input": {"email": email, "customerType": customer_type, "telegramHandle": telegram}}})
+    response = await portal.post(
+        "/graphql",
+        json={
+            "query": REGISTER,
+            "variables": {"input": {"email": email, "customerType": customer_type, "telegramHandle": telegram}},
+        },
+    )
     assert response.status_code == 200, response.text  # refused by GraphQL or by us, as a GraphQL error
     body = response.json()
     assert "errors" in body and body.get("data") in (None, {"customerRegister": None}), body
@@ -173,16 +197,40 @@ OPERATIONS = [
     "mutation($input: CustomerKycLinkCreateInput!) { customerKycLinkCreate(input: $input) { url } }",
 ]
 instants = st.datetimes(timezones=st.timezones() | st.none()).map(lambda d: d.isoformat()) | st.text(max_size=30)
-enum_or_junk = st.sampled_from(["ACTIVE", "INACTIVE", "SUSPENDED", "BANK", "INDIVIDUAL", "APPROVED", "PENDING",
-                                "AWAITING_KYC", "ONBOARDED", "CREATED_AT", "ASC", "DESC"]) | st.text(max_size=12)
+enum_or_junk = st.sampled_from(
+    [
+        "ACTIVE",
+        "INACTIVE",
+        "SUSPENDED",
+        "BANK",
+        "INDIVIDUAL",
+        "APPROVED",
+        "PENDING",
+        "AWAITING_KYC",
+        "ONBOARDED",
+        "CREATED_AT",
+        "ASC",
+        "DESC",
+    ]
+) | st.text(max_size=12)
 variable_values = (
     json_values
     | st.uuids().map(str)
     | st.integers(min_value=-(2**31), max_value=2**31 - 1)
     | st.builds(_cursor, instants, st.uuids().map(str) | st.text(max_size=40))
-    | st.fixed_dictionaries({}, optional={"status": enum_or_junk, "customerType": enum_or_junk, "kycStatus": enum_or_junk,
-                                          "stage": enum_or_junk, "createdAfter": instants, "createdBefore": instants,
-                                          "field": enum_or_junk, "direction": enum_or_junk})
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "status": enum_or_junk,
+            "customerType": enum_or_junk,
+            "kycStatus": enum_or_junk,
+            "stage": enum_or_junk,
+            "createdAfter": instants,
+            "createdBefore": instants,
+            "field": enum_or_junk,
+            "direction": enum_or_junk,
+        },
+    )
     | st.fixed_dictionaries({"customerId": st.uuids().map(str) | st.text(max_size=40)})
 )
 operation_variables = st.dictionaries(
@@ -192,8 +240,9 @@ operation_variables = st.dictionaries(
 
 @FUZZ
 @given(document=st.text(max_size=200), variables=json_values)
-def test_arbitrary_graphql_documents_never_cause_a_server_error(portal_sync: httpx.Client, document: str,
-                                                                 variables: object) -> None:
+def test_arbitrary_graphql_documents_never_cause_a_server_error(
+    portal_sync: httpx.Client, document: str, variables: object
+) -> None:
     response = portal_sync.post("/graphql", json={"query": document, "variables": variables})
     assert response.status_code in (200, 400), response.text
     if response.status_code == 200:
@@ -202,8 +251,9 @@ def test_arbitrary_graphql_documents_never_cause_a_server_error(portal_sync: htt
 
 @FUZZ
 @given(document=st.sampled_from(OPERATIONS), variables=operation_variables)
-def test_our_operations_with_arbitrary_variables_fail_only_with_our_errors(portal_sync: httpx.Client, document: str,
-                                                                           variables: dict[str, Any]) -> None:
+def test_our_operations_with_arbitrary_variables_fail_only_with_our_errors(
+    portal_sync: httpx.Client, document: str, variables: dict[str, Any]
+) -> None:
     response = portal_sync.post("/graphql", json={"query": document, "variables": variables})
     assert response.status_code == 200, response.text
     assert_no_internal_error(response.json())
@@ -212,8 +262,9 @@ def test_our_operations_with_arbitrary_variables_fail_only_with_our_errors(porta
 @FUZZ
 @given(customer_id=st.text(max_size=50))
 def test_reading_any_customer_id_is_null_or_a_bad_input_error(portal_sync: httpx.Client, customer_id: str) -> None:
-    response = portal_sync.post("/graphql", json={"query": "query($id: ID!) { customer(id: $id) { id } }",
-                                                  "variables": {"id": customer_id}})
+    response = portal_sync.post(
+        "/graphql", json={"query": "query($id: ID!) { customer(id: $id) { id } }", "variables": {"id": customer_id}}
+    )
     assert response.status_code == 200
     body = response.json()
     if "errors" in body:

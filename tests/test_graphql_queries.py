@@ -33,7 +33,7 @@ from dev.stack import DevStack
 from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
 from kit.settings import Settings
 from kit.temporal import connect
-from tests.test_end_to_end import graphql, press, register, wait_for_stage
+from tests.support.graphql import graphql, press, register, wait_for_stage
 
 CUSTOMERS = """
 query List($first: Int!, $after: String, $filter: CustomerFilter, $sort: CustomerSort) {
@@ -105,7 +105,9 @@ async def projection(database: asyncpg.Pool, ids: list[str]) -> dict[str, Known]
     return {r["id"]: Known(*r.values()) for r in rows}
 
 
-async def wait_for_projection(database: asyncpg.Pool, expected: dict[str, str], timeout: float = 30.0) -> dict[str, Known]:
+async def wait_for_projection(
+    database: asyncpg.Pool, expected: dict[str, str], timeout: float = 30.0
+) -> dict[str, Known]:
     """Waits until the projection (what `customers` reads) shows each customer at its expected stage."""
     deadline = time.monotonic() + timeout
     while True:
@@ -123,8 +125,15 @@ async def wait_for_projection(database: asyncpg.Pool, expected: dict[str, str], 
 @pytest_asyncio.fixture(scope="module")
 async def listed(portal: httpx.AsyncClient, database: asyncpg.Pool) -> dict[str, Known]:
     """Seven customers of two types; one of each type onboarded (ACTIVE), the rest waiting for KYC."""
-    plan = [("INDIVIDUAL", True), ("INDIVIDUAL", False), ("INDIVIDUAL", False), ("INDIVIDUAL", False),
-            ("PRIVATE_COMPANY", True), ("PRIVATE_COMPANY", False), ("PRIVATE_COMPANY", False)]
+    plan = [
+        ("INDIVIDUAL", True),
+        ("INDIVIDUAL", False),
+        ("INDIVIDUAL", False),
+        ("INDIVIDUAL", False),
+        ("PRIVATE_COMPANY", True),
+        ("PRIVATE_COMPANY", False),
+        ("PRIVATE_COMPANY", False),
+    ]
     run = uuid.uuid4().hex[:8]
     registered = [await register(portal, f"list-{i}-{run}@paging.example", t) for i, (t, _) in enumerate(plan)]
     waiting = await asyncio.gather(*(wait_for_stage(portal, c["id"], "AWAITING_KYC") for c in registered))
@@ -141,7 +150,10 @@ async def listed(portal: httpx.AsyncClient, database: asyncpg.Pool) -> dict[str,
 def window(listed: dict[str, Known]) -> dict[str, str]:
     """A createdAfter/createdBefore filter holding exactly the module's customers (nothing else registers meanwhile)."""
     times = [c.created_at for c in listed.values()]
-    return {"createdAfter": min(times).isoformat(), "createdBefore": (max(times) + timedelta(microseconds=1)).isoformat()}
+    return {
+        "createdAfter": min(times).isoformat(),
+        "createdBefore": (max(times) + timedelta(microseconds=1)).isoformat(),
+    }
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -179,13 +191,17 @@ def as_customer(services: AppState, *, customer_id: str | None = None, subject: 
 # --- customers: pages, cursors, filters, sort ----------------------------------------------------------
 
 
-async def test_customers_pages_through_newest_first_then_oldest_first(portal: httpx.AsyncClient, listed: dict[str, Known]) -> None:
+async def test_customers_pages_through_newest_first_then_oldest_first(
+    portal: httpx.AsyncClient, listed: dict[str, Known]
+) -> None:
     expected = newest_first(list(listed.values()))
     nodes, sizes = await list_all(portal, first=3, filter=window(listed))
     assert [n["id"] for n in nodes] == expected
     assert sizes == [3, 3, 1]
 
-    nodes, sizes = await list_all(portal, first=3, filter=window(listed), sort={"field": "CREATED_AT", "direction": "ASC"})
+    nodes, sizes = await list_all(
+        portal, first=3, filter=window(listed), sort={"field": "CREATED_AT", "direction": "ASC"}
+    )
     assert [n["id"] for n in nodes] == expected[::-1]
     assert sizes == [3, 3, 1]
 
@@ -245,11 +261,20 @@ async def test_ops_may_list_too(ops: httpx.AsyncClient, listed: dict[str, Known]
         ({"first": 101}, "first"),
         ({"after": "not a cursor"}, "after"),
         ({"after": "bm90IGEgY3Vyc29y"}, "after"),  # base64 of "not a cursor"
-        ({"after": encode_cursor(db.customers.CustomerKey(datetime(2024, 1, 1), "00000000-0000-8000-8000-000000000000"))}, "after"),
+        (
+            {
+                "after": encode_cursor(
+                    db.customers.CustomerKey(datetime(2024, 1, 1), "00000000-0000-8000-8000-000000000000")
+                )
+            },
+            "after",
+        ),
     ],
     ids=["first=0", "first=-1", "first=101", "garbage", "base64 garbage", "no time zone"],
 )
-async def test_customers_refuses_a_bad_page_request(portal: httpx.AsyncClient, variables: dict[str, Any], field: str) -> None:
+async def test_customers_refuses_a_bad_page_request(
+    portal: httpx.AsyncClient, variables: dict[str, Any], field: str
+) -> None:
     body = await graphql(portal, CUSTOMERS, {"first": 20, **variables})
     assert body["data"] is None
     assert error_codes(body) == [{"code": "BAD_USER_INPUT", "field": field}]
@@ -258,7 +283,9 @@ async def test_customers_refuses_a_bad_page_request(portal: httpx.AsyncClient, v
 # --- customerByEmail --------------------------------------------------------------------------------
 
 
-async def test_customer_by_email_in_any_letter_case(portal: httpx.AsyncClient, ops: httpx.AsyncClient, listed: dict[str, Known]) -> None:
+async def test_customer_by_email_in_any_letter_case(
+    portal: httpx.AsyncClient, ops: httpx.AsyncClient, listed: dict[str, Known]
+) -> None:
     customer = next(iter(listed.values()))
     for http, spelling in ((portal, customer.email.upper()), (ops, f"  {customer.email.title()} ")):
         body = await graphql(http, BY_EMAIL, {"email": spelling})
@@ -282,7 +309,9 @@ async def test_me_is_the_customer_the_token_belongs_to(
 
     by_claim = await schema.execute(ME, context_value=as_customer(services, customer_id=customer.id))
     assert by_claim.errors is None, by_claim.errors
-    assert by_claim.data == {"me": {"id": customer.id, "email": customer.email, "status": "ACTIVE", "onboarding": {"stage": "ONBOARDED"}}}
+    assert by_claim.data == {
+        "me": {"id": customer.id, "email": customer.email, "status": "ACTIVE", "onboarding": {"stage": "ONBOARDED"}}
+    }
 
     by_subject = await schema.execute(ME, context_value=as_customer(services, subject=customer.keycloak_user_id))
     assert by_subject.errors is None and by_subject.data == by_claim.data
@@ -293,7 +322,9 @@ async def test_me_is_the_customer_the_token_belongs_to(
     assert garbage_claim.errors is None and garbage_claim.data == {"me": None}
 
     # The audit trail stays with portal and ops.
-    trail = await schema.execute("{ me { id events { type } } }", context_value=as_customer(services, customer_id=customer.id))
+    trail = await schema.execute(
+        "{ me { id events { type } } }", context_value=as_customer(services, customer_id=customer.id)
+    )
     assert trail.errors is not None and [e.extensions for e in trail.errors] == [{"code": "FORBIDDEN"}]
 
     # The portal's service account is no customer.
@@ -304,7 +335,9 @@ async def test_me_is_the_customer_the_token_belongs_to(
 # --- customerKycLinkCreate --------------------------------------------------------------------------
 
 
-async def test_portal_creates_a_fresh_kyc_link_that_works(portal: httpx.AsyncClient, stack: DevStack, listed: dict[str, Known]) -> None:
+async def test_portal_creates_a_fresh_kyc_link_that_works(
+    portal: httpx.AsyncClient, stack: DevStack, listed: dict[str, Known]
+) -> None:
     customer = next(c for c in listed.values() if c.stage == "AWAITING_KYC")
     urls = set()
     for _ in range(2):
@@ -326,7 +359,9 @@ async def test_kyc_link_for_a_customer_themself_only(services: AppState, listed:
     for context in (as_customer(services, customer_id=mine.id), as_customer(services, subject=mine.keycloak_user_id)):
         result = await schema.execute(KYC_LINK, variable_values={"id": mine.id}, context_value=context)
         assert result.errors is None, result.errors
-        assert result.data is not None and result.data["customerKycLinkCreate"]["url"].startswith(services.settings.sumsub_base_url)
+        assert result.data is not None and result.data["customerKycLinkCreate"]["url"].startswith(
+            services.settings.sumsub_base_url
+        )
 
     for context in (
         as_customer(services, customer_id=mine.id),
@@ -337,7 +372,9 @@ async def test_kyc_link_for_a_customer_themself_only(services: AppState, listed:
         assert result.data is None
         assert result.errors is not None and [e.extensions for e in result.errors] == [{"code": "FORBIDDEN"}]
     # Another customer cannot even learn whether an id exists.
-    result = await schema.execute(KYC_LINK, variable_values={"id": str(uuid.uuid4())}, context_value=as_customer(services, customer_id=mine.id))
+    result = await schema.execute(
+        KYC_LINK, variable_values={"id": str(uuid.uuid4())}, context_value=as_customer(services, customer_id=mine.id)
+    )
     assert result.errors is not None and [e.extensions for e in result.errors] == [{"code": "FORBIDDEN"}]
 
 
@@ -380,13 +417,41 @@ SEED_END = datetime.fromisoformat("2021-01-01T00:00:00+00:00")  # every seeded r
 # How often each value occurs, per mille: a bank's book is mostly onboarded individuals; the values ops
 # look for (banks, failed or on-hold onboarding, suspended customers) are rare, which is when a filter's
 # own index must be chosen. Status and KYC status follow from the stage, as in the real projection.
-TYPE_MIX = {"INDIVIDUAL": 900, "PRIVATE_COMPANY": 80, "GOVERNMENT_ENTITY": 5, "BANK": 3, "FINANCIAL_INSTITUTION": 6,
-            "FOREIGN_AGENCY_OR_SUBSIDIARY": 3, "NON_DOMICILED_COMPANY": 3}
-STAGE_MIX = {"ONBOARDED": 690, "AWAITING_KYC": 150, "KYC_IN_REVIEW": 80, "KYC_ON_HOLD": 10, "KYC_RESUBMISSION_REQUESTED": 20,
-             "KYC_DECLINED": 25, "EXPIRED": 10, "FAILED": 3, "CLOSED": 10, "REGISTERED": 1, "KYC_APPROVED": 1}
-KYC_STATUS_OF_STAGE = {"REGISTERED": "NOT_STARTED", "FAILED": "NOT_STARTED", "AWAITING_KYC": "STARTED", "EXPIRED": "STARTED",
-                       "KYC_IN_REVIEW": "PENDING", "KYC_ON_HOLD": "ON_HOLD", "KYC_RESUBMISSION_REQUESTED": "RESUBMISSION_REQUESTED",
-                       "KYC_APPROVED": "APPROVED", "ONBOARDED": "APPROVED", "CLOSED": "APPROVED", "KYC_DECLINED": "DECLINED"}
+TYPE_MIX = {
+    "INDIVIDUAL": 900,
+    "PRIVATE_COMPANY": 80,
+    "GOVERNMENT_ENTITY": 5,
+    "BANK": 3,
+    "FINANCIAL_INSTITUTION": 6,
+    "FOREIGN_AGENCY_OR_SUBSIDIARY": 3,
+    "NON_DOMICILED_COMPANY": 3,
+}
+STAGE_MIX = {
+    "ONBOARDED": 690,
+    "AWAITING_KYC": 150,
+    "KYC_IN_REVIEW": 80,
+    "KYC_ON_HOLD": 10,
+    "KYC_RESUBMISSION_REQUESTED": 20,
+    "KYC_DECLINED": 25,
+    "EXPIRED": 10,
+    "FAILED": 3,
+    "CLOSED": 10,
+    "REGISTERED": 1,
+    "KYC_APPROVED": 1,
+}
+KYC_STATUS_OF_STAGE = {
+    "REGISTERED": "NOT_STARTED",
+    "FAILED": "NOT_STARTED",
+    "AWAITING_KYC": "STARTED",
+    "EXPIRED": "STARTED",
+    "KYC_IN_REVIEW": "PENDING",
+    "KYC_ON_HOLD": "ON_HOLD",
+    "KYC_RESUBMISSION_REQUESTED": "RESUBMISSION_REQUESTED",
+    "KYC_APPROVED": "APPROVED",
+    "ONBOARDED": "APPROVED",
+    "CLOSED": "APPROVED",
+    "KYC_DECLINED": "DECLINED",
+}
 SUSPENDED_PER_MILLE_OF_ONBOARDED = 15
 
 
@@ -442,8 +507,10 @@ async def seeded(database: asyncpg.Pool) -> AsyncIterator[int]:
         SEED_DOMAIN,
     )
     await database.execute("ANALYZE customers; ANALYZE deposit_accounts")
-    print(f"\nseeded {SEED_ROWS} customers in {inserted - started:.2f}s (+ deposit accounts, ANALYZE: "
-          f"{time.perf_counter() - inserted:.2f}s)")
+    print(
+        f"\nseeded {SEED_ROWS} customers in {inserted - started:.2f}s (+ deposit accounts, ANALYZE: "
+        f"{time.perf_counter() - inserted:.2f}s)"
+    )
     try:
         yield SEED_ROWS
     finally:
@@ -453,7 +520,9 @@ async def seeded(database: asyncpg.Pool) -> AsyncIterator[int]:
             SEED_END,
             SEED_DOMAIN,
         )
-        await database.execute("DELETE FROM customers WHERE created_at < $1 AND email LIKE '%@' || $2", SEED_END, SEED_DOMAIN)
+        await database.execute(
+            "DELETE FROM customers WHERE created_at < $1 AND email LIKE '%@' || $2", SEED_END, SEED_DOMAIN
+        )
         await database.execute("ANALYZE customers; ANALYZE deposit_accounts")
 
 
@@ -487,19 +556,45 @@ SINGLE_FILTERS: list[tuple[str, db.customers.CustomerFilter, str | None]] = [
     ("stage=FAILED", db.customers.CustomerFilter(stage=G.FAILED), "customers_onboarding_stage_created_at_id"),
     ("createdAfter", db.customers.CustomerFilter(created_after=SEED_START + 10 * DAY), "customers_created_at_id"),
     ("createdBefore", db.customers.CustomerFilter(created_before=SEED_START + 20 * DAY), "customers_created_at_id"),
-    ("created range", db.customers.CustomerFilter(created_after=SEED_START + 10 * DAY, created_before=SEED_START + 20 * DAY),
-     "customers_created_at_id"),
+    (
+        "created range",
+        db.customers.CustomerFilter(created_after=SEED_START + 10 * DAY, created_before=SEED_START + 20 * DAY),
+        "customers_created_at_id",
+    ),
 ]
 # Combined filters: one index is read and the other conditions checked on its rows. When the combination
 # is rarer than either part (here: correlated columns), the planner may instead intersect two indexes
 # and sort the few matches; what must never happen is reading or sorting the whole table.
 COMBINED_FILTERS: list[tuple[str, db.customers.CustomerFilter, None]] = [
-    ("type=PRIVATE_COMPANY+stage=AWAITING_KYC", db.customers.CustomerFilter(customer_type=T.PRIVATE_COMPANY, stage=G.AWAITING_KYC), None),
-    ("status=SUSPENDED+type=INDIVIDUAL+range",
-     db.customers.CustomerFilter(status=S.SUSPENDED, customer_type=T.INDIVIDUAL, created_before=SEED_START + 20 * DAY), None),
-    ("all four, common", db.customers.CustomerFilter(status=S.ACTIVE, customer_type=T.INDIVIDUAL, kyc_status=K.APPROVED, stage=G.ONBOARDED), None),
-    ("status=ACTIVE+stage=AWAITING_KYC (none)", db.customers.CustomerFilter(status=S.ACTIVE, stage=G.AWAITING_KYC), None),
-    ("kycStatus=APPROVED+stage=KYC_ON_HOLD (none)", db.customers.CustomerFilter(kyc_status=K.APPROVED, stage=G.KYC_ON_HOLD), None),
+    (
+        "type=PRIVATE_COMPANY+stage=AWAITING_KYC",
+        db.customers.CustomerFilter(customer_type=T.PRIVATE_COMPANY, stage=G.AWAITING_KYC),
+        None,
+    ),
+    (
+        "status=SUSPENDED+type=INDIVIDUAL+range",
+        db.customers.CustomerFilter(
+            status=S.SUSPENDED, customer_type=T.INDIVIDUAL, created_before=SEED_START + 20 * DAY
+        ),
+        None,
+    ),
+    (
+        "all four, common",
+        db.customers.CustomerFilter(
+            status=S.ACTIVE, customer_type=T.INDIVIDUAL, kyc_status=K.APPROVED, stage=G.ONBOARDED
+        ),
+        None,
+    ),
+    (
+        "status=ACTIVE+stage=AWAITING_KYC (none)",
+        db.customers.CustomerFilter(status=S.ACTIVE, stage=G.AWAITING_KYC),
+        None,
+    ),
+    (
+        "kycStatus=APPROVED+stage=KYC_ON_HOLD (none)",
+        db.customers.CustomerFilter(kyc_status=K.APPROVED, stage=G.KYC_ON_HOLD),
+        None,
+    ),
 ]
 MAX_SORTED_ROWS = 1000  # 1% of the table: a sort of the few matches of a rare combination, never of the table
 
@@ -517,7 +612,9 @@ async def test_customer_pages_use_an_index_at_100k_customers(database: asyncpg.P
         single = (name, customer_filter, expected_index) in SINGLE_FILTERS
         for after in (None, mid_key):
             for descending in (True, False):
-                sql, args = db.customers.customer_page_query(customer_filter, after=after, descending=descending, limit=21)
+                sql, args = db.customers.customer_page_query(
+                    customer_filter, after=after, descending=descending, limit=21
+                )
                 async with database.acquire() as conn:
                     explained = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
                     timings = []
@@ -533,7 +630,9 @@ async def test_customer_pages_use_an_index_at_100k_customers(database: asyncpg.P
                 sorts = [n for n in nodes if "Sort" in n["Node Type"]]
                 assert on_customers and not any(n["Node Type"] == "Seq Scan" for n in on_customers), f"{case}\n{shown}"
                 if single:
-                    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in on_customers), f"{case}\n{shown}"
+                    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in on_customers), (
+                        f"{case}\n{shown}"
+                    )
                     assert not sorts, f"{case}\n{shown}"
                 else:
                     assert all(n["Plans"][0]["Actual Rows"] <= MAX_SORTED_ROWS for n in sorts), f"{case}\n{shown}"
@@ -568,7 +667,9 @@ async def test_paging_a_filtered_subset_of_100k_neither_repeats_nor_omits(
     subset = {"customerType": "PRIVATE_COMPANY", "status": "INACTIVE", "createdBefore": SEED_END.isoformat()}
     for direction in ("DESC", "ASC"):
         started = time.perf_counter()
-        nodes, sizes = await list_all(portal, first=100, filter=subset, sort={"field": "CREATED_AT", "direction": direction})
+        nodes, sizes = await list_all(
+            portal, first=100, filter=subset, sort={"field": "CREATED_AT", "direction": direction}
+        )
         elapsed = time.perf_counter() - started
         ids = [n["id"] for n in nodes]
         assert len(ids) == len(set(ids)) == count

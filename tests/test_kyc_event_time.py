@@ -28,21 +28,36 @@ def now_stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-async def send_review(stack: DevStack, customer: dict[str, Any], answer: str, created_at: str, reject: str | None = None) -> None:
+async def send_review(
+    stack: DevStack, customer: dict[str, Any], answer: str, created_at: str, reject: str | None = None
+) -> None:
     result = {"reviewAnswer": answer, **({"reviewRejectType": reject} if reject else {})}
-    body = json.dumps({
-        "applicantId": customer["kyc"]["applicantId"], "externalUserId": customer["id"], "type": "applicantReviewed",
-        "reviewStatus": "completed", "reviewResult": result, "correlationId": f"req-{uuid.uuid4().hex}",
-        "createdAtMs": created_at,
-    }).encode()
+    body = json.dumps(
+        {
+            "applicantId": customer["kyc"]["applicantId"],
+            "externalUserId": customer["id"],
+            "type": "applicantReviewed",
+            "reviewStatus": "completed",
+            "reviewResult": result,
+            "correlationId": f"req-{uuid.uuid4().hex}",
+            "createdAtMs": created_at,
+        }
+    ).encode()
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
-        response = await http.post("/webhooks/sumsub", content=body,
-                                   headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret"),
-                                            "Content-Type": "application/json"})
+        response = await http.post(
+            "/webhooks/sumsub",
+            content=body,
+            headers={
+                "X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret"),
+                "Content-Type": "application/json",
+            },
+        )
     assert response.status_code == 200, response.text
 
 
-async def wait_for_status(portal: httpx.AsyncClient, customer_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
+async def wait_for_status(
+    portal: httpx.AsyncClient, customer_id: str, status: str, timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         customer = await get_customer(portal, customer_id)
@@ -56,7 +71,9 @@ async def wait_for_status(portal: httpx.AsyncClient, customer_id: str, status: s
 async def test_a_red_dated_2099_after_activation_does_not_lock_out_a_real_green(
     stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
 ) -> None:
-    customer = await finish_onboarding(portal, (await register(portal, f"future-red-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL"))["id"])
+    customer = await finish_onboarding(
+        portal, (await register(portal, f"future-red-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL"))["id"]
+    )
     await send_review(stack, customer, "RED", FUTURE, "FINAL")
     suspended = await wait_for_status(portal, customer["id"], "SUSPENDED")
     assert suspended["kyc"]["status"] == "DECLINED"
@@ -64,7 +81,9 @@ async def test_a_red_dated_2099_after_activation_does_not_lock_out_a_real_green(
         "SELECT details->>'ordered_by_receipt' FROM customer_events WHERE customer_id = $1 AND event_type = 'kyc.declined'",
         customer["id"],
     )
-    assert bounded is not None and "2099-01-01" in bounded, "the audit trail does not say the event was ordered by receipt"
+    assert bounded is not None and "2099-01-01" in bounded, (
+        "the audit trail does not say the event was ordered by receipt"
+    )
 
     await send_review(stack, customer, "GREEN", now_stamp())
     active = await wait_for_status(portal, customer["id"], "ACTIVE")

@@ -42,7 +42,9 @@ def state(**fields: Any) -> CustomerState:
     )
 
 
-def event(kind: KycEventKind, *, at: datetime = T0 + timedelta(hours=1), key: str | None = None, **fields: Any) -> KycEvent:
+def event(
+    kind: KycEventKind, *, at: datetime = T0 + timedelta(hours=1), key: str | None = None, **fields: Any
+) -> KycEvent:
     return KycEvent(
         kind=kind,
         sumsub_type=f"sumsub:{kind.value}",
@@ -109,10 +111,17 @@ CASES: list[tuple[str, dict[str, Any], KycEvent, KycDecision]] = [
         "reset while waiting: back to AWAITING_KYC, not a submission",
         {"stage": OnboardingStage.KYC_ON_HOLD, "kyc_status": KycStatus.ON_HOLD},
         event(KycEventKind.RESET),
-        KycDecision(kyc_status=KycStatus.STARTED, stage=OnboardingStage.AWAITING_KYC, occurred_at=T0 + timedelta(hours=1)),
+        KycDecision(
+            kyc_status=KycStatus.STARTED, stage=OnboardingStage.AWAITING_KYC, occurred_at=T0 + timedelta(hours=1)
+        ),
     ),
     ("applicant created while waiting: applied, changes nothing", {}, event(KycEventKind.CREATED), KycDecision()),
-    ("an unknown Sumsub type has no lifecycle meaning", {}, event(KycEventKind.IGNORED), KycDecision(ignored="no lifecycle meaning")),
+    (
+        "an unknown Sumsub type has no lifecycle meaning",
+        {},
+        event(KycEventKind.IGNORED),
+        KycDecision(ignored="no lifecycle meaning"),
+    ),
     (
         "a duplicate delivery is ignored",
         {"applied_kyc_events": ["dup"]},
@@ -151,13 +160,18 @@ CASES: list[tuple[str, dict[str, Any], KycEvent, KycDecision]] = [
     (
         "GREEN after a RED review: lifts the suspension that review caused",
         ONBOARDED
-        | {"status": CustomerStatus.SUSPENDED, "kyc_status": KycStatus.DECLINED, "suspension_reason": KYC_REVIEW_SUSPENSION},
+        | {
+            "status": CustomerStatus.SUSPENDED,
+            "kyc_status": KycStatus.DECLINED,
+            "suspension_reason": KYC_REVIEW_SUSPENSION,
+        },
         event(KycEventKind.APPROVED),
         KycDecision(kyc_status=KycStatus.APPROVED, effect=KycEffect.REACTIVATE, occurred_at=T0 + timedelta(hours=1)),
     ),
     (
         "GREEN after a RED review does not lift a suspension ops made",
-        ONBOARDED | {"status": CustomerStatus.SUSPENDED, "kyc_status": KycStatus.DECLINED, "suspension_reason": "fraud check"},
+        ONBOARDED
+        | {"status": CustomerStatus.SUSPENDED, "kyc_status": KycStatus.DECLINED, "suspension_reason": "fraud check"},
         event(KycEventKind.APPROVED),
         KycDecision(kyc_status=KycStatus.APPROVED, occurred_at=T0 + timedelta(hours=1)),
     ),
@@ -234,7 +248,9 @@ def test_reminder_schedule(fields: dict[str, Any], expected: datetime | None) ->
 
 def test_the_workflow_wakes_for_the_earliest_timer_and_expiry_wins_over_a_poll_over_a_reminder() -> None:
     timers = state(
-        next_reminder_at=T0 + timedelta(days=1), next_poll_at=T0 + timedelta(hours=6), expires_at=T0 + timedelta(days=30)
+        next_reminder_at=T0 + timedelta(days=1),
+        next_poll_at=T0 + timedelta(hours=6),
+        expires_at=T0 + timedelta(days=30),
     )
     assert kyc_rules.wake_at(timers) == T0 + timedelta(hours=6)
     assert kyc_rules.wake_at(timers.model_copy(update={"next_poll_at": None})) == T0 + timedelta(days=1)
@@ -242,7 +258,10 @@ def test_the_workflow_wakes_for_the_earliest_timer_and_expiry_wins_over_a_poll_o
     assert kyc_rules.timer_due(timers, T0 + timedelta(hours=6)) is TimerDue.POLL
     all_due = timers.model_copy(update={"next_poll_at": T0, "next_reminder_at": T0})
     assert kyc_rules.timer_due(all_due, T0 + timedelta(days=2)) is TimerDue.POLL
-    assert kyc_rules.timer_due(all_due.model_copy(update={"next_poll_at": None}), T0 + timedelta(days=2)) is TimerDue.REMIND
+    assert (
+        kyc_rules.timer_due(all_due.model_copy(update={"next_poll_at": None}), T0 + timedelta(days=2))
+        is TimerDue.REMIND
+    )
     assert kyc_rules.timer_due(all_due, T0 + timedelta(days=30)) is TimerDue.EXPIRE
 
 

@@ -32,8 +32,11 @@ async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, An
     """The Keycloak users carrying this customer_id, as the admin API (the emulator's own view) says."""
     token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")
     async with httpx.AsyncClient() as http:
-        response = await http.get(f"{stack.keycloak_url}/admin/realms/customers/users",
-                                  params={"q": f"customer_id:{customer_id}"}, headers={"Authorization": f"Bearer {token}"})
+        response = await http.get(
+            f"{stack.keycloak_url}/admin/realms/customers/users",
+            params={"q": f"customer_id:{customer_id}"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
     response.raise_for_status()
     return list(response.json())
 
@@ -47,7 +50,9 @@ async def sumsub_deliveries(stack: DevStack) -> list[dict[str, Any]]:
 
 
 SUSPEND = f"mutation($id: ID!, $r: String!) {{ customerSuspend(input: {{customerId: $id, reason: $r}}) {{ customer {{ {CUSTOMER_FIELDS} suspensionReason }} }} }}"
-REACTIVATE = f"mutation($id: ID!) {{ customerReactivate(input: {{customerId: $id}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
+REACTIVATE = (
+    f"mutation($id: ID!) {{ customerReactivate(input: {{customerId: $id}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
+)
 CLOSE = f"mutation($id: ID!, $r: String!) {{ customerClose(input: {{customerId: $id, reason: $r}}) {{ customer {{ {CUSTOMER_FIELDS} }} }} }}"
 EVENTS = "query($id: ID!) { customer(id: $id) { events { type occurredAt actor details } } }"
 
@@ -73,9 +78,16 @@ async def test_ops_suspend_reactivate_and_close_with_illegal_moves_refused(
     assert active["status"] == "ACTIVE" and active["depositAccount"]["status"] == "ACTIVE"
     closed = (await graphql(ops, CLOSE, {"id": cid, "r": "customer request"}))["data"]["customerClose"]["customer"]
     assert (closed["status"], closed["onboarding"]["stage"], closed["depositAccount"]["status"]) == (
-        "INACTIVE", "CLOSED", "CLOSED")
+        "INACTIVE",
+        "CLOSED",
+        "CLOSED",
+    )
 
-    for query, variables in ((SUSPEND, {"id": cid, "r": "again"}), (REACTIVATE, {"id": cid}), (CLOSE, {"id": cid, "r": "x"})):
+    for query, variables in (
+        (SUSPEND, {"id": cid, "r": "again"}),
+        (REACTIVATE, {"id": cid}),
+        (CLOSE, {"id": cid, "r": "x"}),
+    ):
         body = await graphql(ops, query, variables)
         assert body["errors"][0]["extensions"]["code"] == "CONFLICT", body
     # The closed customer is still readable (from PostgreSQL once the workflow has completed).
@@ -86,7 +98,12 @@ async def test_ops_suspend_reactivate_and_close_with_illegal_moves_refused(
     events = (await graphql(ops, EVENTS, {"id": cid}))["data"]["customer"]["events"]
     ops_events = [e for e in events if e["type"].startswith("customer.")]
     assert [e["type"] for e in ops_events] == [
-        "customer.closed", "customer.reactivated", "customer.suspended", "customer.activated", "customer.registered"]
+        "customer.closed",
+        "customer.reactivated",
+        "customer.suspended",
+        "customer.activated",
+        "customer.registered",
+    ]
     assert ops_events[0]["actor"] == "ops" and ops_events[0]["details"] == {"reason": "customer request"}
     assert events == sorted(events, key=lambda e: e["occurredAt"], reverse=True)
 
@@ -115,29 +132,50 @@ async def test_webhooks_for_unknown_customers_are_acknowledged_and_kept_for_ops(
     stack: DevStack, database: asyncpg.Pool
 ) -> None:
     stranger = str(uuid.uuid4())
-    body = json.dumps({"type": "applicantReviewed", "externalUserId": stranger, "applicantId": "a" * 24,
-                       "correlationId": f"req-{stranger}", "createdAtMs": "2026-01-01 00:00:00.000",
-                       "reviewResult": {"reviewAnswer": "GREEN"}}).encode()
-    headers = {"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret"), "Content-Type": "application/json"}
+    body = json.dumps(
+        {
+            "type": "applicantReviewed",
+            "externalUserId": stranger,
+            "applicantId": "a" * 24,
+            "correlationId": f"req-{stranger}",
+            "createdAtMs": "2026-01-01 00:00:00.000",
+            "reviewResult": {"reviewAnswer": "GREEN"},
+        }
+    ).encode()
+    headers = {
+        "X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret"),
+        "Content-Type": "application/json",
+    }
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         first = await http.post("/webhooks/sumsub", content=body, headers=headers)
         again = await http.post("/webhooks/sumsub", content=body, headers=headers)
         broken = b'{"type": "applicantPending"}'
-        invalid = await http.post("/webhooks/sumsub", content=broken,
-                                  headers={"X-Payload-Digest": webhook_digest(broken, "dev-sumsub-webhook-secret")})
+        invalid = await http.post(
+            "/webhooks/sumsub",
+            content=broken,
+            headers={"X-Payload-Digest": webhook_digest(broken, "dev-sumsub-webhook-secret")},
+        )
     assert (first.status_code, again.status_code, invalid.status_code) == (200, 200, 400)
     assert again.json() == {"ok": True, "duplicate": True}
     deadline = time.monotonic() + 10
     while True:
-        outcome = await database.fetchval("SELECT outcome FROM sumsub_webhook_inbox WHERE external_user_id = $1", stranger)
+        outcome = await database.fetchval(
+            "SELECT outcome FROM sumsub_webhook_inbox WHERE external_user_id = $1", stranger
+        )
         if outcome is not None or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
     assert outcome == "no_running_workflow"
-    assert await database.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE external_user_id = $1", stranger) == 1
-    assert await database.fetchval(
-        "SELECT count(*) FROM sumsub_webhook_inbox WHERE outcome LIKE 'rejected:%' AND payload->>'raw' = $1",
-        broken.decode()) == 1
+    assert (
+        await database.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE external_user_id = $1", stranger) == 1
+    )
+    assert (
+        await database.fetchval(
+            "SELECT count(*) FROM sumsub_webhook_inbox WHERE outcome LIKE 'rejected:%' AND payload->>'raw' = $1",
+            broken.decode(),
+        )
+        == 1
+    )
 
 
 async def test_killing_the_worker_mid_onboarding_loses_nothing_and_duplicates_nothing(
@@ -170,7 +208,9 @@ async def test_killing_the_worker_mid_onboarding_loses_nothing_and_duplicates_no
     assert kills >= 3
     ids = [c["id"] for c in done]
     assert all(c["status"] == "ACTIVE" for c in done)
-    assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = ANY($1::uuid[])", ids) == len(ids)
+    assert await database.fetchval(
+        "SELECT count(*) FROM deposit_accounts WHERE customer_id = ANY($1::uuid[])", ids
+    ) == len(ids)
     for customer in done:  # exactly one Keycloak user and one Sumsub applicant each
         assert len(await keycloak_users(stack, customer["id"])) == 1
     created = [d for d in await sumsub_deliveries(stack) if d["type"] == "applicantCreated" and d["attempt"] == 0]
@@ -191,7 +231,9 @@ async def test_an_email_change_reaches_keycloak_and_sumsub_and_a_taken_email_is_
 
     changed = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "After.Change@Example.com"})
     assert changed["data"]["customerEmailUpdate"]["customer"]["email"] == "after.change@example.com", changed
-    assert await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
+    assert (
+        await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
+    )
     users = await keycloak_users(stack, first["id"])
     assert [(u["username"], u["email"]) for u in users] == [("after.change@example.com", "after.change@example.com")]
     # Registering the new address finds the same customer; the old one is free again, for someone new
@@ -205,7 +247,9 @@ async def test_an_email_change_reaches_keycloak_and_sumsub_and_a_taken_email_is_
 
     taken = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "someone-else@example.com"})
     assert taken["errors"][0]["extensions"]["code"] == "CONFLICT", taken
-    assert await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
+    assert (
+        await database.fetchval("SELECT email FROM customers WHERE id = $1", first["id"]) == "after.change@example.com"
+    )
     invalid = await graphql(ops, EMAIL_UPDATE, {"id": first["id"], "e": "not an email"})
     assert invalid["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "email"}
 
@@ -218,11 +262,22 @@ async def test_ops_list_undeliverable_webhooks_and_replay_one(
     stack: DevStack, ops: httpx.AsyncClient, portal: httpx.AsyncClient
 ) -> None:
     stranger = str(uuid.uuid4())
-    body = json.dumps({"type": "applicantPending", "externalUserId": stranger, "correlationId": f"req-{stranger}",
-                       "createdAtMs": "2026-01-01 00:00:00.000"}).encode()
+    body = json.dumps(
+        {
+            "type": "applicantPending",
+            "externalUserId": stranger,
+            "correlationId": f"req-{stranger}",
+            "createdAtMs": "2026-01-01 00:00:00.000",
+        }
+    ).encode()
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
-        assert (await http.post("/webhooks/sumsub", content=body,
-                                headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})).status_code == 200
+        assert (
+            await http.post(
+                "/webhooks/sumsub",
+                content=body,
+                headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")},
+            )
+        ).status_code == 200
     deadline = time.monotonic() + 10
     while True:
         listed = (await graphql(ops, UNDELIVERABLE, {}))["data"]["undeliverableWebhooks"]
@@ -275,7 +330,12 @@ async def test_a_worker_killed_in_the_middle_of_each_provisioning_call_creates_e
     assert len(await keycloak_users(stack, customer["id"])) == 1
     created = {d["applicantId"] for d in deliveries if d["type"] == "applicantCreated"}
     assert done["kyc"]["applicantId"] in created
-    assert sum(1 for d in deliveries if d["type"] == "applicantCreated" and d["attempt"] == 0
-               and d["applicantId"] == done["kyc"]["applicantId"]) == 1
+    assert (
+        sum(
+            1
+            for d in deliveries
+            if d["type"] == "applicantCreated" and d["attempt"] == 0 and d["applicantId"] == done["kyc"]["applicantId"]
+        )
+        == 1
+    )
     assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = $1", customer["id"]) == 1
-

@@ -71,8 +71,11 @@ async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 def signed(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(payload).encode()
-    return body, {"Content-Type": "application/json", "X-Payload-Digest": webhook_digest(body, WEBHOOK_SECRET),
-                  "X-Payload-Digest-Alg": "HMAC_SHA256_HEX"}
+    return body, {
+        "Content-Type": "application/json",
+        "X-Payload-Digest": webhook_digest(body, WEBHOOK_SECRET),
+        "X-Payload-Digest-Alg": "HMAC_SHA256_HEX",
+    }
 
 
 def log_lines(stack: DevStack, name: str) -> list[str]:
@@ -106,10 +109,14 @@ async def test_every_api_response_carries_a_request_id_and_echoes_a_given_one(st
             await http.delete("/healthz"),  # 405
             await http.post("/graphql", json={"query": "{ __typename }"}),  # 401
             await http.post("/webhooks/sumsub", content=b"{}"),  # 401
-            await http.options("/codec/decode", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}),
+            await http.options(
+                "/codec/decode", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+            ),
         ]
         generated = [r.headers.get("x-request-id") for r in responses]
-        assert all(g and len(g) == 32 for g in generated), [(r.request.url.path, r.status_code, r.headers) for r in responses]
+        assert all(g and len(g) == 32 for g in generated), [
+            (r.request.url.path, r.status_code, r.headers) for r in responses
+        ]
         assert len(set(generated)) == len(generated), "each request gets its own id"
 
         given = "req-" + uuid.uuid4().hex
@@ -135,7 +142,9 @@ async def test_the_request_id_is_bound_to_log_context_and_survives_an_unhandled_
     async def boom(request: Request) -> Response:
         raise RuntimeError("unexpected")
 
-    app = Starlette(routes=[Route("/context", context), Route("/boom", boom)], middleware=[Middleware(RequestIdMiddleware)])
+    app = Starlette(
+        routes=[Route("/context", context), Route("/boom", boom)], middleware=[Middleware(RequestIdMiddleware)]
+    )
     async with in_process(app) as client:
         response = await client.get("/context", headers={"X-Request-Id": "abc-123"})
         assert response.json() == {"request_id": "abc-123"} and response.headers["x-request-id"] == "abc-123"
@@ -168,15 +177,19 @@ def test_redaction_masks_emails_tokens_and_database_key_details() -> None:
 
 
 def test_the_redaction_processor_covers_every_value_and_personal_data_keys() -> None:
-    event = redact(None, "info", {
-        "event": "sent to jane@example.org",
-        "email": "jane@example.org",
-        "telegram_handle": "jane_tg",
-        "nested": {"phone": "+441234567890", "list": ["x jane@example.org", 3], "ok": "ACTIVE"},
-        "exception": "Traceback ...\nasyncpg.UniqueViolationError: Key (email_normalized)=(jane@example.org)",
-        "count": 2,
-        "error": ValueError("Bearer abcdef.ghijk"),
-    })
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "sent to jane@example.org",
+            "email": "jane@example.org",
+            "telegram_handle": "jane_tg",
+            "nested": {"phone": "+441234567890", "list": ["x jane@example.org", 3], "ok": "ACTIVE"},
+            "exception": "Traceback ...\nasyncpg.UniqueViolationError: Key (email_normalized)=(jane@example.org)",
+            "count": 2,
+            "error": ValueError("Bearer abcdef.ghijk"),
+        },
+    )
     rendered = json.dumps(event)
     for secret in ("jane@", "jane_tg", "+441234567890", "abcdef.ghijk"):
         assert secret not in rendered, rendered
@@ -216,7 +229,9 @@ async def test_http_metrics_label_route_templates_not_raw_paths() -> None:
 def test_registration_to_active_is_observed_in_workflow_time() -> None:
     before = parse_metrics(metrics.generate_latest(metrics.WORKER_REGISTRY).decode())
     registered = datetime(2030, 1, 1, tzinfo=UTC)
-    metrics.observe_customer_event("customer.activated", registered_at=registered, occurred_at=registered + timedelta(hours=2))
+    metrics.observe_customer_event(
+        "customer.activated", registered_at=registered, occurred_at=registered + timedelta(hours=2)
+    )
     metrics.observe_customer_event("kyc.approved", registered_at=registered, occurred_at=registered)
     after = parse_metrics(metrics.generate_latest(metrics.WORKER_REGISTRY).decode())
     name = "customer_registration_to_active_seconds"
@@ -224,23 +239,33 @@ def test_registration_to_active_is_observed_in_workflow_time() -> None:
     assert value(after, f"{name}_bucket", le="3600.0") == value(before, f"{name}_bucket", le="3600.0")
     assert value(after, f"{name}_bucket", le="14400.0") - value(before, f"{name}_bucket", le="14400.0") == 1
     assert value(after, "kyc_approvals_total") - value(before, "kyc_approvals_total") == 1
-    assert value(after, "customer_events_total", event_type="customer.activated") - value(
-        before, "customer_events_total", event_type="customer.activated") == 1
+    assert (
+        value(after, "customer_events_total", event_type="customer.activated")
+        - value(before, "customer_events_total", event_type="customer.activated")
+        == 1
+    )
 
 
 # --- metrics: the running stack --------------------------------------------------------------------------
 
 
-async def test_api_metrics_count_requests_registrations_and_webhooks(stack: DevStack, portal: httpx.AsyncClient) -> None:
+async def test_api_metrics_count_requests_registrations_and_webhooks(
+    stack: DevStack, portal: httpx.AsyncClient
+) -> None:
     metrics_url = f"{stack.api_url}/metrics"
     before = await scrape(metrics_url)
     customer = await register(portal, f"metrics-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
 
     # An authentic webhook for no running customer (stored, then settled as undeliverable), posted twice.
-    body, headers = signed({
-        "type": "applicantPending", "externalUserId": str(uuid.uuid4()), "applicantId": "a" * 24,
-        "correlationId": f"req-metrics-{uuid.uuid4().hex}", "createdAtMs": "2030-01-01 00:00:00.000",
-    })
+    body, headers = signed(
+        {
+            "type": "applicantPending",
+            "externalUserId": str(uuid.uuid4()),
+            "applicantId": "a" * 24,
+            "correlationId": f"req-metrics-{uuid.uuid4().hex}",
+            "createdAtMs": "2030-01-01 00:00:00.000",
+        }
+    )
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         assert (await http.post("/webhooks/sumsub", content=body, headers=headers)).json() == {"ok": True}
         assert (await http.post("/webhooks/sumsub", content=body, headers=headers)).json()["duplicate"] is True
@@ -273,16 +298,24 @@ async def test_api_metrics_count_requests_registrations_and_webhooks(stack: DevS
 
 async def test_worker_serves_temporal_sdk_and_business_metrics(stack: DevStack, portal: httpx.AsyncClient) -> None:
     before = await scrape(stack.worker_business_metrics_url)
-    await onboard_with_telegram(portal, f"worker-metrics-{uuid.uuid4().hex[:8]}@example.com", f"wm_{uuid.uuid4().hex[:8]}")
+    await onboard_with_telegram(
+        portal, f"worker-metrics-{uuid.uuid4().hex[:8]}@example.com", f"wm_{uuid.uuid4().hex[:8]}"
+    )
 
     async def business_metrics_moved() -> None:
         after = await scrape(stack.worker_business_metrics_url)
-        for name in ("kyc_approvals_total", "customer_activations_total", "customer_registration_to_active_seconds_count"):
+        for name in (
+            "kyc_approvals_total",
+            "customer_activations_total",
+            "customer_registration_to_active_seconds_count",
+        ):
             assert value(after, name) - value(before, name) >= 1, name
         assert value(after, "customer_events_total", event_type="customer.registered") > value(
-            before, "customer_events_total", event_type="customer.registered")
+            before, "customer_events_total", event_type="customer.registered"
+        )
         assert value(after, "customer_registration_to_active_seconds_sum") > value(
-            before, "customer_registration_to_active_seconds_sum")
+            before, "customer_registration_to_active_seconds_sum"
+        )
 
     await eventually(business_metrics_moved)
 
@@ -297,7 +330,9 @@ async def test_worker_serves_temporal_sdk_and_business_metrics(stack: DevStack, 
 
 
 async def test_logs_are_json_lines_with_customer_and_workflow_bound(stack: DevStack, portal: httpx.AsyncClient) -> None:
-    customer = await onboard_with_telegram(portal, f"logs-{uuid.uuid4().hex[:8]}@example.com", f"lg_{uuid.uuid4().hex[:8]}")
+    customer = await onboard_with_telegram(
+        portal, f"logs-{uuid.uuid4().hex[:8]}@example.com", f"lg_{uuid.uuid4().hex[:8]}"
+    )
     workflow_id = customer["onboarding"]["workflowId"]
 
     async def activity_and_workflow_lines_written() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -330,25 +365,45 @@ async def test_no_log_holds_an_email_telegram_handle_or_token(stack: DevStack, p
     customer = await onboard_with_telegram(portal, email, telegram)
     # Paths that echo input back: the same email registered again, a telegram handle that is taken.
     await register(portal, email.upper(), "INDIVIDUAL")
-    await portal.post("/graphql", json={
-        "query": "mutation R($input: CustomerRegisterInput!) { customerRegister(input: $input) { customer { id } } }",
-        "variables": {"input": {"email": f"other.{marker}@example.net", "customerType": "INDIVIDUAL", "telegramHandle": telegram}},
-    })
+    await portal.post(
+        "/graphql",
+        json={
+            "query": "mutation R($input: CustomerRegisterInput!) { customerRegister(input: $input) { customer { id } } }",
+            "variables": {
+                "input": {
+                    "email": f"other.{marker}@example.net",
+                    "customerType": "INDIVIDUAL",
+                    "telegramHandle": telegram,
+                }
+            },
+        },
+    )
     token = portal.headers["Authorization"].removeprefix("Bearer ").strip()
 
     async def last_activity_line_written() -> None:  # the activation's audit row, recorded after ONBOARDED
-        assert any(line.get("customer_id") == customer["id"] and line.get("event_type") == "customer.activated"
-                   for line in json_lines(stack, "worker"))
+        assert any(
+            line.get("customer_id") == customer["id"] and line.get("event_type") == "customer.activated"
+            for line in json_lines(stack, "worker")
+        )
 
     await eventually(last_activity_line_written)
 
     assert stack.log_dir is not None
     logs = sorted(stack.log_dir.glob("*.log"))
     assert {"api.log", "worker.log"} <= {p.name for p in logs}
-    secrets = {"email": email, "local part": local_part, "telegram handle": telegram, "portal token": token,
-               "token signature": token.rsplit(".", 1)[-1]}
-    leaks = [(path.name, what) for path in logs for what, secret in secrets.items()
-             if secret.lower() in path.read_text(errors="replace").lower()]
+    secrets = {
+        "email": email,
+        "local part": local_part,
+        "telegram handle": telegram,
+        "portal token": token,
+        "token signature": token.rsplit(".", 1)[-1],
+    }
+    leaks = [
+        (path.name, what)
+        for path in logs
+        for what, secret in secrets.items()
+        if secret.lower() in path.read_text(errors="replace").lower()
+    ]
     assert not leaks, leaks
     # The lines about this customer are there, only without contact data.
     assert any(line.get("customer_id") == customer["id"] for line in json_lines(stack, "worker"))

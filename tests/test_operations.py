@@ -94,7 +94,9 @@ EXPECTED = {
     "OnboardingStage = 'AWAITING_KYC' AND CustomerType = 'BANK'": {"bank"},
     "CustomerId = '<customer id>'": {"bank"},
 }
-SUSPEND = "mutation($id: ID!) { customerSuspend(input: {customerId: $id, reason: \"ops query test\"}) { customer { id } } }"
+SUSPEND = (
+    'mutation($id: ID!) { customerSuspend(input: {customerId: $id, reason: "ops query test"}) { customer { id } } }'
+)
 
 
 def readme_queries() -> list[str]:
@@ -147,34 +149,55 @@ async def customers_in_every_state(
 
     async def failed() -> dict[str, Any]:
         # Keycloak already has a user with this email, of another customer: onboarding fails (and is left for ops).
-        await keycloak_admin.a_create_user({"username": email("failed"), "email": email("failed"), "enabled": True,
-                                            "attributes": {"customer_id": [str(uuid.uuid4())]}})
+        await keycloak_admin.a_create_user(
+            {
+                "username": email("failed"),
+                "email": email("failed"),
+                "enabled": True,
+                "attributes": {"customer_id": [str(uuid.uuid4())]},
+            }
+        )
         customer = await register(portal, email("failed"), "INDIVIDUAL")
         return await wait_for_stage(portal, customer["id"], "FAILED")
 
     async def expired() -> dict[str, Any]:
-        async with api_expiring_kyc_after(stack, timedelta(seconds=2)) as url, \
-                httpx.AsyncClient(base_url=url, headers=portal.headers, timeout=30) as quick:
+        async with (
+            api_expiring_kyc_after(stack, timedelta(seconds=2)) as url,
+            httpx.AsyncClient(base_url=url, headers=portal.headers, timeout=30) as quick,
+        ):
             customer = await register(quick, email("expired"), "INDIVIDUAL")
         return await wait_for_stage(portal, customer["id"], "EXPIRED")
 
     submitted = ("submit", "KYC_IN_REVIEW")
-    made = dict(zip(
-        ["bank", "person", "in_review", "on_hold", "resubmit", "declined", "onboarded", "suspended", "failed", "expired"],
-        await asyncio.gather(
-            waiting("bank", "BANK"),
-            waiting("person"),
-            pressed("in_review", submitted),
-            pressed("on_hold", submitted, ("hold", "KYC_ON_HOLD")),
-            pressed("resubmit", submitted, ("resubmit", "KYC_RESUBMISSION_REQUESTED")),
-            pressed("declined", submitted, ("reject", "KYC_DECLINED")),
-            onboard(portal, email("onboarded"), "PRIVATE_COMPANY"),
-            suspended(),
-            failed(),
-            expired(),
-        ),
-        strict=True,
-    ))
+    made = dict(
+        zip(
+            [
+                "bank",
+                "person",
+                "in_review",
+                "on_hold",
+                "resubmit",
+                "declined",
+                "onboarded",
+                "suspended",
+                "failed",
+                "expired",
+            ],
+            await asyncio.gather(
+                waiting("bank", "BANK"),
+                waiting("person"),
+                pressed("in_review", submitted),
+                pressed("on_hold", submitted, ("hold", "KYC_ON_HOLD")),
+                pressed("resubmit", submitted, ("resubmit", "KYC_RESUBMISSION_REQUESTED")),
+                pressed("declined", submitted, ("reject", "KYC_DECLINED")),
+                onboard(portal, email("onboarded"), "PRIVATE_COMPANY"),
+                suspended(),
+                failed(),
+                expired(),
+            ),
+            strict=True,
+        )
+    )
     return {name: customer["onboarding"]["workflowId"] for name, customer in made.items()}
 
 
@@ -201,7 +224,9 @@ async def test_every_readme_operations_query_finds_exactly_its_customers(
 
     bank_id = ours["bank"].removeprefix("customer-")
     for query in queries:
-        concrete = query.replace("<customer id>", bank_id).replace("<three days ago>", at(datetime.now(UTC) - timedelta(days=3)))
+        concrete = query.replace("<customer id>", bank_id).replace(
+            "<three days ago>", at(datetime.now(UTC) - timedelta(days=3))
+        )
         await eventually_exactly(temporal, concrete, ours, EXPECTED[query])
     # The waiting-since filter does select by when waiting began: with tomorrow's date it finds every waiting one.
     waiting_since = "KycWaitingSince < '<three days ago>'"

@@ -30,7 +30,11 @@ def test_the_committed_schema_file_matches_the_code() -> None:
     expected, actual = exporter.render(), committed.read_text(encoding="utf-8")
     if actual != expected:
         diff = difflib.unified_diff(
-            actual.splitlines(), expected.splitlines(), "api/schema.graphql (committed)", "api.schema (code)", lineterm=""
+            actual.splitlines(),
+            expected.splitlines(),
+            "api/schema.graphql (committed)",
+            "api.schema (code)",
+            lineterm="",
         )
         shown = "\n".join(list(diff)[:80])
         pytest.fail(f"api/schema.graphql is out of date; regenerate it with: {REGENERATE}\n{shown}", pytrace=False)
@@ -49,8 +53,12 @@ CUSTOMER_ID = "00000000-0000-8000-8000-000000000000"
             "Cannot query field 'noSuchField' on type 'Customer'",
             id="unknown field",
         ),
-        pytest.param("{ noSuchRootField }", "Cannot query field 'noSuchRootField' on type 'Query'", id="unknown root field"),
-        pytest.param("{ customer { id } }", "Argument 'Query.customer(id:)' of type 'ID!' is required", id="no argument"),
+        pytest.param(
+            "{ noSuchRootField }", "Cannot query field 'noSuchRootField' on type 'Query'", id="unknown root field"
+        ),
+        pytest.param(
+            "{ customer { id } }", "Argument 'Query.customer(id:)' of type 'ID!' is required", id="no argument"
+        ),
         pytest.param(f'{{ customer(id: "{CUSTOMER_ID}") }}', "must have a selection of subfields", id="no selection"),
         pytest.param(
             'mutation { customerRegister(input: {email: "a@example.com", customerType: PIRATE}) { customer { id } } }',
@@ -76,7 +84,10 @@ REGISTER = "mutation Register($input: CustomerRegisterInput!) { customerRegister
     ("document", "variables", "expected"),
     [
         pytest.param(
-            "query Get($id: ID!) { customer(id: $id) { id } }", {}, "Variable '$id' has invalid value", id="missing variable"
+            "query Get($id: ID!) { customer(id: $id) { id } }",
+            {},
+            "Variable '$id' has invalid value",
+            id="missing variable",
         ),
         pytest.param(
             REGISTER,

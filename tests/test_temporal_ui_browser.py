@@ -76,9 +76,13 @@ async def _wait_for_visibility(client: Client, query: str, expected: set[str], t
 @pytest.mark.timeout(900)  # a first run installs chromium with apt; afterwards the test takes well under a minute
 async def test_temporal_ui_lists_customers_by_stage_and_decodes_their_input(ui_stack: DevStack, chromium: Path) -> None:
     tag = uuid.uuid4().hex[:10]
-    individual_email, bank_email, waiting_email = (f"ui-{kind}-{tag}@example.com" for kind in ("individual", "bank", "waiting"))
+    individual_email, bank_email, waiting_email = (
+        f"ui-{kind}-{tag}@example.com" for kind in ("individual", "bank", "waiting")
+    )
     token = await client_token(ui_stack, "portal", "portal-dev-secret")
-    async with httpx.AsyncClient(base_url=ui_stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as portal:
+    async with httpx.AsyncClient(
+        base_url=ui_stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as portal:
         individual, bank = await asyncio.gather(
             onboard(portal, individual_email, "INDIVIDUAL"), onboard(portal, bank_email, "BANK")
         )

@@ -23,11 +23,16 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
 ) -> None:
     customer = await register(portal, "temporal-down@example.com", "INDIVIDUAL")
     waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
-    body = json.dumps({
-        "type": "applicantPending", "externalUserId": customer["id"], "applicantId": waiting["kyc"]["applicantId"],
-        "correlationId": f"req-down-{customer['id']}", "createdAtMs": "2030-01-01 00:00:00.000",
-        "reviewStatus": "pending",
-    }).encode()
+    body = json.dumps(
+        {
+            "type": "applicantPending",
+            "externalUserId": customer["id"],
+            "applicantId": waiting["kyc"]["applicantId"],
+            "correlationId": f"req-down-{customer['id']}",
+            "createdAtMs": "2030-01-01 00:00:00.000",
+            "reviewStatus": "pending",
+        }
+    ).encode()
 
     # An API whose Temporal is unreachable: it must still store and acknowledge.
     cut_off = Settings(
@@ -39,8 +44,11 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
     attempts = "SELECT attempts FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1"
     async with running_app(create_app(cut_off)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         started = time.monotonic()
-        response = await http.post("/webhooks/sumsub", content=body,
-                                   headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")})
+        response = await http.post(
+            "/webhooks/sumsub",
+            content=body,
+            headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")},
+        )
         acknowledged_in = time.monotonic() - started
         # Its deliverers try (and fail) meanwhile: wait until an attempt is noted on the stored row.
         deadline = time.monotonic() + 10
@@ -61,6 +69,10 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
     # The stack's own API (Temporal reachable) sweeps the inbox and delivers it.
     delivered = await wait_for_stage(portal, customer["id"], "KYC_IN_REVIEW", timeout=30)
     assert delivered["kyc"]["status"] == "PENDING"
-    assert await database.fetchval(
-        "SELECT outcome FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1", f"req-down-{customer['id']}"
-    ) == "delivered"
+    assert (
+        await database.fetchval(
+            "SELECT outcome FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1",
+            f"req-down-{customer['id']}",
+        )
+        == "delivered"
+    )

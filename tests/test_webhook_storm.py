@@ -31,7 +31,9 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
     stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
 ) -> None:
     run = str(int(time.time() * 1000))
-    customers = await asyncio.gather(*(register(portal, f"storm-{run}-{i}@example.com", "INDIVIDUAL") for i in range(CUSTOMERS)))
+    customers = await asyncio.gather(
+        *(register(portal, f"storm-{run}-{i}@example.com", "INDIVIDUAL") for i in range(CUSTOMERS))
+    )
     waiting = await asyncio.gather(*(wait_for_stage(portal, c["id"], "AWAITING_KYC") for c in customers))
 
     bodies: list[bytes] = []
@@ -64,8 +66,11 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
                 response = await http.post(
                     "/webhooks/sumsub",
                     content=body,
-                    headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret", "HMAC_SHA512_HEX"),
-                             "X-Payload-Digest-Alg": "HMAC_SHA512_HEX", "Content-Type": "application/json"},
+                    headers={
+                        "X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret", "HMAC_SHA512_HEX"),
+                        "X-Payload-Digest-Alg": "HMAC_SHA512_HEX",
+                        "Content-Type": "application/json",
+                    },
                 )
                 return response.status_code
 
@@ -82,6 +87,9 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
     )
     assert stored == 200
     ids = [c["id"] for c in customers]
-    assert await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = ANY($1::uuid[])", ids) == CUSTOMERS
+    assert (
+        await database.fetchval("SELECT count(*) FROM deposit_accounts WHERE customer_id = ANY($1::uuid[])", ids)
+        == CUSTOMERS
+    )
     sample = await get_customer(portal, ids[0])
     assert sample is not None and sample["depositAccount"]["status"] == "ACTIVE"

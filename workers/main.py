@@ -52,7 +52,9 @@ def install_temporal_runtime(settings: Settings) -> None:
         filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
         forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
-    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=prometheus)), error_if_already_set=False)
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=prometheus)), error_if_already_set=False
+    )
     # The SDK's workflow and activity details become structured fields (kit.logging), not message text.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False

@@ -102,7 +102,9 @@ class CustomerWorkflow:
         # The id was derived from the email, but this customer has since changed theirs: the address
         # is someone else's to register.
         if request.email is not None and request.email != self._state.registration.email:
-            raise ApplicationError("this customer now has another email", type=ErrorType.EMAIL_MISMATCH, non_retryable=True)
+            raise ApplicationError(
+                "this customer now has another email", type=ErrorType.EMAIL_MISMATCH, non_retryable=True
+            )
 
     @workflow.signal
     def kyc_event(self, event: KycEvent) -> None:
@@ -203,7 +205,9 @@ class CustomerWorkflow:
                         KeycloakActivities.change_keycloak_user_email,
                         ChangeUserEmailInput(user_id=self._state.keycloak_user_id, email=old),
                     )
-                await self._record("customer.email_change_reverted", actor=request.actor, details={"reason": _reason(err)})
+                await self._record(
+                    "customer.email_change_reverted", actor=request.actor, details={"reason": _reason(err)}
+                )
                 raise ApplicationError(_reason(err), type=ErrorType.EMAIL_CONFLICT, non_retryable=True) from None
         return self._state
 
@@ -217,7 +221,9 @@ class CustomerWorkflow:
     async def run(self, input: CustomerWorkflowInput) -> CustomerState:
         if input.state is None and not await self._registered():
             # Nothing was created; failing (not completing) lets a later registration start afresh.
-            raise ApplicationError(self._state.last_error or "registration refused", type=ErrorType.REGISTRATION_REFUSED)
+            raise ApplicationError(
+                self._state.last_error or "registration refused", type=ErrorType.REGISTRATION_REFUSED
+            )
         while self._state.stage is not OnboardingStage.CLOSED:
             try:
                 await self._next_step()
@@ -419,7 +425,9 @@ class CustomerWorkflow:
         if self._state.applicant_id is None:
             return
         event = await self._step(
-            "poll Sumsub review status", SumsubActivities.poll_kyc_review, ApplicantRef(applicant_id=self._state.applicant_id)
+            "poll Sumsub review status",
+            SumsubActivities.poll_kyc_review,
+            ApplicantRef(applicant_id=self._state.applicant_id),
         )
         if event is not None and kyc_rules.is_new_verdict(self._state, event):
             self._kyc_inbox.append(event)

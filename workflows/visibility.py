@@ -50,7 +50,9 @@ def search_attribute_updates(state: CustomerState) -> list[SearchAttributeUpdate
         CUSTOMER_STATUS.value_set(state.status.value),
         KYC_STATUS.value_set(state.kyc_status.value),
         ONBOARDING_STAGE.value_set(state.stage.value),
-        KYC_WAITING_SINCE.value_set(state.kyc_started_at) if waiting and state.kyc_started_at else KYC_WAITING_SINCE.value_unset(),
+        KYC_WAITING_SINCE.value_set(state.kyc_started_at)
+        if waiting and state.kyc_started_at
+        else KYC_WAITING_SINCE.value_unset(),
     ]
 
 

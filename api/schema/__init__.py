@@ -1,10 +1,10 @@
 """The GraphQL schema: what the portal, ops and customers can ask and do.
 
-    permissions.py  who may call what (the resolver context, role checks)
-    types.py        what the API answers with
-    inputs.py       what callers send, and its validation
-    queries.py      reads
-    mutations.py    changes, each one call of the customer service (`api/service.py`)
+permissions.py  who may call what (the resolver context, role checks)
+types.py        what the API answers with
+inputs.py       what callers send, and its validation
+queries.py      reads
+mutations.py    changes, each one call of the customer service (`api/service.py`)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def _is_unexpected(error: GraphQLError) -> bool:
     """Our typed errors and GraphQL's own (validation, coercion, permissions) are meant for the caller."""
     original = error.original_error
     return original is not None and not isinstance(original, (ApiError, GraphQLError))
+
 
 schema = strawberry.Schema(
     query=Query,

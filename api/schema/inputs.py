@@ -15,19 +15,23 @@ from api.schema.types import CustomerStatus, CustomerType, KycStatus, Onboarding
 
 _TELEGRAM_HANDLE = re.compile(r"^@?([A-Za-z][A-Za-z0-9_]{4,31})$")
 
+
 @strawberry.enum
 class CustomerSortField(Enum):
     CREATED_AT = "CREATED_AT"
+
 
 @strawberry.enum
 class SortDirection(Enum):
     ASC = "ASC"
     DESC = "DESC"
 
+
 @strawberry.input
 class CustomerSort:
     field: CustomerSortField = CustomerSortField.CREATED_AT
     direction: SortDirection = SortDirection.DESC
+
 
 @strawberry.input(description="Every field set narrows the list; the creation range is [createdAfter, createdBefore).")
 class CustomerFilter:
@@ -48,9 +52,11 @@ class CustomerFilter:
             created_before=aware(self.created_before),
         )
 
+
 @strawberry.input
 class CustomerKycLinkCreateInput:
     customer_id: strawberry.ID
+
 
 @strawberry.input
 class CustomerRegisterInput:
@@ -58,32 +64,39 @@ class CustomerRegisterInput:
     customer_type: CustomerType
     telegram_handle: str | None = None
 
+
 @strawberry.input
 class CustomerSuspendInput:
     customer_id: strawberry.ID
     reason: str
 
+
 @strawberry.input
 class CustomerReactivateInput:
     customer_id: strawberry.ID
+
 
 @strawberry.input
 class CustomerCloseInput:
     customer_id: strawberry.ID
     reason: str
 
+
 @strawberry.input
 class CustomerOnboardingRetryInput:
     customer_id: strawberry.ID
+
 
 @strawberry.input
 class CustomerEmailUpdateInput:
     customer_id: strawberry.ID
     email: str
 
+
 @strawberry.input
 class WebhookReplayInput:
     id: strawberry.ID
+
 
 def valid_email(value: str) -> str:
     try:
@@ -91,9 +104,11 @@ def valid_email(value: str) -> str:
     except EmailNotValidError as exc:
         raise BadUserInput(f"invalid email: {exc}", field="email") from None
 
+
 def aware(value: datetime | None) -> datetime | None:
     """An instant without an offset is read as UTC."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
 
 def valid_telegram_handle(value: str | None) -> str | None:
     if value is None or not value.strip():

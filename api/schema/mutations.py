@@ -60,7 +60,9 @@ class Mutation:
     @strawberry.mutation(permission_classes=[OpsOnly])
     async def customer_suspend(self, info: Info[Context, Any], input: CustomerSuspendInput) -> CustomerPayload:
         customer_id = parse_customer_id(input.customer_id)
-        return _payload(await info.context.services.customers.suspend(customer_id, reason=input.reason, actor=actor(info)))
+        return _payload(
+            await info.context.services.customers.suspend(customer_id, reason=input.reason, actor=actor(info))
+        )
 
     @strawberry.mutation(permission_classes=[OpsOnly])
     async def customer_reactivate(self, info: Info[Context, Any], input: CustomerReactivateInput) -> CustomerPayload:
@@ -70,7 +72,9 @@ class Mutation:
     @strawberry.mutation(permission_classes=[OpsOnly])
     async def customer_close(self, info: Info[Context, Any], input: CustomerCloseInput) -> CustomerPayload:
         customer_id = parse_customer_id(input.customer_id)
-        return _payload(await info.context.services.customers.close(customer_id, reason=input.reason, actor=actor(info)))
+        return _payload(
+            await info.context.services.customers.close(customer_id, reason=input.reason, actor=actor(info))
+        )
 
     @strawberry.mutation(permission_classes=[OpsOnly])
     async def customer_onboarding_retry(

@@ -17,6 +17,7 @@ class Context:
     services: AppState
     principal: Principal
 
+
 class _RolePermission(BasePermission):
     roles: tuple[str, ...] = ()
     message = "forbidden"
@@ -25,11 +26,14 @@ class _RolePermission(BasePermission):
     def has_permission(self, source: Any, info: Info[Context, Any], **kwargs: Any) -> bool:
         return info.context.principal.has_role(*self.roles)
 
+
 class PortalOrOps(_RolePermission):
     roles = ("portal", "ops")
 
+
 class OpsOnly(_RolePermission):
     roles = ("ops",)
+
 
 class Authenticated(BasePermission):
     """Any verified token, a customer's own included; the resolver decides what it may see."""

@@ -42,7 +42,9 @@ class Query:
         )
         edges = [CustomerEdge(cursor=cursor_for(state), node=Customer.from_state(state)) for state in page.customers]
         end_cursor = edges[-1].cursor if edges else None
-        return CustomerConnection(edges=edges, page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor))
+        return CustomerConnection(
+            edges=edges, page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor)
+        )
 
     @strawberry.field(permission_classes=[PortalOrOps], description="The customer with this email, in any letter case.")
     async def customer_by_email(self, info: Info[Context, Any], email: str) -> Customer | None:
@@ -56,7 +58,9 @@ class Query:
     )
     async def me(self, info: Info[Context, Any]) -> Customer | None:
         principal = info.context.principal
-        state = await info.context.services.customers.find_own(customer_id=principal.customer_id, subject=principal.subject)
+        state = await info.context.services.customers.find_own(
+            customer_id=principal.customer_id, subject=principal.subject
+        )
         return None if state is None else Customer.from_state(state)
 
     @strawberry.field(

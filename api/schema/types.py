@@ -33,6 +33,7 @@ strawberry.enum(OnboardingStage, name="OnboardingStage")
 strawberry.enum(AccountCategory, name="AccountCategory")
 strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
 
+
 @strawberry.type
 class Kyc:
     status: KycStatus
@@ -40,6 +41,7 @@ class Kyc:
     applicant_id: str | None
     verification_url: str | None
     moderation_comment: str | None
+
 
 @strawberry.type
 class Onboarding:
@@ -53,6 +55,7 @@ class Onboarding:
     started_at: datetime
     updated_at: datetime
 
+
 @strawberry.type
 class DepositAccount:
     id: strawberry.ID
@@ -60,12 +63,14 @@ class DepositAccount:
     category: AccountCategory
     created_at: datetime
 
+
 @strawberry.type
 class CustomerEvent:
     type: str
     occurred_at: datetime
     actor: str
     details: JSON
+
 
 @strawberry.type
 class Customer:
@@ -80,10 +85,15 @@ class Customer:
     deposit_account: DepositAccount | None
     suspension_reason: str | None
 
-    @strawberry.field(description="The audit trail, newest first (portal and ops only).", permission_classes=[PortalOrOps])
+    @strawberry.field(
+        description="The audit trail, newest first (portal and ops only).", permission_classes=[PortalOrOps]
+    )
     async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
         rows = await info.context.services.customers.events(str(self.id))
-        return [CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=JSON(r.details)) for r in rows]
+        return [
+            CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=JSON(r.details))
+            for r in rows
+        ]
 
     @classmethod
     def from_state(cls, state: CustomerState) -> Customer:
@@ -118,32 +128,41 @@ class Customer:
             deposit_account=None
             if account is None
             else DepositAccount(
-                id=strawberry.ID(account.id), status=account.status, category=account.category, created_at=account.created_at
+                id=strawberry.ID(account.id),
+                status=account.status,
+                category=account.category,
+                created_at=account.created_at,
             ),
         )
+
 
 @strawberry.type
 class CustomerEdge:
     cursor: str
     node: Customer
 
+
 @strawberry.type
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
+
 
 @strawberry.type
 class CustomerConnection:
     edges: list[CustomerEdge]
     page_info: PageInfo
 
+
 @strawberry.type
 class CustomerPayload:
     customer: Customer
 
+
 @strawberry.type
 class CustomerKycLinkCreatePayload:
     url: str = strawberry.field(description="A fresh Sumsub WebSDK link the customer opens to verify.")
+
 
 @strawberry.type(name="StoredWebhook", description="A Sumsub webhook as the inbox keeps it (no personal data).")
 class StoredWebhookType:

@@ -491,8 +491,18 @@ class _Emulator:
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
                 "scopes_supported": ["openid", "profile", "email", "roles", "web-origins", "acr", "basic"],
-                "claims_supported": ["aud", "sub", "iss", "auth_time", "name", "given_name", "family_name",
-                                     "preferred_username", "email", "acr"],
+                "claims_supported": [
+                    "aud",
+                    "sub",
+                    "iss",
+                    "auth_time",
+                    "name",
+                    "given_name",
+                    "family_name",
+                    "preferred_username",
+                    "email",
+                    "acr",
+                ],
                 "code_challenge_methods_supported": ["plain", "S256"],
             }
         )
@@ -839,7 +849,9 @@ def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str)
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serves the emulator with uvicorn until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m dev.emulators.keycloak", description="Serve the Keycloak emulator.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dev.emulators.keycloak", description="Serve the Keycloak emulator."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(

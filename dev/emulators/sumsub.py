@@ -682,9 +682,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=default_url.port or 8090, help="default: its port")
     parser.add_argument("--public-url", help="base URL browsers use for WebSDK links (default: http://HOST:PORT)")
     parser.add_argument("--webhook-url", help="where to POST webhooks; without it none are sent")
-    parser.add_argument(
-        "--webhook-alg", choices=sorted(WEBHOOK_DIGEST_ALGORITHMS), default=DEFAULT_WEBHOOK_DIGEST_ALG
-    )
+    parser.add_argument("--webhook-alg", choices=sorted(WEBHOOK_DIGEST_ALGORITHMS), default=DEFAULT_WEBHOOK_DIGEST_ALG)
     parser.add_argument(
         "--delay-scale",
         type=float,

@@ -28,7 +28,9 @@ async def graphql(http: httpx.AsyncClient, query: str, variables: dict[str, Any]
     return response.json()
 
 
-async def register(http: httpx.AsyncClient, email: str, customer_type: str, telegram: str | None = None) -> dict[str, Any]:
+async def register(
+    http: httpx.AsyncClient, email: str, customer_type: str, telegram: str | None = None
+) -> dict[str, Any]:
     body = await graphql(
         http, REGISTER, {"input": {"email": email, "customerType": customer_type, "telegramHandle": telegram}}
     )
@@ -42,7 +44,9 @@ async def get_customer(http: httpx.AsyncClient, customer_id: str) -> dict[str, A
     return body["data"]["customer"]
 
 
-async def wait_for_stage(http: httpx.AsyncClient, customer_id: str, stage: str, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_for_stage(
+    http: httpx.AsyncClient, customer_id: str, stage: str, timeout: float = 30.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         customer = await get_customer(http, customer_id)
