@@ -18,9 +18,10 @@ from strawberry.asgi import GraphQL
 
 import db.pool
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
+from api.bodies import BodyLimit
 from api.codec import codec_app
 from api.relay import WebhookRelay
-from api.schema import Context, schema
+from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
 from api.state import AppState
 from api.webhooks import sumsub_webhook
@@ -105,10 +106,19 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             await http.aclose()
             await pool.close()
 
-    graphql = AuthenticatedGraphQL(schema, graphql_ide="graphiql" if graphiql else None)
+    limits = GraphQLLimits(
+        max_depth=settings.api_graphql_max_depth,
+        max_aliases=settings.api_graphql_max_aliases,
+        max_tokens=settings.api_graphql_max_tokens,
+        max_cost=settings.api_graphql_max_cost,
+        max_bytes=settings.api_graphql_max_bytes,
+    )
+    graphql = AuthenticatedGraphQL(
+        build_schema(limits, introspection=graphiql), graphql_ide="graphiql" if graphiql else None
+    )
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", BodyLimit(graphql, limits.max_bytes), methods=["GET", "POST"]),
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

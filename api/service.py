@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import uuid
@@ -57,6 +58,7 @@ from domain.state import (
 from integrations.sumsub.client import SumsubClient, SumsubError
 from kit import metrics
 from kit.settings import Settings
+from kit.temporal import is_unreachable
 from workflows.customer import CustomerWorkflow
 from workflows.visibility import initial_search_attributes
 
@@ -226,10 +228,20 @@ class CustomerService:
             raise Unavailable("registration could not be completed now; retry") from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             raise Unavailable("registration is taking long; retry (it may already be under way)") from exc
-        except (WorkflowAlreadyStartedError, RPCError) as exc:
+        except (WorkflowAlreadyStartedError, RPCError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not is_unreachable(exc):
+                raise
+            await _settle(start)
             stored = await db.customers.get_customer(self._pool, customer_id)  # a closed customer's workflow has ended
             if stored is not None and stored.registration.email != email:
                 return None
+            if stored is not None and stored.stage is OnboardingStage.CLOSED:
+                # A returning former customer is a compliance decision (why was it closed?), not a
+                # registration: nothing is started, and ops decide (README: "A closed customer").
+                raise Conflict(
+                    "this email belongs to a customer who was closed; a returning customer is onboarded by ops",
+                    field="email",
+                ) from None
             if stored is not None:
                 return stored
             raise Unavailable("registration could not be completed now; retry") from exc
@@ -243,6 +255,10 @@ class CustomerService:
                 handle.query(CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT), QUERY_TIMEOUT.total_seconds()
             )
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
+            return await db.customers.get_customer(self._pool, customer_id)
+        except RuntimeError as exc:
+            if not is_unreachable(exc):
+                raise
             return await db.customers.get_customer(self._pool, customer_id)
 
     async def suspend(self, customer_id: str, *, reason: str, actor: str) -> CustomerState:
@@ -350,3 +366,10 @@ def _required_reason(value: str) -> str:
     if not value.strip():
         raise BadUserInput("a reason is required", field="reason")
     return value.strip()
+
+
+async def _settle(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Collects the start operation's own outcome after a failed update-with-start, so its future's
+    exception is retrieved (else asyncio logs "Future exception was never retrieved")."""
+    with contextlib.suppress(Exception):
+        await start.workflow_handle()

@@ -1,7 +1,8 @@
 """`POST /webhooks/sumsub`: authenticate, store durably, answer, then deliver.
 
 The digest is checked over the raw bytes before anything is parsed; a forged or unsigned call changes
-nothing. An authentic but unusable body is answered 400 and kept for ops.
+nothing. An authentic but unusable body is answered 400 and kept for ops. While PostgreSQL is down the
+answer is 503 (Sumsub retries), never a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from datetime import UTC, datetime
 
 import asyncpg
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -19,8 +21,11 @@ from api.bodies import read_limited
 from api.errors import error_response
 from api.relay import StoredWebhook
 from api.state import AppState
+from db.pool import DATABASE_OUTAGES
 from integrations.sumsub.webhooks import InvalidWebhook, parse_webhook, verify_webhook_digest, webhook_dedupe_key
 from kit import metrics
+
+log = structlog.get_logger("api.webhooks")
 
 
 async def sumsub_webhook(request: Request) -> JSONResponse:
@@ -38,6 +43,17 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
     ):
         metrics.WEBHOOKS_REJECTED.labels(reason="digest").inc()
         return error_response(401, "invalid or missing X-Payload-Digest")
+    try:
+        return await _store(state, body)
+    except DATABASE_OUTAGES as exc:
+        # Nothing was stored: Sumsub retries a 5xx, so the webhook is not lost.
+        metrics.WEBHOOKS_REJECTED.labels(reason="unavailable").inc()
+        log.warning("webhook not stored: PostgreSQL unavailable", error_type=type(exc).__name__)
+        return error_response(503, "temporarily unavailable; retry", {"Retry-After": "5"})
+
+
+async def _store(state: AppState, body: bytes) -> JSONResponse:
+    """Parses the authentic body and stores it once; the relay delivers it after the answer."""
     try:
         if b"\x00" in body or b"\\u0000" in body:
             raise InvalidWebhook("NUL characters are not accepted")  # PostgreSQL text cannot hold them

@@ -277,7 +277,11 @@ class CustomerEvent:
     occurred_at: datetime
 
 
-async def list_events(pool: asyncpg.Pool, customer_id: str, *, limit: int = 200) -> list[CustomerEvent]:
+# The most audit rows one read returns (newest first).
+EVENTS_LIMIT = 200
+
+
+async def list_events(pool: asyncpg.Pool, customer_id: str, *, limit: int = EVENTS_LIMIT) -> list[CustomerEvent]:
     """The customer's audit trail, newest first."""
     rows = await pool.fetch(
         """

@@ -7,6 +7,16 @@ from pathlib import Path
 
 import asyncpg
 
+# What a call raises while PostgreSQL is down, restarting or unreachable: the caller should answer 503
+# (retry later), never 500. A query refused for its content (a constraint, bad data) is none of these.
+DATABASE_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,  # connection refused or reset
+    TimeoutError,  # connecting or acquiring from the pool took too long
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or is gone
+    asyncpg.InterfaceError,  # the connection was closed under the call
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, cannot connect now
+)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x43_4C_4D_49  # any constant; serialises concurrent migrators (API and worker start together)
 

@@ -36,10 +36,24 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_graphiql: bool = Field(default=False, description="Serve the GraphiQL IDE on GET /graphql (dev only).")
+    api_graphiql: bool = Field(
+        default=False, description="Serve the GraphiQL IDE on GET /graphql and allow introspection (dev only)."
+    )
     api_audience: str = Field(
         default="customer-lifecycle-api",
         description="Audience (or azp) an access token must carry to be accepted by the API.",
+    )
+    api_graphql_max_bytes: int = Field(
+        default=1024 * 1024, description="Larger POST /graphql bodies are refused with 413 before they are read whole."
+    )
+    api_graphql_max_depth: int = Field(
+        default=10, description="Deepest selection nesting a GraphQL operation may have."
+    )
+    api_graphql_max_aliases: int = Field(default=30, description="Most aliases one GraphQL document may use.")
+    api_graphql_max_tokens: int = Field(default=2000, description="Most lexical tokens one GraphQL document may have.")
+    api_graphql_max_cost: int = Field(
+        default=25_000,
+        description="Most objects one operation may resolve, lists counted at their size (`first`, else their maximum).",
     )
     customer_id_secret: str = Field(
         default="dev-only-customer-id-secret",

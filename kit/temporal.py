@@ -9,6 +9,7 @@ from __future__ import annotations
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from kit.codec import data_converter
 from kit.settings import Settings
@@ -40,3 +41,11 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a client call failed because Temporal cannot be reached (not because it said no)."""
+    if isinstance(exc, RPCError):
+        return exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+    # A lazy client that has never connected raises this from every call until it can.
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect")
