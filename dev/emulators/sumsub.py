@@ -1,8 +1,12 @@
 """A local Sumsub for development and tests, honouring `shared/spec/sumsub.md`.
 
-It checks request signatures like Sumsub, keeps applicants in memory, sends signed webhooks in the
-real payload shape on Sumsub's retry schedule, and serves a WebSDK page whose buttons play both the
+It checks request signatures like Sumsub, keeps applicants, sends signed webhooks in the real
+payload shape on Sumsub's retry schedule, and serves a WebSDK page whose buttons play both the
 customer (submit documents) and the compliance officer (approve, request resubmission, reject, hold).
+
+With `--state-dir` it remembers, across restarts, its applicants, WebSDK links, the delivery log and
+the webhooks still to deliver (resent on the same schedule after a restart; one in flight when the
+process died is sent again, as Sumsub's at-least-once delivery allows). Without it, memory only.
 
 Run it: `python -m dev.emulators.sumsub --webhook-url http://127.0.0.1:8000/webhooks/sumsub`.
 """
@@ -22,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from dev.emulators.latency import InjectedLatency
+from dev.emulators.state import Store
 from integrations.sumsub.client import sign_request
 from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, WEBHOOK_DIGEST_ALGORITHMS, webhook_digest
 from kit.logging import configure_logging
@@ -47,6 +53,11 @@ DEFAULT_ACTION_RETRY_DELAYS = (30.0, 30.0, 60.0, 300.0)
 DEFAULT_DELIVERY_TIMEOUT = 5.0
 DEV_DELAY_SCALE = 0.01
 CLIENT_ID = "emulator"
+# Under --state-dir: applicants/<id>.json, links/<token>.json, pending/<delivery id>.json, deliveries.jsonl
+APPLICANTS_DIR = "applicants"
+LINKS_DIR = "links"
+PENDING_DIR = "pending"
+DELIVERY_LOG = "deliveries.jsonl"
 RESUBMISSION_COMMENT = "Document is blurry; please upload a new photo"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -157,6 +168,32 @@ class _Applicant:
             applicant["email"] = self.email
         return applicant
 
+    def state(self) -> Json:
+        """What is stored under `--state-dir` (every field; dates as ISO 8601)."""
+        return {
+            "id": self.id,
+            "inspection_id": self.inspection_id,
+            "external_user_id": self.external_user_id,
+            "level_name": self.level_name,
+            "type": self.type,
+            "email": self.email,
+            "created_at": self.created_at.isoformat(),
+            "review_id": self.review_id,
+            "attempt_id": self.attempt_id,
+            "attempt_cnt": self.attempt_cnt,
+            "review_status": self.review_status,
+            "review_result": self.review_result,
+            "create_date": self.create_date.isoformat() if self.create_date else None,
+            "review_date": self.review_date.isoformat() if self.review_date else None,
+            "deactivated": self.deactivated,
+        }
+
+    @classmethod
+    def from_state(cls, state: Json) -> _Applicant:
+        dates = ("created_at", "create_date", "review_date")
+        fields: dict[str, Any] = {k: datetime.fromisoformat(v) if k in dates and v else v for k, v in state.items()}
+        return cls(**fields)
+
     def webhook_payload(self, event_type: str) -> Json:
         """The real payload shape: identifiers and review state only, never personal data."""
         payload: Json = {
@@ -181,18 +218,38 @@ class _Applicant:
 class _WebSdkLink:
     external_user_id: str
     level_name: str
-    expires_at: float
+    expires_at: float  # Unix time: a link outlives a restart of the emulator
 
     @property
     def expired(self) -> bool:
-        return time.monotonic() >= self.expires_at
+        return time.time() >= self.expires_at
+
+    def state(self) -> Json:
+        return {"external_user_id": self.external_user_id, "level_name": self.level_name, "expires_at": self.expires_at}
 
 
 # --- webhooks --------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Delivery:
+    """One webhook on its way: its next attempt and when that is due (Unix time)."""
+
+    id: str
+    payload: Json
+    body: str  # exactly the bytes signed and sent, the same on every attempt
+    attempt: int = 0
+    due: float = 0.0
+
+    def state(self) -> Json:
+        return {"id": self.id, "payload": self.payload, "body": self.body, "attempt": self.attempt, "due": self.due}
+
+
 class _WebhookSender:
-    """Delivers each webhook in its own task, retrying on Sumsub's schedule, and logs every attempt."""
+    """Delivers each webhook in its own task, retrying on Sumsub's schedule, and logs every attempt.
+
+    With a store, a delivery is written down before its first attempt and after each failed one, and
+    removed once delivered or given up; `running()` resumes those a previous process left."""
 
     def __init__(
         self,
@@ -203,8 +260,10 @@ class _WebhookSender:
         retry_delays: tuple[float, ...],
         action_retry_delays: tuple[float, ...],
         timeout: float,
+        store: Store | None = None,
     ) -> None:
-        self.log: list[Json] = []
+        self._store = store or Store(None)
+        self.log: list[Json] = self._store.read_lines(DELIVERY_LOG)
         self._url = url
         self._secret = secret
         self._alg = alg
@@ -216,9 +275,13 @@ class _WebhookSender:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Owns the HTTP client; on exit cancels deliveries still waiting to retry."""
+        """Owns the HTTP client; resumes stored deliveries; on exit cancels deliveries still waiting to
+        retry (they stay stored, so the next run resumes them)."""
         async with httpx.AsyncClient() as http:
             self._http = http
+            if self._url is not None:
+                for state in self._store.read_all(PENDING_DIR).values():
+                    self._start(_Delivery(**state))
             try:
                 yield
             finally:
@@ -231,23 +294,30 @@ class _WebhookSender:
         """Schedules delivery and returns at once: a slow receiver never blocks an API call."""
         if self._url is None:
             return
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        task = asyncio.create_task(self._deliver(uuid.uuid4().hex, payload, body))
+        body = json.dumps(payload, separators=(",", ":"))
+        delivery = _Delivery(id=uuid.uuid4().hex, payload=payload, body=body, due=time.time())
+        self._store.write(f"{PENDING_DIR}/{delivery.id}.json", delivery.state())
+        self._start(delivery)
+
+    def _start(self, delivery: _Delivery) -> None:
+        task = asyncio.create_task(self._deliver(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def retry_delays_for(self, event_type: str) -> tuple[float, ...]:
         return self._action_retry_delays if event_type.startswith("applicantAction") else self._retry_delays
 
-    async def _deliver(self, delivery_id: str, payload: Json, body: bytes) -> None:
+    async def _deliver(self, delivery: _Delivery) -> None:
+        payload, body = delivery.payload, delivery.body.encode()
         headers = {
             "Content-Type": "application/json",
             "X-Payload-Digest": webhook_digest(body, self._secret, self._alg),
             "X-Payload-Digest-Alg": self._alg,
         }
         delays = self.retry_delays_for(payload["type"])
-        for attempt, delay in enumerate((0.0, *delays)):
-            await asyncio.sleep(delay)
+        while True:
+            await asyncio.sleep(max(0.0, delivery.due - time.time()))
+            attempt = delivery.attempt
             status, error = await self._post(body, headers)
             delivered = status is not None and 200 <= status < 300
             if delivered:
@@ -256,21 +326,25 @@ class _WebhookSender:
                 outcome = "retrying"
             else:
                 outcome = "gave_up"
-                logger.warning("webhook %s %s given up after %d attempts", payload["type"], delivery_id, attempt + 1)
-            self.log.append(
-                {
-                    "deliveryId": delivery_id,
-                    "type": payload["type"],
-                    "applicantId": payload["applicantId"],
-                    "attempt": attempt,
-                    "status": status,
-                    "error": error,
-                    "outcome": outcome,
-                    "at": datetime.now(UTC).isoformat(),
-                }
-            )
-            if delivered:
+                logger.warning("webhook %s %s given up after %d attempts", payload["type"], delivery.id, attempt + 1)
+            entry = {
+                "deliveryId": delivery.id,
+                "type": payload["type"],
+                "applicantId": payload["applicantId"],
+                "attempt": attempt,
+                "status": status,
+                "error": error,
+                "outcome": outcome,
+                "at": datetime.now(UTC).isoformat(),
+            }
+            self.log.append(entry)
+            self._store.append(DELIVERY_LOG, entry)
+            if outcome != "retrying":
+                self._store.delete(f"{PENDING_DIR}/{delivery.id}.json")
                 return
+            delivery.attempt += 1
+            delivery.due = time.time() + delays[attempt]
+            self._store.write(f"{PENDING_DIR}/{delivery.id}.json", delivery.state())
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
         assert self._http is not None and self._url is not None, "webhooks are sent only while the app runs"
@@ -288,16 +362,29 @@ class _WebhookSender:
 
 
 class _Emulator:
-    """In-memory Sumsub: signed API endpoints, webhook sending and the WebSDK page."""
+    """Sumsub: signed API endpoints, webhook sending and the WebSDK page; state in memory, and in
+    `store` when it has a folder (each applicant and link saved as it changes)."""
 
-    def __init__(self, *, app_token: str, secret_key: str, public_url: str, webhooks: _WebhookSender) -> None:
+    def __init__(
+        self, *, app_token: str, secret_key: str, public_url: str, webhooks: _WebhookSender, store: Store
+    ) -> None:
         self._app_token = app_token
         self._secret_key = secret_key
         self._public_url = public_url.rstrip("/")
         self.webhooks = webhooks
+        self._store = store
         self._applicants: dict[str, _Applicant] = {}
         self._by_external_id: dict[str, _Applicant] = {}
         self._links: dict[str, _WebSdkLink] = {}
+        for state in store.read_all(APPLICANTS_DIR).values():
+            applicant = _Applicant.from_state(state)
+            self._applicants[applicant.id] = applicant
+            self._by_external_id[applicant.external_user_id] = applicant
+        for token, state in store.read_all(LINKS_DIR).items():
+            self._links[token] = _WebSdkLink(**state)
+
+    def _save(self, applicant: _Applicant) -> None:
+        self._store.write(f"{APPLICANTS_DIR}/{applicant.id}.json", applicant.state())
 
     # signing
 
@@ -347,6 +434,8 @@ class _Emulator:
         return applicant
 
     def _notify(self, applicant: _Applicant, event_type: str) -> None:
+        """Saves the applicant's new state, then sends the webhook that announces it."""
+        self._save(applicant)
         self.webhooks.send(applicant.webhook_payload(event_type))
 
     def _act(self, applicant: _Applicant, action: str) -> bool:
@@ -452,6 +541,7 @@ class _Emulator:
             return _error(404, "Applicant not found")
         if isinstance(body.get("email"), str):
             applicant.email = body["email"]
+            self._save(applicant)
         return JSONResponse(applicant.to_json())
 
     async def deactivate(self, request: Request) -> Response:
@@ -486,7 +576,8 @@ class _Emulator:
         if not isinstance(ttl, int) or ttl < 0:
             return _error(400, "ttlInSecs must be a non-negative integer")
         token = secrets.token_urlsafe(24)
-        self._links[token] = _WebSdkLink(user_id, level_name, time.monotonic() + ttl)
+        self._links[token] = link = _WebSdkLink(user_id, level_name, time.time() + ttl)
+        self._store.write(f"{LINKS_DIR}/{token}.json", link.state())
         return JSONResponse({"url": f"{self._public_url}/websdk/{token}"})
 
     async def sdk_access_token(self, request: Request) -> Response:
@@ -625,10 +716,13 @@ def create_app(
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
     action_retry_delays: tuple[float, ...] = DEFAULT_ACTION_RETRY_DELAYS,
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
+    state_dir: Path | None = None,
 ) -> ASGIApp:
-    """The emulator app; `public_url` is how browsers reach it (WebSDK links point there)."""
+    """The emulator app; `public_url` is how browsers reach it (WebSDK links point there). With
+    `state_dir` it starts from the state kept there and keeps every change there."""
     if webhook_alg not in WEBHOOK_DIGEST_ALGORITHMS:
         raise ValueError(f"unknown webhook digest algorithm {webhook_alg!r}")
+    store = Store(state_dir)
     webhooks = _WebhookSender(
         url=webhook_url,
         secret=webhook_secret,
@@ -636,8 +730,11 @@ def create_app(
         retry_delays=retry_delays,
         action_retry_delays=action_retry_delays,
         timeout=delivery_timeout,
+        store=store,
     )
-    emulator = _Emulator(app_token=app_token, secret_key=secret_key, public_url=public_url, webhooks=webhooks)
+    emulator = _Emulator(
+        app_token=app_token, secret_key=secret_key, public_url=public_url, webhooks=webhooks, store=store
+    )
     signed = emulator.signed
     routes = [
         Route("/resources/applicants", signed(emulator.create_applicant), methods=["POST"]),
@@ -689,6 +786,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=DEV_DELAY_SCALE,
         help=f"multiplies Sumsub's webhook retry delays (default {DEV_DELAY_SCALE}; 1 is Sumsub's real schedule)",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="keep applicants, links and pending webhooks here across restarts (default: memory)",
+    )
     args = parser.parse_args(argv)
     app = create_app(
         app_token=settings.sumsub_app_token,
@@ -699,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         public_url=args.public_url or f"http://{args.host}:{args.port}",
         retry_delays=tuple(delay * args.delay_scale for delay in DEFAULT_RETRY_DELAYS),
         action_retry_delays=tuple(delay * args.delay_scale for delay in DEFAULT_ACTION_RETRY_DELAYS),
+        state_dir=args.state_dir,
     )
     configure_logging(fmt=settings.log_format, level=settings.log_level)  # JSON and redacted, no access log
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
