@@ -37,7 +37,7 @@ test-fast: $(INSTALLED)
 
 # Load-tests webhook intake and the customer(id) read on a stack of its own; BENCH_ARGS="-n 500 -c 8" etc.
 bench-api: $(INSTALLED)
-	$(VENV)/bin/python scripts/bench_api.py --start-stack $(BENCH_ARGS)
+	$(VENV)/bin/python -m scripts.bench_api --start-stack $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data test-artifacts

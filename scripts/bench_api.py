@@ -298,7 +298,52 @@ async def bench(args: argparse.Namespace, api_url: str, keycloak_url: str) -> li
                 name, requests=args.requests, concurrency=args.concurrency, args=args, base_url=api_url, send=send
             )
         )
+    await asyncio.sleep(args.settle_seconds)
+    await graphql_bombs(api_url, token)
     return results
+
+
+# The query that took 41 s and a core before the GraphQL limits: 500 aliases of a page with audit trails.
+BOMB = (
+    "{ "
+    + " ".join(f"a{i}: customers(first: 100) {{ edges {{ node {{ id events {{ type }} }} }} }}" for i in range(500))
+    + " }"
+)
+
+
+async def graphql_bombs(api_url: str, token: str, *, bombs: int = 10, rounds: int = 5) -> None:
+    """Ten bombs at once, five times, while `/healthz` is asked in a loop: how long a refusal takes, and
+    whether the API stays responsive meanwhile."""
+    refused: list[float] = []
+    health: list[float] = []
+    async with httpx.AsyncClient(base_url=api_url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
+
+        async def bomb() -> None:
+            started = time.perf_counter()
+            response = await http.post("/graphql", json={"query": BOMB})
+            refused.append(time.perf_counter() - started)
+            assert response.json().get("data") is None, "a bomb was not refused"
+
+        async def probe(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert (await http.get("/healthz")).status_code == 200
+                health.append(time.perf_counter() - started)
+
+        for _ in range(rounds):
+            stop = asyncio.Event()
+            prober = asyncio.create_task(probe(stop))
+            await asyncio.gather(*(bomb() for _ in range(bombs)))
+            stop.set()
+            await prober
+    refused.sort()
+    health.sort()
+    print(
+        f"graphql bombs: {len(refused)} refused ({len(BOMB)} bytes each, {bombs} at once), "
+        f"p50 {refused[len(refused) // 2] * 1000:.1f} ms, max {refused[-1] * 1000:.1f} ms; "
+        f"/healthz meanwhile: {len(health)} answered, max {health[-1] * 1000:.1f} ms",
+        flush=True,
+    )
 
 
 async def _with_own_stack(args: argparse.Namespace) -> list[Result]:

@@ -2,7 +2,7 @@
 size, and introspection only where GraphiQL is on. Each refusal is a precise error and runs nothing.
 
 Timing (a bomb refused in milliseconds, `/healthz` answering while bombs arrive) is measured by
-`scripts/bench_api.py --scenario graphql-bombs`, not here.
+`make bench-api` (its "graphql bombs" line), not here.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql.language import Lexer, Source, TokenKind
 
 from api.schema import GraphQLLimits, build_schema
-from api.schema.limits import cost_limit_rule
+from api.schema.limits import cost_limit_rule, token_count
 from dev.stack import DevStack
 from tests.support.graphql import graphql
 
@@ -105,3 +106,22 @@ async def test_introspection_only_where_graphiql_is_on(ops: httpx.AsyncClient) -
     assert with_graphiql.errors is None and with_graphiql.data == {"__schema": {"queryType": {"name": "Query"}}}
     without = await build_schema(introspection=False).execute("{ __schema { queryType { name } } }")
     assert without.errors is not None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "{ me { id } }",
+        '{ a(x: "he said \\"hi\\"", y: -1.5e3, z: [1, 2]) { ...F } } # a comment { { {\nfragment F on Q { b }',
+        '{ a(s: """a block "quoted" string""") }',
+        bomb(40),
+    ],
+)
+def test_the_fast_token_count_agrees_with_graphqls_lexer(document: str) -> None:
+    """The pre-count refuses a bomb in well under a millisecond; it must count what the lexer counts."""
+    lexer, lexed = Lexer(Source(document)), 0
+    while lexer.advance().kind is not TokenKind.EOF:
+        lexed += 1
+    assert token_count(document, 0) == min(lexed, 1)  # stops past the limit (0 here)
+    assert token_count(document, lexed) == (0 if len(document) <= lexed else lexed)
+    assert token_count(document, lexed - 1) == lexed

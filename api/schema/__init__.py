@@ -18,10 +18,10 @@ import structlog
 from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, MaskErrors, ParserCache, ValidationCache
 from strawberry.extensions.base_extension import SchemaExtension
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from api.errors import ApiError, Unavailable
-from api.schema.limits import GraphQLLimits, extensions
+from api.schema.limits import GraphQLLimits, extensions, token_count
 from api.schema.mutations import Mutation
 from api.schema.permissions import Context
 from api.schema.queries import Query
@@ -62,6 +62,18 @@ class _MaskErrors(MaskErrors):
 
 
 class _Schema(strawberry.Schema):
+    def __init__(self, *args: Any, limits: GraphQLLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+
+    async def execute(self, query: str | None, *args: Any, **kwargs: Any) -> ExecutionResult:
+        """Refuses a document with too many tokens before GraphQL's (slow, pure-Python) lexer reads it."""
+        if query is not None and (tokens := token_count(query, self.limits.max_tokens)) > self.limits.max_tokens:
+            log.info("graphql request refused", code=None, path=None, tokens=tokens)
+            message = f"Syntax Error: Document contains more than {self.limits.max_tokens} tokens. Parsing aborted."
+            return ExecutionResult(data=None, errors=[GraphQLError(message)])
+        return await super().execute(query, *args, **kwargs)
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Refusals the caller is meant to see are routine (info, no traceback); only the unexpected is
         an error. Neither logs the document or its variables: they may hold personal data."""
@@ -83,6 +95,7 @@ def build_schema(limits: GraphQLLimits | None = None, *, introspection: bool = T
     if not introspection:
         chosen.append(DisableIntrospection)
     return _Schema(
+        limits=limits,
         query=Query,
         mutation=Mutation,
         extensions=[
