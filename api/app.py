@@ -20,6 +20,7 @@ import db.pool
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
 from api.bodies import BodyLimit
 from api.codec import codec_app
+from api.edge import BodyDeadline
 from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
@@ -126,6 +127,10 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here
         ],
         # Outermost first: the request id is bound (and echoed) around everything, including the metrics.
-        middleware=[Middleware(RequestIdMiddleware), Middleware(metrics.HttpMetricsMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(metrics.HttpMetricsMiddleware),
+            Middleware(BodyDeadline, seconds=settings.api_body_timeout),  # inside: a 408 is counted and logged
+        ],
         lifespan=lifespan,
     )

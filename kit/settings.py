@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "customer-lifecycle"
     temporal_ui_port: int = 8233
+    dev_temporal_port: int = Field(
+        default=7233, description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset)."
+    )
 
     # API
     api_host: str = "127.0.0.1"
@@ -42,6 +45,12 @@ class Settings(BaseSettings):
     api_audience: str = Field(
         default="customer-lifecycle-api",
         description="Audience (or azp) an access token must carry to be accepted by the API.",
+    )
+    api_header_timeout: float = Field(
+        default=10.0, description="Seconds a client has to send a request's line and headers; then 408 and closed."
+    )
+    api_body_timeout: float = Field(
+        default=30.0, description="Seconds a client has to send a request's whole body; then 408."
     )
     api_graphql_max_bytes: int = Field(
         default=1024 * 1024, description="Larger POST /graphql bodies are refused with 413 before they are read whole."
@@ -63,6 +72,9 @@ class Settings(BaseSettings):
     # Keycloak
     keycloak_url: str = "http://127.0.0.1:8080"
     keycloak_realm: str = "customers"
+    dev_keycloak_port: int = Field(
+        default=8080, description="Port of the Keycloak emulator `make dev` starts (when KEYCLOAK_URL is unset)."
+    )
     keycloak_client_id: str = "customer-lifecycle"
     keycloak_client_secret: str = "customer-lifecycle-dev-secret"
     keycloak_send_actions_email: bool = Field(
@@ -71,6 +83,9 @@ class Settings(BaseSettings):
 
     # Sumsub
     sumsub_base_url: str = "http://127.0.0.1:8090"
+    dev_sumsub_port: int = Field(
+        default=8090, description="Port of the Sumsub emulator `make dev` starts (when SUMSUB_BASE_URL is unset)."
+    )
     sumsub_app_token: str = "sbx:dev-app-token"
     sumsub_secret_key: str = "dev-sumsub-secret-key"
     sumsub_webhook_secret: str = "dev-sumsub-webhook-secret"
@@ -103,7 +118,8 @@ class Settings(BaseSettings):
         "empty disables encryption. The default is a public dev-only key. Checked when a process connects to Temporal.",
     )
     temporal_ui_origin: str = Field(
-        default="http://127.0.0.1:8233", description="The Temporal Web UI's origin, the only one CORS lets call /codec."
+        default="http://127.0.0.1:8233,http://localhost:8233",
+        description="The Temporal Web UI's origins (comma-separated), the only ones CORS lets call /codec.",
     )
     codec_auth_required: bool = Field(
         default=True,

@@ -1,0 +1,116 @@
+"""The API's edge against slow clients: a deadline for a request's head and one for its body.
+
+uvicorn times out an idle keep-alive connection, but not a client that sends its request a byte a
+second, before or after its first byte: a thousand of those would hold a thousand sockets forever.
+`HeadDeadlineH11Protocol` closes a connection whose request line and headers are not complete within
+`API_HEADER_TIMEOUT` of its opening (or of the previous response), answering 408; `BodyDeadline`
+answers 408 to a request whose body is not complete within `API_BODY_TIMEOUT` of its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+class HeadDeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's head. Set `head_timeout` on a subclass
+    (`with_head_timeout`), as uvicorn instantiates the class itself."""
+
+    head_timeout: float = 10.0
+
+    @classmethod
+    def with_head_timeout(cls, seconds: float) -> type[HeadDeadlineH11Protocol]:
+        return type(cls.__name__, (cls,), {"head_timeout": seconds})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._disarm_once_the_head_is_in()
+
+    def on_response_complete(self) -> None:
+        self._arm()  # before: the next, pipelined request may be read within the call
+        super().on_response_complete()
+        self._disarm_once_the_head_is_in()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._cycle_before = self.cycle
+        self._head_deadline = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def _disarm(self) -> None:
+        if getattr(self, "_head_deadline", None) is not None:
+            assert self._head_deadline is not None
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _disarm_once_the_head_is_in(self) -> None:
+        # uvicorn starts a new request/response cycle once the request line and headers are parsed.
+        if self._head_deadline is not None and self.cycle is not self._cycle_before:
+            self._disarm()
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.close()
+
+
+class _BodyTooSlow(Exception):
+    pass
+
+
+class BodyDeadline:
+    """Answers 408 when a request's body has not arrived whole within `seconds` of the request's start."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self._app = app
+        self._seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self._seconds
+        started = False
+
+        async def receive_in_time() -> Message:
+            try:
+                return await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                raise _BodyTooSlow from None
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive_in_time, tracking_send)
+        except _BodyTooSlow:
+            if not started:
+                response = JSONResponse(
+                    {"error": f"request body not received within {self._seconds:g} s"},
+                    status_code=408,
+                    headers={"Connection": "close"},
+                )
+                await response(scope, _nothing, send)
+
+
+async def _nothing() -> Any:
+    return {"type": "http.disconnect"}

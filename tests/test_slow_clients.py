@@ -1,0 +1,112 @@
+"""Slow clients cannot hold the API: a request's head and its body each have a deadline (408).
+
+A second API process of the session stack runs with deadlines of 1 s (head) and 2 s (body), the
+settings a bank would lower or raise; the test holds hundreds of connections that send a byte at a
+time and finds each one answered 408 and closed, while ordinary requests are served meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from dev.stack import REPO_ROOT, DevStack
+from tests.helpers import free_port
+
+SLOW_CONNECTIONS = 300
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: yes\r\n"  # never ends with the blank line
+
+
+@pytest.fixture
+async def strict_api(stack: DevStack) -> AsyncIterator[str]:
+    port = free_port()
+    env = {**stack.child_env, "API_PORT": str(port), "API_HEADER_TIMEOUT": "1", "API_BODY_TIMEOUT": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.main"], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, "the strict API did not start"
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+async def trickle(port: int, data: bytes, *, every: float = 0.25) -> bytes:
+    """Sends `data` a byte at a time until the server answers or closes; returns what it answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+
+        async def send() -> None:
+            for byte in data:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(every)
+
+        sender = asyncio.create_task(send())
+        try:
+            return await asyncio.wait_for(reader.read(), timeout=15)  # until EOF
+        finally:
+            sender.cancel()
+    finally:
+        writer.close()
+
+
+async def test_slow_heads_are_answered_408_and_closed_while_others_are_served(strict_api: str) -> None:
+    port = int(strict_api.rsplit(":", 1)[1])
+    slow = [asyncio.create_task(trickle(port, HEAD * 4)) for _ in range(SLOW_CONNECTIONS)]
+    async with httpx.AsyncClient(base_url=strict_api, timeout=10) as http:
+        served = [(await http.get("/healthz")).status_code for _ in range(20)]
+    answers = await asyncio.gather(*slow)
+    assert served == [200] * 20
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), {a[:40] for a in answers}
+
+
+async def test_a_slow_body_is_408_and_a_slow_but_timely_client_is_served(strict_api: str) -> None:
+    port = int(strict_api.rsplit(":", 1)[1])
+    head = b"POST /webhooks/sumsub HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+
+        async def body_a_byte_at_a_time() -> None:
+            for _ in range(100):
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.25)
+
+        sender = asyncio.create_task(body_a_byte_at_a_time())
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=15)
+        sender.cancel()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+
+    timely = await trickle(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", every=0.005)
+    assert timely.startswith(b"HTTP/1.1 200"), timely[:80]
+
+
+def test_the_api_runs_with_the_head_deadline_protocol() -> None:
+    """`python -m api.main` builds uvicorn's config through `server_config`, with the deadlines set."""
+    from api.main import server_config
+    from kit.settings import Settings
+
+    config = server_config(object(), Settings(api_header_timeout=3.5))  # type: ignore[arg-type]
+    assert getattr(config.http, "head_timeout", None) == 3.5
