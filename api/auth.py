@@ -3,12 +3,16 @@
 RS256 only; key chosen by `kid` from a cached JWKS that is refetched (at most every few seconds) when a
 token names a key we have not seen; `iss` exact; `exp`/`nbf` with a small leeway; our audience in
 `aud` or as `azp`.
+
+Roles come from `realm_access.roles`: `portal` (the portal's server), `ops` (operations staff) and
+`customer` (a customer's own login, whose `customer_id` claim names the customer; see `Principal`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +25,7 @@ from joserfc.jwk import KeySet
 LEEWAY_SECONDS = 30
 JWKS_REFRESH_MIN_INTERVAL = 5.0
 VERIFIED_CACHE_SIZE = 10_000
+CUSTOMER_ROLE = "customer"  # the realm role of a customer's own Keycloak user
 
 
 class AuthenticationError(Exception):
@@ -34,10 +39,22 @@ class Principal:
     subject: str
     client_id: str | None
     roles: frozenset[str] = field(default_factory=frozenset)
-    customer_id: str | None = None
+    customer_id: str | None = None  # the token's `customer_id` claim, as sent
 
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
+
+    @property
+    def own_customer_id(self) -> str | None:
+        """The customer this token speaks for: only a customer's token (realm role `customer`) has one,
+        named by its `customer_id` claim (a UUID; the worker sets it as the user's attribute, which only
+        an admin may edit, and the client's protocol mapper copies it into the token)."""
+        if not self.has_role(CUSTOMER_ROLE) or self.customer_id is None:
+            return None
+        try:
+            return str(uuid.UUID(self.customer_id))
+        except ValueError:
+            return None
 
 
 ANONYMOUS = Principal(subject="anonymous", client_id=None)
@@ -116,7 +133,7 @@ class TokenVerifier:
             subject=str(claims["sub"]),
             client_id=claims.get("azp"),
             roles=frozenset(roles),
-            customer_id=claims.get("customer_id"),
+            customer_id=customer_id if isinstance(customer_id := claims.get("customer_id"), str) else None,
         )
         return principal, float(claims["exp"]) + LEEWAY_SECONDS
 

@@ -338,13 +338,21 @@ async def test_token_endpoint_refusals(http: httpx.AsyncClient) -> None:
     assert unknown_client.status_code == 401
     assert unknown_client.json()["error"] == "invalid_client"
 
+    unknown_grant = await http.post(token_path, data={"grant_type": "banana"}, auth=("portal", "portal-dev-secret"))
+    assert (unknown_grant.status_code, unknown_grant.json()) == (
+        400,
+        {"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"},
+    )
+
     password_grant = await http.post(
         token_path,
         data={"grant_type": "password", "username": "a", "password": "b"},
         auth=("portal", "portal-dev-secret"),
     )
-    assert password_grant.status_code == 400
-    assert password_grant.json()["error"] == "unsupported_grant_type"
+    assert (password_grant.status_code, password_grant.json()) == (
+        400,
+        {"error": "unauthorized_client", "error_description": "Client not allowed for direct access grants"},
+    )
 
     public_client = await http.post(
         token_path, data={"grant_type": "client_credentials", "client_id": "customer-portal"}

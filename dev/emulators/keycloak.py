@@ -6,7 +6,16 @@ roles, service-account grants, protocol mappers, the declared user profile), kee
 and answers with Keycloak's own status codes and JSON bodies, so client code exercised here meets the
 same responses in production.
 
-Known simplifications: only the client_credentials grant; no default roles (`default-roles-<realm>`,
+Besides the realm export, it loads the development-only clients of `realm-customers.dev-clients.json`
+(a public client with the password grant, for curl and the tests), which the real Keycloak never
+imports; `--no-dev-clients` serves the production realm alone.
+
+Grants: client_credentials, password (direct access grants) and authorization_code with PKCE, through
+the authorization endpoint's login page, for users whose password was set with reset-password.
+
+Known simplifications: no refresh tokens, SSO sessions, logout, userinfo or introspection; no brute-force
+detection; no password policy; required actions are not performed (a user with one cannot finish
+signing in); response modes query and fragment only; no default roles (`default-roles-<realm>`,
 `offline_access`) and no `account` audience in tokens; no user-profile validators beyond dropping
 undeclared attributes; admin permissions are read from the token's `realm-management` roles.
 
@@ -16,8 +25,10 @@ Run it with `python -m dev.emulators.keycloak --port 8080`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import re
 import secrets
@@ -28,7 +39,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import uvicorn
 from joserfc import jwt
@@ -37,21 +48,69 @@ from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from dev.emulators.keycloak_logins import (
+    DEFAULT_SCOPES,
+    OPTIONAL_SCOPES,
+    check_password,
+    dummy_hash,
+    error_page,
+    hash_password,
+    login_page,
+    pkce_matches,
+    valid_pkce_value,
+)
 from dev.emulators.latency import InjectedLatency
 from kit.logging import configure_logging
 from kit.settings import get_settings
 
-__all__ = ["DEFAULT_REALM_FILE", "create_app", "main"]
+__all__ = ["DEFAULT_REALM_FILE", "DEV_CLIENTS_FILE", "create_app", "main"]
 
 DEFAULT_REALM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "realm-customers.json"
+DEV_CLIENTS_FILE = Path(__file__).resolve().parent / "realm-customers.dev-clients.json"
 DEFAULT_ACCESS_TOKEN_LIFESPAN = 300
+DEFAULT_ACCESS_CODE_LIFESPAN = 60  # an authorization code's life (realm `accessCodeLifespan`)
+DEFAULT_ACCESS_CODE_LIFESPAN_LOGIN = 1800  # how long a login page may wait (realm `accessCodeLifespanLogin`)
 DEFAULT_MAX_RESULTS = 100  # Keycloak's Constants.DEFAULT_MAX_RESULTS for user listings
 ACTION_TOKEN_LIFESPAN = 12 * 3600  # realm default for admin-generated action tokens
 TOKEN_SCOPE = "profile email"
+AUTH_SESSION_COOKIE = "AUTH_SESSION_ID"  # ties a login form to the browser that asked for it
+# The login theme's messages (messages_en.properties).
+INVALID_USER_MESSAGE = "Invalid username or password."
+ACCOUNT_DISABLED_MESSAGE = "Account is disabled, contact your administrator."
+REQUIRED_ACTION_MESSAGES = {
+    "UPDATE_PASSWORD": "You need to change your password to activate your account.",
+    "VERIFY_EMAIL": "You need to verify your email address to activate your account.",
+    "UPDATE_PROFILE": "You need to update your user profile to activate your account.",
+    "CONFIGURE_TOTP": "You need to set up Mobile Authenticator to activate your account.",
+}
+# Every property of Keycloak's CredentialRepresentation: Jackson refuses a body with any other.
+CREDENTIAL_REPRESENTATION_FIELDS = frozenset(
+    {
+        "algorithm",
+        "config",
+        "counter",
+        "createdDate",
+        "credentialData",
+        "device",
+        "digits",
+        "federationLink",
+        "hashIterations",
+        "hashedSaltedValue",
+        "id",
+        "period",
+        "priority",
+        "salt",
+        "secretData",
+        "temporary",
+        "type",
+        "userLabel",
+        "value",
+    }
+)
 
 REALM_MANAGEMENT = "realm-management"
 USER_PROFILE_PROVIDER = "org.keycloak.userprofile.UserProfileProvider"
@@ -161,6 +220,8 @@ class _AttributeClaim:
     attribute: str
     claim: str
     multivalued: bool
+    access_token: bool = True
+    id_token: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +234,13 @@ class _Client:
     redirect_uris: tuple[str, ...]
     audiences: tuple[str, ...]
     attribute_claims: tuple[_AttributeClaim, ...]
+    # Customers' own logins: which flows the client may use, and the PKCE method it enforces.
+    standard_flow_enabled: bool = True
+    implicit_flow_enabled: bool = False
+    direct_access_grants_enabled: bool = False
+    consent_required: bool = False
+    bearer_only: bool = False
+    pkce_method: str | None = None
 
     def allows_redirect(self, uri: str) -> bool:
         return any(
@@ -209,6 +277,7 @@ class _User:
     realm_roles: set[str] = field(default_factory=set)
     client_roles: dict[str, set[str]] = field(default_factory=dict)
     service_account_client_id: str | None = None
+    password_hash: str | None = None  # `dev.emulators.keycloak_logins.hash_password`; never the password
 
     def representation(self) -> dict[str, Any]:
         """The UserRepresentation; like Keycloak, unset fields and empty attributes are left out."""
@@ -239,6 +308,10 @@ class _Realm:
     access_token_lifespan: int
     duplicate_emails_allowed: bool
     declared_attributes: frozenset[str]
+    display_name: str = ""
+    login_with_email_allowed: bool = True
+    access_code_lifespan: int = DEFAULT_ACCESS_CODE_LIFESPAN
+    access_code_lifespan_login: int = DEFAULT_ACCESS_CODE_LIFESPAN_LOGIN
     roles: dict[str, _Role] = field(default_factory=dict)
     clients: dict[str, _Client] = field(default_factory=dict)
     users: dict[str, _User] = field(default_factory=dict)
@@ -276,6 +349,10 @@ def _load_realm(export: Mapping[str, Any]) -> _Realm:
         access_token_lifespan=export.get("accessTokenLifespan", DEFAULT_ACCESS_TOKEN_LIFESPAN),
         duplicate_emails_allowed=export.get("duplicateEmailsAllowed", False),
         declared_attributes=_declared_attributes(export),
+        display_name=export.get("displayName") or export["realm"],
+        login_with_email_allowed=export.get("loginWithEmailAllowed", True),
+        access_code_lifespan=export.get("accessCodeLifespan", DEFAULT_ACCESS_CODE_LIFESPAN),
+        access_code_lifespan_login=export.get("accessCodeLifespanLogin", DEFAULT_ACCESS_CODE_LIFESPAN_LOGIN),
     )
     for rep in export.get("roles", {}).get("realm", []):
         role = _Role(id=rep.get("id") or str(uuid.uuid4()), name=rep["name"], description=rep.get("description"))
@@ -327,15 +404,19 @@ def _load_client(rep: Mapping[str, Any]) -> _Client:
     claims: list[_AttributeClaim] = []
     for mapper in rep.get("protocolMappers", []):
         config = mapper.get("config", {})
-        if config.get("access.token.claim", "true") != "true":
-            continue
-        if mapper.get("protocolMapper") == "oidc-audience-mapper":
+        in_access_token = config.get("access.token.claim", "true") == "true"  # absent: true, as Keycloak reads it
+        in_id_token = config.get("id.token.claim") == "true"  # absent: false
+        if mapper.get("protocolMapper") == "oidc-audience-mapper" and in_access_token:
             audience = config.get("included.custom.audience") or config.get("included.client.audience")
             if audience:
                 audiences.append(audience)
-        elif mapper.get("protocolMapper") == "oidc-usermodel-attribute-mapper":
+        elif mapper.get("protocolMapper") == "oidc-usermodel-attribute-mapper" and (in_access_token or in_id_token):
             multivalued = config.get("multivalued") == "true"
-            claims.append(_AttributeClaim(config["user.attribute"], config["claim.name"], multivalued))
+            claims.append(
+                _AttributeClaim(
+                    config["user.attribute"], config["claim.name"], multivalued, in_access_token, in_id_token
+                )
+            )
     return _Client(
         client_id=rep["clientId"],
         secret=rep.get("secret"),
@@ -345,6 +426,12 @@ def _load_client(rep: Mapping[str, Any]) -> _Client:
         redirect_uris=tuple(rep.get("redirectUris", [])),
         audiences=tuple(dict.fromkeys(audiences)),
         attribute_claims=tuple(claims),
+        standard_flow_enabled=rep.get("standardFlowEnabled", True),
+        implicit_flow_enabled=rep.get("implicitFlowEnabled", False),
+        direct_access_grants_enabled=rep.get("directAccessGrantsEnabled", False),
+        consent_required=rep.get("consentRequired", False),
+        bearer_only=rep.get("bearerOnly", False),
+        pkce_method=(rep.get("attributes") or {}).get("pkce.code.challenge.method") or None,
     )
 
 
@@ -435,6 +522,89 @@ def _search_matches(user: _User, search: str) -> bool:
     return any(value is not None and re.fullmatch(pattern, value.lower()) for value in values)
 
 
+def _token_scope(requested: str | None) -> str | None:
+    """The `scope` a user's token carries for this request, or None when it asks for an unknown scope.
+
+    Every client of the realm has the new realm's client scopes: profile and email (the default ones
+    that show in `scope`) and the optional ones, which show when requested; `openid` when requested.
+    """
+    names = (requested or "").split()
+    if not set(names) <= {"openid", *DEFAULT_SCOPES, *OPTIONAL_SCOPES}:
+        return None
+    granted = ["openid"] if "openid" in names else []
+    granted += ["profile", "email"] + [name for name in OPTIONAL_SCOPES if name in names]
+    return " ".join(granted)
+
+
+def _verified_redirect_uri(client: _Client, redirect_uri: str | None, *, oidc: bool) -> str | None:
+    """Keycloak's RedirectUtils: the URI must match one of the client's (a trailing `*` is a prefix);
+    without one, an OAuth2 (not OpenID) request may use the client's single, wildcard-free URI."""
+    if redirect_uri is None:
+        single = client.redirect_uris[0] if len(client.redirect_uris) == 1 else None
+        return single if not oidc and single is not None and "*" not in single else None
+    return redirect_uri if client.allows_redirect(redirect_uri) else None
+
+
+def _pkce_refusal(client: _Client, challenge: str | None, method: str | None) -> str | None:
+    """AuthorizationEndpointChecker.checkPKCEParams: the error description, or None when acceptable."""
+    if client.pkce_method:
+        if method is None:
+            return "Missing parameter: code_challenge_method"
+        if method != client.pkce_method:
+            return "Invalid parameter: code challenge method is not matching the configured one"
+        if challenge is None:
+            return "Missing parameter: code_challenge"
+        return None if valid_pkce_value(challenge) else "Invalid parameter: code_challenge"
+    if challenge is None:
+        return "Missing parameter: code_challenge" if method is not None else None
+    if method is not None and method not in ("S256", "plain"):
+        return "Invalid parameter: code_challenge_method"
+    return None if valid_pkce_value(challenge) else "Invalid parameter: code_challenge"
+
+
+def _redirect(redirect_uri: str, response_mode: str, params: Mapping[str, str]) -> Response:
+    """The authorization response: parameters in the query (default for `code`) or the fragment."""
+    separator = "#" if response_mode == "fragment" else ("&" if "?" in redirect_uri else "?")
+    return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
+
+
+def _error_page(status: int, message: str) -> Response:
+    return HTMLResponse(error_page(message), status_code=status)
+
+
+@dataclass
+class _PendingLogin:
+    """A login page shown for an authorization request (Keycloak's authentication session in a tab)."""
+
+    root_session_id: str  # the browser's AUTH_SESSION_ID cookie
+    client_id: str
+    redirect_uri: str  # the verified one, where the answer goes
+    redirect_uri_param: str | None  # as the request sent it; the code exchange must send the same
+    response_mode: str
+    state: str | None
+    nonce: str | None
+    scope: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+    expires_at: float
+
+
+@dataclass
+class _IssuedCode:
+    """An authorization code: one exchange, before `expires_at`, by the client it was issued to."""
+
+    client_id: str
+    user_id: str
+    redirect_uri_param: str | None
+    nonce: str | None
+    scope: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+    session_id: str
+    auth_time: int
+    expires_at: float
+
+
 class _Emulator:
     """The realm's state and the HTTP handlers over it."""
 
@@ -448,6 +618,9 @@ class _Emulator:
         self.claims_registry = jwt.JWTClaimsRegistry(
             iss={"essential": True, "value": self.issuer}, exp={"essential": True}
         )
+        # Customers' own logins: short-lived, so kept in memory only (a restart means signing in again).
+        self.pending_logins: dict[str, _PendingLogin] = {}  # by tab id
+        self.issued_codes: dict[str, _IssuedCode] = {}  # by code
 
     def routes(self) -> list[Route]:
         oidc = "/realms/{realm}/protocol/openid-connect"
@@ -456,6 +629,8 @@ class _Emulator:
             Route("/realms/{realm}/.well-known/openid-configuration", self.discovery, methods=["GET"]),
             Route(f"{oidc}/certs", self.certs, methods=["GET"]),
             Route(f"{oidc}/token", self.token, methods=["POST"]),
+            Route(f"{oidc}/auth", self.authorize, methods=["GET"]),
+            Route("/realms/{realm}/login-actions/authenticate", self.authenticate, methods=["POST"]),
             Route(users, self.list_users, methods=["GET"]),
             Route(users, self.create_user, methods=["POST"]),
             Route(f"{users}/count", self.count_users, methods=["GET"]),
@@ -463,6 +638,7 @@ class _Emulator:
             Route(f"{users}/{{user_id}}", self.update_user, methods=["PUT"]),
             Route(f"{users}/{{user_id}}", self.delete_user, methods=["DELETE"]),
             Route(f"{users}/{{user_id}}/execute-actions-email", self.execute_actions_email, methods=["PUT"]),
+            Route(f"{users}/{{user_id}}/reset-password", self.reset_password, methods=["PUT"]),
             Route(
                 f"{users}/{{user_id}}/role-mappings/realm", self.realm_role_mappings, methods=["GET", "POST", "DELETE"]
             ),
@@ -484,13 +660,14 @@ class _Emulator:
                 "userinfo_endpoint": f"{endpoints}/userinfo",
                 "end_session_endpoint": f"{endpoints}/logout",
                 "jwks_uri": f"{endpoints}/certs",
-                # What the real realm offers; the emulator itself serves only client_credentials.
+                # What the real realm offers; the emulator serves client_credentials, password and
+                # authorization_code (no refresh tokens).
                 "grant_types_supported": ["authorization_code", "refresh_token", "password", "client_credentials"],
                 "response_types_supported": ["code", "none", "id_token", "token", "id_token token", "code id_token"],
                 "subject_types_supported": ["public", "pairwise"],
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-                "scopes_supported": ["openid", "profile", "email", "roles", "web-origins", "acr", "basic"],
+                "scopes_supported": ["openid", *DEFAULT_SCOPES, *OPTIONAL_SCOPES],
                 "claims_supported": [
                     "aud",
                     "sub",
@@ -518,9 +695,13 @@ class _Emulator:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise _oauth_error(400, "invalid_request", "Missing form parameter: grant_type")
-        if grant_type != "client_credentials":
+        if grant_type not in ("client_credentials", "password", "authorization_code"):
             raise _oauth_error(400, "unsupported_grant_type", "Unsupported grant_type")
         client = self._authenticate_client(request, form)
+        if grant_type == "password":
+            return await self._password_grant(client, form)
+        if grant_type == "authorization_code":
+            return self._code_grant(client, form)
         if client.public:
             raise _oauth_error(401, "unauthorized_client", "Public client not allowed to retrieve service account")
         if not client.service_accounts_enabled:
@@ -560,7 +741,10 @@ class _Emulator:
             raise _invalid_client()
         return client
 
-    def _access_token(self, client: _Client, user: _User) -> str:
+    def _access_token(
+        self, client: _Client, user: _User, *, scope: str = TOKEN_SCOPE, session: tuple[str, int] | None = None
+    ) -> str:
+        """An access token for `user` through `client`; `session` (id, auth time) for a user's own login."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "exp": now + self.realm.access_token_lifespan,
@@ -570,25 +754,299 @@ class _Emulator:
         }
         if client.audiences:
             claims["aud"] = client.audiences[0] if len(client.audiences) == 1 else list(client.audiences)
-        claims |= {"sub": user.id, "typ": "Bearer", "azp": client.client_id, "acr": "1"}
+        claims |= {"sub": user.id, "typ": "Bearer", "azp": client.client_id}
+        if session is not None:
+            claims |= {"auth_time": session[1], "sid": session[0]}
+        claims["acr"] = "1"
         if user.realm_roles:
             claims["realm_access"] = {"roles": sorted(user.realm_roles)}
         resource_access = {name: {"roles": sorted(roles)} for name, roles in sorted(user.client_roles.items()) if roles}
         if resource_access:
             claims["resource_access"] = resource_access
-        claims |= {
-            "scope": TOKEN_SCOPE,
-            "client_id": client.client_id,
-            "email_verified": user.email_verified,
-            "preferred_username": user.username,
-        }
+        claims["scope"] = scope
+        if user.service_account_client_id is not None:
+            claims["client_id"] = client.client_id  # service-account tokens only, as Keycloak's mapper adds it
+        claims |= self._user_claims(client, user, id_token=False)
+        return jwt.encode({"alg": "RS256", "typ": "JWT", "kid": self.key.kid}, claims, self.key)
+
+    def _user_claims(self, client: _Client, user: _User, *, id_token: bool) -> dict[str, Any]:
+        """The profile and email scopes' claims, then the client's attribute mappers for this token type."""
+        claims: dict[str, Any] = {"email_verified": user.email_verified}
+        names = [name for name in (user.first_name, user.last_name) if name]
+        if names:
+            claims["name"] = " ".join(names)
+        claims["preferred_username"] = user.username
+        if user.first_name:
+            claims["given_name"] = user.first_name
+        if user.last_name:
+            claims["family_name"] = user.last_name
         if user.email is not None:
             claims["email"] = user.email
         for mapping in client.attribute_claims:
             values = user.attributes.get(mapping.attribute)
-            if values:
+            if values and (mapping.id_token if id_token else mapping.access_token):
                 claims[mapping.claim] = list(values) if mapping.multivalued else values[0]
+        return claims
+
+    def _id_token(
+        self, client: _Client, user: _User, *, access_token: str, nonce: str | None, session: tuple[str, int]
+    ) -> str:
+        """The OpenID Connect ID token of a login whose scope includes `openid`."""
+        now = int(time.time())
+        digest = hashlib.sha256(access_token.encode("ascii")).digest()
+        claims: dict[str, Any] = {
+            "exp": now + self.realm.access_token_lifespan,
+            "iat": now,
+            "auth_time": session[1],
+            "jti": str(uuid.uuid4()),
+            "iss": self.issuer,
+            "aud": client.client_id,
+            "sub": user.id,
+            "typ": "ID",
+            "azp": client.client_id,
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        claims |= {
+            "sid": session[0],
+            "at_hash": base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii"),
+            "acr": "1",
+        }
+        claims |= self._user_claims(client, user, id_token=True)
         return jwt.encode({"alg": "RS256", "typ": "JWT", "kid": self.key.kid}, claims, self.key)
+
+    def _user_token_response(
+        self, client: _Client, user: _User, *, scope: str, nonce: str | None, session: tuple[str, int]
+    ) -> Response:
+        access_token = self._access_token(client, user, scope=scope, session=session)
+        body: dict[str, Any] = {
+            "access_token": access_token,
+            "expires_in": self.realm.access_token_lifespan,
+            "refresh_expires_in": 0,  # the emulator issues no refresh tokens
+            "token_type": "Bearer",
+        }
+        if "openid" in scope.split():
+            body["id_token"] = self._id_token(client, user, access_token=access_token, nonce=nonce, session=session)
+        body |= {"not-before-policy": 0, "session_state": session[0], "scope": scope}
+        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    # Customers' own logins: the password grant, the authorization endpoint and its login page, the code grant
+
+    async def _password_grant(self, client: _Client, form: Mapping[str, str]) -> Response:
+        """Direct access grants: Keycloak's checks in its order (client, scope, then the direct-grant flow)."""
+        if not client.direct_access_grants_enabled:
+            raise _oauth_error(400, "unauthorized_client", "Client not allowed for direct access grants")
+        if client.consent_required:
+            raise _oauth_error(400, "invalid_client", "Client requires user consent")
+        scope = _token_scope(form.get("scope"))
+        if scope is None:
+            raise _oauth_error(400, "invalid_scope", f"Invalid scopes: {form.get('scope')}")
+        username = form.get("username")
+        if username is None:
+            raise _oauth_error(401, "invalid_request", "Missing parameter: username")
+        user = self._login_user(username)
+        if user is None:
+            await asyncio.to_thread(dummy_hash)
+            raise _oauth_error(400, "invalid_grant", "Invalid user credentials")
+        if not user.enabled:
+            raise _oauth_error(400, "invalid_grant", "Account disabled")
+        if not await asyncio.to_thread(check_password, form.get("password"), user.password_hash):
+            raise _oauth_error(401, "invalid_grant", "Invalid user credentials")
+        if user.required_actions:
+            raise _oauth_error(400, "invalid_grant", "Account is not fully set up")
+        session = (str(uuid.uuid4()), int(time.time()))
+        return self._user_token_response(client, user, scope=scope, nonce=None, session=session)
+
+    def _login_user(self, username: str) -> _User | None:
+        """The user a login names, by email first when the realm allows it, never a service account."""
+        user = None
+        if self.realm.login_with_email_allowed and "@" in username and not self.realm.duplicate_emails_allowed:
+            email = _normalised_email(username)
+            user = next((u for u in self.realm.users.values() if email is not None and u.email == email), None)
+        user = user or self.realm.user_by_username(username)
+        return None if user is None or user.service_account_client_id is not None else user
+
+    async def authorize(self, request: Request) -> Response:
+        """`GET .../auth`: what cannot be answered to a verified redirect URI is an error page; the rest
+        is redirected there as `error`/`error_description`; a valid request gets the login page."""
+        self._oidc_realm(request)
+        params = request.query_params
+        client_id = params.get("client_id")
+        if not client_id:
+            return _error_page(400, "Missing parameters: client_id")
+        client = self.realm.clients.get(client_id)
+        if client is None:
+            return _error_page(400, "Client not found.")
+        if not client.enabled:
+            return _error_page(400, "Client disabled.")
+        if client.bearer_only:
+            return _error_page(400, "Bearer-only applications are not allowed to initiate browser login")
+        scope_param = params.get("scope")
+        redirect_uri_param = params.get("redirect_uri")
+        redirect_uri = _verified_redirect_uri(client, redirect_uri_param, oidc="openid" in (scope_param or "").split())
+        if redirect_uri is None:
+            return _error_page(400, "Invalid parameter: redirect_uri")
+        state = params.get("state")
+        response_mode = params.get("response_mode") or "query"
+
+        def refuse(error: str, description: str | None = None) -> Response:
+            mode = response_mode if response_mode in ("query", "fragment") else "query"
+            answer = {"error": error} | ({"error_description": description} if description else {})
+            return _redirect(redirect_uri, mode, answer | ({"state": state} if state else {}) | {"iss": self.issuer})
+
+        response_type = params.get("response_type")
+        if response_type is None:
+            return refuse("invalid_request", "Missing parameter: response_type")
+        response_types = set(response_type.split())
+        if not response_types or not response_types <= {"code", "token", "id_token", "none"}:
+            return refuse("unsupported_response_type")
+        if response_mode not in ("query", "fragment"):  # the emulator does not do form_post or JARM
+            return refuse("invalid_request", "Invalid parameter: response_mode")
+        if response_types & {"code", "none"} and not client.standard_flow_enabled:
+            return refuse(
+                "unauthorized_client",
+                "Client is not allowed to initiate browser login with given response_type. "
+                "Standard flow is disabled for the client.",
+            )
+        if response_types & {"token", "id_token"}:
+            if not client.implicit_flow_enabled:
+                return refuse(
+                    "unauthorized_client",
+                    "Client is not allowed to initiate browser login with given response_type. "
+                    "Implicit flow is disabled for the client.",
+                )
+            return refuse("unsupported_response_type")  # the emulator issues codes only
+        if response_types != {"code"}:
+            return refuse("unsupported_response_type")
+        scope = _token_scope(scope_param)
+        if scope is None:
+            return refuse("invalid_scope", f"Invalid scopes: {scope_param}")
+        challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
+        pkce_refusal = _pkce_refusal(client, challenge, method)
+        if pkce_refusal is not None:
+            return refuse("invalid_request", pkce_refusal)
+
+        root = request.cookies.get(AUTH_SESSION_COOKIE) or str(uuid.uuid4())
+        tab_id = secrets.token_urlsafe(16)
+        self._forget_expired()
+        self.pending_logins[tab_id] = _PendingLogin(
+            root_session_id=root,
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            redirect_uri_param=redirect_uri_param,
+            response_mode=response_mode,
+            state=state,
+            nonce=params.get("nonce"),
+            scope=scope,
+            code_challenge=challenge,
+            code_challenge_method=method if challenge is not None else None,
+            expires_at=time.time() + self.realm.access_code_lifespan_login,
+        )
+        response = self._login_page(tab_id, client.client_id)
+        response.set_cookie(
+            AUTH_SESSION_COOKIE, root, path=f"/realms/{self.realm.name}/", httponly=True, samesite="lax"
+        )
+        return response
+
+    def _login_page(self, tab_id: str, client_id: str, *, username: str = "", error: str | None = None) -> Response:
+        query = urlencode({"client_id": client_id, "tab_id": tab_id})
+        page = login_page(
+            realm_display_name=self.realm.display_name,
+            action=f"{self.issuer}/login-actions/authenticate?{query}",
+            username=username,
+            error=error,
+        )
+        return HTMLResponse(page, headers={"Cache-Control": "no-store, must-revalidate, max-age=0"})
+
+    async def authenticate(self, request: Request) -> Response:
+        """The login form posted back: a wrong password shows the form again; success redirects with a code."""
+        self._oidc_realm(request)
+        root = request.cookies.get(AUTH_SESSION_COOKIE)
+        if root is None:
+            return _error_page(400, "Cookie not found. Please make sure cookies are enabled in your browser.")
+        tab_id = request.query_params.get("tab_id", "")
+        pending = self.pending_logins.get(tab_id)
+        if pending is not None and pending.root_session_id == root and pending.expires_at < time.time():
+            del self.pending_logins[tab_id]
+            pending = None
+        if pending is None or pending.root_session_id != root:
+            return _error_page(400, "Your login attempt timed out. Login will start from the beginning.")
+        form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True))
+        username = form.get("username", "").strip()
+        user = self._login_user(username) if username else None
+        if user is None:
+            await asyncio.to_thread(dummy_hash)
+            return self._login_page(tab_id, pending.client_id, username=username, error=INVALID_USER_MESSAGE)
+        if not user.enabled:
+            return self._login_page(tab_id, pending.client_id, username=username, error=ACCOUNT_DISABLED_MESSAGE)
+        if not await asyncio.to_thread(check_password, form.get("password"), user.password_hash):
+            return self._login_page(tab_id, pending.client_id, username=username, error=INVALID_USER_MESSAGE)
+        if user.required_actions:
+            # Keycloak would now show the required action's own page; the emulator stops the login here.
+            message = REQUIRED_ACTION_MESSAGES.get(user.required_actions[0], "Account is not fully set up")
+            return _error_page(200, message)
+        del self.pending_logins[tab_id]
+        code = f"{uuid.uuid4()}.{secrets.token_urlsafe(32)}"
+        now = time.time()
+        self.issued_codes[code] = _IssuedCode(
+            client_id=pending.client_id,
+            user_id=user.id,
+            redirect_uri_param=pending.redirect_uri_param,
+            nonce=pending.nonce,
+            scope=pending.scope,
+            code_challenge=pending.code_challenge,
+            code_challenge_method=pending.code_challenge_method,
+            session_id=str(uuid.uuid4()),
+            auth_time=int(now),
+            expires_at=now + self.realm.access_code_lifespan,
+        )
+        answer = ({"state": pending.state} if pending.state else {}) | {
+            "session_state": self.issued_codes[code].session_id
+        }
+        return _redirect(pending.redirect_uri, pending.response_mode, answer | {"iss": self.issuer, "code": code})
+
+    def _forget_expired(self) -> None:
+        now = time.time()
+        for tab_id in [t for t, login in self.pending_logins.items() if login.expires_at < now]:
+            del self.pending_logins[tab_id]
+        for code in [c for c, issued in self.issued_codes.items() if issued.expires_at < now]:
+            del self.issued_codes[code]
+
+    def _code_grant(self, client: _Client, form: Mapping[str, str]) -> Response:
+        """Exchanges a code once: Keycloak's checks in its order, PKCE last (RFC 7636 4.6)."""
+        code = form.get("code")
+        if code is None:
+            raise _oauth_error(400, "invalid_request", "Missing parameter: code")
+        issued = self.issued_codes.pop(code, None)  # the first attempt uses the code up, right or wrong
+        if issued is None:
+            raise _oauth_error(400, "invalid_grant", "Code not valid")
+        if issued.expires_at < time.time():
+            raise _oauth_error(400, "invalid_grant", "Code is expired")
+        user = self.realm.users.get(issued.user_id)
+        if user is None:
+            raise _oauth_error(400, "invalid_grant", "User not found")
+        if not user.enabled:
+            raise _oauth_error(400, "invalid_grant", "User disabled")
+        if issued.redirect_uri_param is not None and issued.redirect_uri_param != form.get("redirect_uri"):
+            raise _oauth_error(400, "invalid_grant", "Incorrect redirect_uri")
+        if client.client_id != issued.client_id:
+            raise _oauth_error(400, "invalid_grant", "Auth error: Found different client_id in clientSession")
+        if not client.standard_flow_enabled:
+            raise _oauth_error(400, "invalid_grant", "Client not allowed to exchange code")
+        verifier = form.get("code_verifier")
+        if issued.code_challenge is not None and verifier is None:
+            raise _oauth_error(400, "invalid_grant", "PKCE code verifier not specified")
+        if issued.code_challenge is None and verifier is not None:
+            raise _oauth_error(
+                400, "invalid_grant", "PKCE code verifier specified but challenge not present in authorization"
+            )
+        if issued.code_challenge is not None and verifier is not None:
+            if not valid_pkce_value(verifier):
+                raise _oauth_error(400, "invalid_grant", "PKCE verification failed: Invalid code verifier")
+            if not pkce_matches(verifier, issued.code_challenge, issued.code_challenge_method or "plain"):
+                raise _oauth_error(400, "invalid_grant", "PKCE verification failed: Code mismatch")
+        session = (issued.session_id, issued.auth_time)
+        return self._user_token_response(client, user, scope=issued.scope, nonce=issued.nonce, session=session)
 
     def _oidc_realm(self, request: Request) -> None:
         if request.path_params["realm"] != self.realm.name:
@@ -771,6 +1229,27 @@ class _Emulator:
         )
         return Response(status_code=204)
 
+    async def reset_password(self, request: Request) -> Response:
+        """Sets the user's password (hashed); `temporary` adds UPDATE_PASSWORD, otherwise removes it."""
+        self._authorize(request, MANAGE_USERS)
+        user = self._user(request)
+        credential = await _json_body(request)
+        if credential is not None and not (
+            isinstance(credential, dict)
+            and credential.keys() <= CREDENTIAL_REPRESENTATION_FIELDS
+            and isinstance(credential.get("value"), str | None)
+            and isinstance(credential.get("temporary"), bool | None)
+        ):
+            raise _unparsable()
+        if credential is None or credential.get("value") is None:
+            raise KeycloakError(400, {"error": "No password provided"})
+        if not credential["value"].strip():
+            raise KeycloakError(400, {"error": "Empty password not allowed"})
+        user.password_hash = await asyncio.to_thread(hash_password, credential["value"])
+        actions = [a for a in user.required_actions if a != "UPDATE_PASSWORD"]
+        user.required_actions = [*actions, "UPDATE_PASSWORD"] if credential.get("temporary") else actions
+        return Response(status_code=204)
+
     async def get_role(self, request: Request) -> Response:
         self._authorize(request, VIEW_REALM)
         role = self.realm.roles.get(request.path_params["role_name"])
@@ -828,23 +1307,43 @@ async def _render_http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"HTTP {status.value} {status.phrase}"}, status_code=status.value, headers=headers)
 
 
-def create_app(*, realm_export: Mapping[str, Any] | str | Path, public_url: str) -> ASGIApp:
+def create_app(
+    *,
+    realm_export: Mapping[str, Any] | str | Path,
+    public_url: str,
+    dev_clients: Mapping[str, Any] | str | Path | None = DEV_CLIENTS_FILE,
+) -> ASGIApp:
     """The emulator as an ASGI app, seeded from a realm export (a parsed dict or a JSON file path).
 
     `public_url` is the base URL clients reach it by: it makes the token issuer
     (`{public_url}/realms/{realm}`) and the `Location` of created users, so it must match what the
-    API is configured to trust. A fresh RSA signing key is generated per app.
+    API is configured to trust. A fresh RSA signing key is generated per app. `dev_clients` adds the
+    clients of a partial export of the same realm (default: the development-only clients); None
+    serves the realm export alone.
     """
-    export: Mapping[str, Any] = (
-        realm_export
-        if isinstance(realm_export, Mapping)
-        else json.loads(Path(realm_export).read_text(encoding="utf-8"))
-    )
+    export = _with_dev_clients(_read_export(realm_export), None if dev_clients is None else _read_export(dev_clients))
     emulator = _Emulator(_load_realm(export), public_url)
     app = Starlette(exception_handlers={KeycloakError: _render_refusal, HTTPException: _render_http_error})
     latency = InjectedLatency(app, prefixes=("/admin/",))
     app.router.routes.extend([latency.route(), *emulator.routes()])
     return latency  # the Starlette app, behind the latency switch
+
+
+def _read_export(source: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
+    return source if isinstance(source, Mapping) else json.loads(Path(source).read_text(encoding="utf-8"))
+
+
+def _with_dev_clients(export: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The realm export with the clients of `extra` added; anything else in `extra` is refused."""
+    if extra is None:
+        return export
+    if extra.get("realm") != export["realm"] or not set(extra) <= {"realm", "clients"}:
+        raise ValueError(f"dev clients must be {{realm: {export['realm']!r}, clients: [...]}}, got {sorted(extra)}")
+    known = {client["clientId"] for client in export.get("clients", [])}
+    clashing = sorted(known & {client["clientId"] for client in extra.get("clients", [])})
+    if clashing:
+        raise ValueError(f"dev clients {clashing} are already in the realm export")
+    return {**export, "clients": [*export.get("clients", []), *extra.get("clients", [])]}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -858,12 +1357,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--public-url", help="base URL clients use (token issuer, Location headers); default http://HOST:PORT"
     )
     parser.add_argument("--realm-file", type=Path, default=DEFAULT_REALM_FILE, help="realm export JSON to seed from")
+    parser.add_argument(
+        "--no-dev-clients",
+        action="store_true",
+        help=f"leave out the development-only clients ({DEV_CLIENTS_FILE.name})",
+    )
     args = parser.parse_args(argv)
     public_url = args.public_url or f"http://{args.host}:{args.port}"
     settings = get_settings()
     # Our logging (JSON, redacted), not uvicorn's access log: admin queries carry e-mails in the URL.
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    app = create_app(realm_export=args.realm_file, public_url=public_url)
+    dev_clients = None if args.no_dev_clients else DEV_CLIENTS_FILE
+    app = create_app(realm_export=args.realm_file, public_url=public_url, dev_clients=dev_clients)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
 
 

@@ -1,10 +1,26 @@
-"""Talking to the stack's Keycloak emulator as a client of it: service-account tokens."""
+"""Talking to the stack's Keycloak emulator as a client of it: service-account tokens, and a customer's own
+login by the password grant (the dev-only client) or in a browser (the portal's authorization code flow
+with PKCE, its login form driven with httpx as a browser would)."""
 
 from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from dev.stack import DevStack
+
+REALM = "customers"
+DEV_LOGIN_CLIENT = "customer-dev-cli"  # public, password grant; dev/emulators/realm-customers.dev-clients.json
+PORTAL_LOGIN_CLIENT = "customer-portal"  # public, authorization code + PKCE S256; the production realm's
+PORTAL_CALLBACK = "http://localhost:3000/api/auth/callback/keycloak"  # NextAuth's callback for the provider
+_FORM_ACTION = re.compile(r'<form id="kc-form-login"[^>]*\baction="([^"]+)"')
 
 
 async def client_token(stack: DevStack, client_id: str, secret: str) -> str:
@@ -16,3 +32,110 @@ async def client_token(stack: DevStack, client_id: str, secret: str) -> str:
         )
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+
+def token_endpoint(keycloak_url: str) -> str:
+    return f"{keycloak_url}/realms/{REALM}/protocol/openid-connect/token"
+
+
+def auth_endpoint(keycloak_url: str) -> str:
+    return f"{keycloak_url}/realms/{REALM}/protocol/openid-connect/auth"
+
+
+async def password_login(keycloak_url: str, username: str, password: str, *, scope: str = "openid") -> httpx.Response:
+    """The token endpoint's answer to a customer's password grant through the dev-only client."""
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            token_endpoint(keycloak_url),
+            data={
+                "grant_type": "password",
+                "client_id": DEV_LOGIN_CLIENT,
+                "username": username,
+                "password": password,
+                "scope": scope,
+            },
+        )
+
+
+async def password_token(keycloak_url: str, username: str, password: str) -> str:
+    """A customer's access token by the password grant."""
+    response = await password_login(keycloak_url, username, password)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A code verifier and its S256 challenge (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def form_action(page: httpx.Response) -> str:
+    """Where the login page's form posts to, as a browser reads it."""
+    match = _FORM_ACTION.search(page.text)
+    assert match is not None, f"no login form in {page.status_code} {page.text[:500]}"
+    return html.unescape(match[1])
+
+
+def redirect_params(response: httpx.Response) -> dict[str, str]:
+    """The parameters of an authorization response redirected to the client (query or fragment)."""
+    assert response.status_code == 302, (response.status_code, response.text[:500])
+    location = urlsplit(response.headers["location"])
+    return {name: values[0] for name, values in parse_qs(location.query or location.fragment).items()}
+
+
+@dataclass(frozen=True)
+class BrowserLogin:
+    """A login started at the authorization endpoint: the browser (with its cookies) and the PKCE verifier."""
+
+    browser: httpx.AsyncClient
+    verifier: str
+    page: httpx.Response  # the login page
+
+    async def submit(self, username: str, password: str) -> httpx.Response:
+        return await self.browser.post(form_action(self.page), data={"username": username, "password": password})
+
+
+async def start_browser_login(
+    browser: httpx.AsyncClient, keycloak_url: str, *, state: str = "state-1", nonce: str | None = "nonce-1"
+) -> BrowserLogin:
+    """What the portal (NextAuth) sends the browser to: the authorization endpoint with PKCE S256."""
+    verifier, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": PORTAL_LOGIN_CLIENT,
+        "redirect_uri": PORTAL_CALLBACK,
+        "scope": "openid profile email",
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    page = await browser.get(auth_endpoint(keycloak_url), params=params | ({"nonce": nonce} if nonce else {}))
+    assert page.status_code == 200, page.text[:500]
+    return BrowserLogin(browser=browser, verifier=verifier, page=page)
+
+
+async def exchange_code(http: httpx.AsyncClient, keycloak_url: str, code: str, verifier: str) -> httpx.Response:
+    """The portal's server exchanging the code it received at its callback."""
+    return await http.post(
+        token_endpoint(keycloak_url),
+        data={
+            "grant_type": "authorization_code",
+            "client_id": PORTAL_LOGIN_CLIENT,
+            "code": code,
+            "redirect_uri": PORTAL_CALLBACK,
+            "code_verifier": verifier,
+        },
+    )
+
+
+async def browser_token(keycloak_url: str, username: str, password: str) -> str:
+    """A customer's access token by the portal's flow: login page, form, redirect with a code, exchange."""
+    async with httpx.AsyncClient() as browser:
+        login = await start_browser_login(browser, keycloak_url)
+        answer = redirect_params(await login.submit(username, password))
+        assert answer["state"] == "state-1", answer
+        response = await exchange_code(browser, keycloak_url, answer["code"], login.verifier)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
