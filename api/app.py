@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 
 import db.pool
@@ -32,6 +34,18 @@ from kit.settings import Settings
 from kit.temporal import connect
 
 READINESS_TIMEOUT_SECONDS = 2.0
+GRAPHIQL_ASSETS_PATH = "/graphiql-assets"
+GRAPHIQL_ASSETS_DIR = Path(__file__).resolve().parent / "static" / "graphiql"
+# The CDN URLs in Strawberry's GraphiQL page -> the same files in api/static/graphiql (from npm).
+GRAPHIQL_ASSETS = {
+    "https://unpkg.com/react@18.2.0/umd/react.production.min.js": "react.production.min.js",
+    "https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js": "react-dom.production.min.js",
+    "https://unpkg.com/js-cookie@3.0.5/dist/js.cookie.min.js": "js.cookie.min.js",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.css": "graphiql.min.css",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.js": "graphiql.min.js",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/style.css": "plugin-explorer.css",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js": "plugin-explorer.umd.js",
+}
 
 
 class AuthenticatedGraphQL(GraphQL[Context, None]):
@@ -49,6 +63,16 @@ class AuthenticatedGraphQL(GraphQL[Context, None]):
         except AuthenticationError as exc:
             raise HTTPException(401, str(exc)) from None
         return Context(services=services, principal=principal)
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """Strawberry's GraphiQL page with its scripts and styles served by the API, not a public CDN, so
+        it loads offline and behind a bank's proxy (the files are the pinned versions the page names,
+        byte for byte: the page's integrity hashes still hold)."""
+        html = super().graphql_ide_html
+        for cdn_url, name in GRAPHIQL_ASSETS.items():
+            html = html.replace(cdn_url, f"{GRAPHIQL_ASSETS_PATH}/{name}")
+        return html
 
 
 async def healthz(request: Request) -> Response:
@@ -125,6 +149,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),  # Prometheus; keep it off the public proxy
             Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here
+            *([Mount(GRAPHIQL_ASSETS_PATH, app=StaticFiles(directory=GRAPHIQL_ASSETS_DIR))] if graphiql else []),
         ],
         # Outermost first: the request id is bound (and echoed) around everything, including the metrics.
         middleware=[

@@ -8,16 +8,13 @@ time and finds each one answered 408 and closed, while ordinary requests are ser
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from dev.stack import REPO_ROOT, DevStack
-from tests.helpers import free_port
+from dev.stack import DevStack
+from tests.support.api import extra_api
 
 SLOW_CONNECTIONS = 300
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: yes\r\n"  # never ends with the blank line
@@ -25,27 +22,8 @@ HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: yes\r\n"  # never e
 
 @pytest.fixture
 async def strict_api(stack: DevStack) -> AsyncIterator[str]:
-    port = free_port()
-    env = {**stack.child_env, "API_PORT": str(port), "API_HEADER_TIMEOUT": "1", "API_BODY_TIMEOUT": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.main"], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None, "the strict API did not start"
-                await asyncio.sleep(0.1)
+    async with extra_api(stack, {"API_HEADER_TIMEOUT": "1", "API_BODY_TIMEOUT": "2"}) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 async def trickle(port: int, data: bytes, *, every: float = 0.25) -> bytes:

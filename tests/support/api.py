@@ -1,0 +1,41 @@
+"""Another API process of a running stack, with settings of its own (a lower deadline, GraphiQL on)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+
+from dev.stack import REPO_ROOT, DevStack
+from tests.helpers import free_port
+
+
+@asynccontextmanager
+async def extra_api(stack: DevStack, settings: Mapping[str, str]) -> AsyncIterator[str]:
+    """`python -m api.main` on a free port, sharing the stack's services; yields its base URL once it is up."""
+    port = free_port()
+    env = {**stack.child_env, **settings, "API_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.main"], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, "the extra API did not start"
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
