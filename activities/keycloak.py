@@ -13,7 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.errors import ErrorType
-from integrations.keycloak import CUSTOMER_ID_ATTRIBUTE
+from integrations.keycloak import CUSTOMER_ID_ATTRIBUTE, CUSTOMER_ROLE
 
 _ACCOUNT_ACTIONS = ["VERIFY_EMAIL", "UPDATE_PASSWORD"]
 
@@ -80,13 +80,21 @@ class KeycloakActivities:
             )
         return str(user["id"])
 
+    async def _grant_customer_role(self, user_id: str) -> None:
+        """Gives the user the realm role `customer`; mapping a role the user has is a no-op in Keycloak."""
+        role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
+        await self._admin.a_assign_realm_roles(user_id, [role])
+
     @activity.defn
     async def provision_keycloak_user(self, request: ProvisionUserInput) -> ProvisionedUser:
-        """Creates the customer's Keycloak user, or reuses the one that already carries its customer_id."""
+        """Creates the customer's Keycloak user, or reuses the one that already carries its customer_id,
+        and gives it the realm role `customer` (again, if an earlier attempt stopped before that)."""
         with _permanent_errors_fail_fast():
             existing = await self._find_user(request.email)
             if existing is not None:  # carrying our customer_id: an earlier attempt of ours created it
-                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id))
+                user_id = self._owned_user_id(existing, request.customer_id)
+                await self._grant_customer_role(user_id)
+                return ProvisionedUser(user_id=user_id)
             payload = {
                 "username": request.email,
                 "email": request.email,
@@ -102,7 +110,10 @@ class KeycloakActivities:
                 existing = await self._find_user(request.email)
                 if existing is None:
                     raise
-                return ProvisionedUser(user_id=self._owned_user_id(existing, request.customer_id))
+                user_id = self._owned_user_id(existing, request.customer_id)
+                await self._grant_customer_role(user_id)
+                return ProvisionedUser(user_id=user_id)
+            await self._grant_customer_role(str(user_id))
             if self._send_actions_email:
                 await self._admin.a_send_update_account(user_id, _ACCOUNT_ACTIONS)
             return ProvisionedUser(user_id=str(user_id))

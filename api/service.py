@@ -94,13 +94,6 @@ def parse_customer_id(value: str, *, field: str = "id") -> str:
         raise BadUserInput("customer id must be a UUID", field=field) from None
 
 
-def _uuid_or_none(value: str | None) -> str | None:
-    try:
-        return None if value is None else str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
 def encode_cursor(key: db.customers.CustomerKey) -> str:
     """An opaque cursor for a place in the customer list: base64 of `created_at|id`."""
     return base64.urlsafe_b64encode(f"{key.created_at.isoformat()}|{key.customer_id}".encode()).decode()
@@ -328,20 +321,6 @@ class CustomerService:
         """The customer registered with this email in any letter case, live like `get`."""
         customer_id = await db.customers.find_customer_id(self._pool, email=normalise_email(email))
         return None if customer_id is None else await self.get(customer_id)
-
-    async def find_own(self, *, customer_id: str | None, subject: str) -> CustomerState | None:
-        """The customer a token speaks for: its `customer_id` claim, else the Keycloak user (`sub`) we provisioned."""
-        claimed = _uuid_or_none(customer_id)
-        if claimed is not None and (state := await self.get(claimed)) is not None:
-            return state
-        found = await db.customers.find_customer_id(self._pool, keycloak_user_id=subject)
-        return None if found is None else await self.get(found)
-
-    async def is_own(self, customer_id: str, *, claimed_customer_id: str | None, subject: str) -> bool:
-        """Whether a token with this `customer_id` claim and `sub` belongs to the customer."""
-        if _uuid_or_none(claimed_customer_id) == customer_id:
-            return True
-        return await db.customers.find_customer_id(self._pool, keycloak_user_id=subject) == customer_id
 
     async def create_kyc_link(self, customer_id: str) -> str:
         """A fresh Sumsub WebSDK link for a customer who already has an applicant."""

@@ -8,6 +8,8 @@ from kit.settings import Settings
 
 # The attribute on a Keycloak user that names the customer it belongs to (and reaches tokens as a claim).
 CUSTOMER_ID_ATTRIBUTE = "customer_id"
+# The realm role a customer's own user carries: the API lets such a token see that customer only.
+CUSTOMER_ROLE = "customer"
 
 
 def keycloak_admin(settings: Settings) -> KeycloakAdmin:

@@ -2,7 +2,8 @@
 
 Real tokens come from the Keycloak emulator; tokens with bad claims are minted with our own key and
 served by a small JWKS app of our own (in process), so that the claim (not the signature) is what fails.
-Over HTTP, every bad token is a 401; a valid token without the portal or ops role is FORBIDDEN.
+Over HTTP, every bad token is a 401; a valid token without the role a field needs is FORBIDDEN, and a
+customer's token naming another customer is FORBIDDEN too (the role checks run on the schema directly).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,8 +33,11 @@ from starlette.routing import Route
 from api import auth
 from api.auth import AuthenticationError, Principal, TokenVerifier
 from api.schema import Context, schema
+from api.service import CustomerPage
 from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
 from dev.stack import DevStack
+from domain.customer import CustomerType
+from domain.state import CustomerState, Registration
 from kit.settings import Settings
 from tests.helpers import free_port, running_app
 from tests.support.emulators import client_token
@@ -432,46 +437,91 @@ async def test_the_api_answers_401_to_every_bad_token(stack: DevStack) -> None:
 
 
 class _Customers:
-    """Stands in for `CustomerService`; records what resolvers asked of it."""
+    """Stands in for `CustomerService`; records what resolvers asked of it and knows the customers given."""
 
-    def __init__(self) -> None:
+    def __init__(self, *known: CustomerState) -> None:
         self.calls: list[str] = []
+        self.known = {state.customer_id: state for state in known}
 
-    async def get(self, customer_id: str) -> None:
+    async def get(self, customer_id: str) -> CustomerState | None:
         self.calls.append(f"get {customer_id}")
-        return None
+        return self.known.get(customer_id)
 
     async def register(self, **kwargs: Any) -> None:
         self.calls.append("register")
         raise AssertionError("a forbidden caller reached the resolver")
 
+    async def page(self, *args: Any, **kwargs: Any) -> CustomerPage:
+        self.calls.append("page")
+        return CustomerPage(customers=[], has_next_page=False)
+
+    async def get_by_email(self, email: str) -> None:
+        self.calls.append("get_by_email")
+        return None
+
+    async def events(self, customer_id: str) -> list[Any]:
+        self.calls.append(f"events {customer_id}")
+        return []
+
+    async def create_kyc_link(self, customer_id: str) -> str:
+        self.calls.append(f"link {customer_id}")
+        return f"https://sumsub.example/websdk/{customer_id}"
+
 
 CUSTOMER_ID = "00000000-0000-8000-8000-000000000000"
+OTHER_ID = "11111111-1111-8111-8111-111111111111"
+KEYCLOAK_USER = "4d2f3c1a-0000-4000-8000-00000000c0de"
 GET_CUSTOMER = "query Get($id: ID!) { customer(id: $id) { id status } }"
+GET_EVENTS = "query Get($id: ID!) { customer(id: $id) { id events { type } } }"
+LIST = "{ customers { edges { node { id } } } }"
+BY_EMAIL = '{ customerByEmail(email: "x@example.com") { id } }'
+ME = "{ me { id } }"
+KYC_LINK = "mutation Link($id: ID!) { customerKycLinkCreate(input: {customerId: $id}) { url } }"
 REGISTER = (
     """mutation { customerRegister(input: {email: "x@example.com", customerType: INDIVIDUAL}) { customer { id } } }"""
 )
 
 
-def _context(customers: _Customers, *roles: str) -> Context:
+def _state(customer_id: str = CUSTOMER_ID, keycloak_user_id: str | None = KEYCLOAK_USER) -> CustomerState:
+    now = datetime.now(UTC)
+    registration = Registration(customer_id=customer_id, email="x@example.com", customer_type=CustomerType.INDIVIDUAL)
+    return CustomerState(registration=registration, keycloak_user_id=keycloak_user_id, created_at=now, updated_at=now)
+
+
+def _context(
+    customers: _Customers, *roles: str, subject: str = "x", customer_id: str | None = None, client_id: str = "y"
+) -> Context:
     services: Any = SimpleNamespace(customers=customers)  # only what the resolvers under test touch
-    return Context(services=services, principal=Principal(subject="x", client_id="y", roles=frozenset(roles)))
+    principal = Principal(subject=subject, client_id=client_id, roles=frozenset(roles), customer_id=customer_id)
+    return Context(services=services, principal=principal)
 
 
-@pytest.mark.parametrize("roles", [(), ("customer",), ("offline_access", "uma_authorization")], ids=str)
-async def test_a_caller_without_portal_or_ops_role_is_forbidden_before_any_resolver_runs(
+def _customer_context(customers: _Customers, **overrides: Any) -> Context:
+    """A customer's own token for CUSTOMER_ID, as the portal's login issues it."""
+    claims: dict[str, Any] = {"subject": KEYCLOAK_USER, "customer_id": CUSTOMER_ID, "client_id": "customer-portal"}
+    return _context(customers, "customer", **(claims | overrides))
+
+
+def _codes(result: Any) -> list[Any]:
+    return [e.extensions for e in result.errors or []]
+
+
+@pytest.mark.parametrize("roles", [(), ("offline_access", "uma_authorization"), ("default-roles-customers",)], ids=str)
+async def test_a_caller_without_a_role_for_the_field_is_forbidden_before_any_resolver_runs(
     roles: tuple[str, ...],
 ) -> None:
-    customers = _Customers()
-    read = await schema.execute(
-        GET_CUSTOMER, variable_values={"id": CUSTOMER_ID}, context_value=_context(customers, *roles)
-    )
+    customers = _Customers(_state())
+    # A customer_id claim without the customer role (say, a mapper on another client) makes nobody a customer.
+    context = _context(customers, *roles, subject=KEYCLOAK_USER, customer_id=CUSTOMER_ID)
+    read = await schema.execute(GET_CUSTOMER, variable_values={"id": CUSTOMER_ID}, context_value=context)
     assert read.data == {"customer": None}
     assert read.errors is not None
     assert [(e.message, e.extensions) for e in read.errors] == [("forbidden", {"code": "FORBIDDEN"})]
-    write = await schema.execute(REGISTER, context_value=_context(customers, *roles))
-    assert write.data is None
-    assert write.errors is not None and [e.extensions for e in write.errors] == [{"code": "FORBIDDEN"}]
+    write = await schema.execute(REGISTER, context_value=context)
+    assert write.data is None and _codes(write) == [{"code": "FORBIDDEN"}]
+    link = await schema.execute(KYC_LINK, variable_values={"id": CUSTOMER_ID}, context_value=context)
+    assert link.data is None and _codes(link) == [{"code": "FORBIDDEN"}]
+    assert (await schema.execute(ME, context_value=context)).data == {"me": None}
     assert customers.calls == []
 
 
@@ -483,3 +533,101 @@ async def test_portal_and_ops_reach_the_resolver(role: str) -> None:
     )
     assert result.errors is None and result.data == {"customer": None}
     assert customers.calls == [f"get {CUSTOMER_ID}"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [LIST, BY_EMAIL, GET_EVENTS, "{ undeliverableWebhooks { id } }"],
+    ids=["list", "email", "events", "inbox"],
+)
+@pytest.mark.parametrize("roles", [("portal",), ("customer",)], ids=str)
+async def test_portal_and_customers_may_not_list_look_up_by_email_or_read_the_audit_trail(
+    roles: tuple[str, ...], document: str
+) -> None:
+    customers = _Customers(_state())
+    context = _context(customers, *roles, subject=KEYCLOAK_USER, customer_id=CUSTOMER_ID)
+    result = await schema.execute(document, variable_values={"id": CUSTOMER_ID}, context_value=context)
+    assert _codes(result) == [{"code": "FORBIDDEN"}]
+    assert result.data is None or next(iter(result.data.values())) is None  # no data beside the refusal
+    assert not [call for call in customers.calls if not call.startswith("get ")]  # no list, lookup or events
+
+
+async def test_ops_reaches_the_list_the_email_lookup_and_the_audit_trail() -> None:
+    customers = _Customers(_state())
+    for document in (LIST, BY_EMAIL, GET_EVENTS):
+        result = await schema.execute(
+            document, variable_values={"id": CUSTOMER_ID}, context_value=_context(customers, "ops")
+        )
+        assert result.errors is None, result.errors
+    assert customers.calls == ["page", "get_by_email", f"get {CUSTOMER_ID}", f"events {CUSTOMER_ID}"]
+
+
+async def test_a_customer_reads_and_links_its_own_customer_only() -> None:
+    customers = _Customers(_state(), _state(OTHER_ID, keycloak_user_id="someone-else"))
+    mine = _customer_context(customers)
+
+    own = await schema.execute(GET_CUSTOMER, variable_values={"id": CUSTOMER_ID.upper()}, context_value=mine)
+    assert own.errors is None and own.data == {"customer": {"id": CUSTOMER_ID, "status": "INACTIVE"}}
+    me = await schema.execute(ME, context_value=mine)
+    assert me.errors is None and me.data == {"me": {"id": CUSTOMER_ID}}
+    link = await schema.execute(KYC_LINK, variable_values={"id": CUSTOMER_ID}, context_value=mine)
+    assert link.errors is None and link.data == {
+        "customerKycLinkCreate": {"url": f"https://sumsub.example/websdk/{CUSTOMER_ID}"}
+    }
+    assert customers.calls == [f"get {CUSTOMER_ID}"] * 3 + [f"link {CUSTOMER_ID}"]
+
+    # Another customer's id, real or guessed, is refused before anything is read: the answer cannot tell
+    # whether it exists.
+    customers.calls.clear()
+    for other in (OTHER_ID, "22222222-2222-8222-8222-222222222222"):
+        for document in (GET_CUSTOMER, KYC_LINK):
+            refused = await schema.execute(document, variable_values={"id": other}, context_value=mine)
+            assert _codes(refused) == [{"code": "FORBIDDEN"}]
+            assert [e.message for e in refused.errors or []] == [
+                "a customer may see and act on their own customer only"
+            ]
+            assert refused.data in ({"customer": None}, None)
+    assert customers.calls == []
+    register = await schema.execute(REGISTER, context_value=mine)
+    assert _codes(register) == [{"code": "FORBIDDEN"}]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"customer_id": None}, id="no customer_id claim"),
+        pytest.param({"customer_id": "not-a-uuid"}, id="claim not a uuid"),
+        pytest.param({"subject": "another-keycloak-user"}, id="a Keycloak user other than the one provisioned"),
+        pytest.param(
+            {"customer_id": OTHER_ID, "subject": "someone-else"}, id="claim of a customer not yet provisioned"
+        ),
+    ],
+)
+async def test_a_customer_token_that_does_not_match_the_provisioned_user_sees_nothing(
+    overrides: dict[str, Any],
+) -> None:
+    customers = _Customers(_state(), _state(OTHER_ID, keycloak_user_id=None))
+    context = _customer_context(customers, **overrides)
+    target = overrides.get("customer_id") if overrides.get("customer_id") not in (None, "not-a-uuid") else CUSTOMER_ID
+    assert (await schema.execute(ME, context_value=context)).data == {"me": None}
+    for document in (GET_CUSTOMER, KYC_LINK):
+        refused = await schema.execute(document, variable_values={"id": target}, context_value=context)
+        assert _codes(refused) == [{"code": "FORBIDDEN"}], overrides
+    assert not [call for call in customers.calls if call.startswith("link")]
+
+
+def test_only_a_customer_token_speaks_for_a_customer() -> None:
+    def own(roles: set[str], customer_id: str | None) -> str | None:
+        return Principal(subject="u", client_id="c", roles=frozenset(roles), customer_id=customer_id).own_customer_id
+
+    lettered = "a3f5c0de-0000-8000-8000-0000000000ab"
+    assert own({"customer"}, lettered.upper()) == lettered  # the canonical form ids are compared in
+    assert own({"portal"}, lettered) is None and own({"ops", "default-roles-customers"}, lettered) is None
+    assert own({"customer"}, "x") is None and own({"customer"}, None) is None
+
+
+async def test_a_customer_id_claim_that_is_not_a_string_is_ignored(issuer: Issuer, verifier: TokenVerifier) -> None:
+    principal = await verifier.verify(issuer.token(realm_access={"roles": ["customer"]}, customer_id=[CUSTOMER_ID]))
+    assert principal.customer_id is None and principal.own_customer_id is None
+    principal = await verifier.verify(issuer.token(realm_access={"roles": ["customer"]}, customer_id=CUSTOMER_ID))
+    assert principal.own_customer_id == CUSTOMER_ID

@@ -1,9 +1,10 @@
 """The read side of the GraphQL API and the verification link, against the real stack.
 
-`customers` (keyset pages over the PostgreSQL projection), `customerByEmail`, `me` and
-`customerKycLinkCreate`. Customer tokens (`customer_id` claim, or `sub` = their Keycloak user) are not
-issued by the Keycloak emulator, so those cases run the schema directly with a `Principal`, over the
-same services the API builds: a real pool, a real Temporal client and the real Sumsub client.
+`customers` (keyset pages over the PostgreSQL projection) and `customerByEmail` are ops' (the portal is
+refused them), `me` and `customerKycLinkCreate`. Customers' own tokens from the Keycloak emulator are in
+tests/test_customer_access.py; here the edge cases of a customer's token (a claim that matches no
+provisioned user, say) run the schema directly with a `Principal`, over the same services the API
+builds: a real pool, a real Temporal client and the real Sumsub client.
 """
 
 from __future__ import annotations
@@ -177,13 +178,17 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
     await pool.close()
 
 
-def as_customer(services: AppState, *, customer_id: str | None = None, subject: str | None = None) -> Context:
-    """What a customer's own access token would verify to: no portal/ops role."""
+def as_customer(
+    services: AppState,
+    *,
+    customer_id: str | None = None,
+    subject: str | None = None,
+    roles: frozenset[str] = frozenset({"customer", "default-roles-customers"}),
+) -> Context:
+    """What a customer's own access token verifies to: realm role `customer`, the `customer_id` claim,
+    `sub` its Keycloak user."""
     principal = Principal(
-        subject=subject or str(uuid.uuid4()),
-        client_id="customer-portal-web",
-        roles=frozenset({"default-roles-customers"}),
-        customer_id=customer_id,
+        subject=subject or str(uuid.uuid4()), client_id="customer-portal", roles=roles, customer_id=customer_id
     )
     return Context(services=services, principal=principal)
 
@@ -192,24 +197,22 @@ def as_customer(services: AppState, *, customer_id: str | None = None, subject: 
 
 
 async def test_customers_pages_through_newest_first_then_oldest_first(
-    portal: httpx.AsyncClient, listed: dict[str, Known]
+    ops: httpx.AsyncClient, listed: dict[str, Known]
 ) -> None:
     expected = newest_first(list(listed.values()))
-    nodes, sizes = await list_all(portal, first=3, filter=window(listed))
+    nodes, sizes = await list_all(ops, first=3, filter=window(listed))
     assert [n["id"] for n in nodes] == expected
     assert sizes == [3, 3, 1]
 
-    nodes, sizes = await list_all(
-        portal, first=3, filter=window(listed), sort={"field": "CREATED_AT", "direction": "ASC"}
-    )
+    nodes, sizes = await list_all(ops, first=3, filter=window(listed), sort={"field": "CREATED_AT", "direction": "ASC"})
     assert [n["id"] for n in nodes] == expected[::-1]
     assert sizes == [3, 3, 1]
 
     # Exactly one page's worth: no phantom next page.
-    page = await list_page(portal, first=7, filter=window(listed))
+    page = await list_page(ops, first=7, filter=window(listed))
     assert [e["node"]["id"] for e in page["edges"]] == expected and page["pageInfo"]["hasNextPage"] is False
     # A cursor is a place in the list: the page after the 2nd customer starts with the 3rd.
-    page = await list_page(portal, first=2, after=page["edges"][1]["cursor"], filter=window(listed))
+    page = await list_page(ops, first=2, after=page["edges"][1]["cursor"], filter=window(listed))
     assert [e["node"]["id"] for e in page["edges"]] == expected[2:4] and page["pageInfo"]["hasNextPage"] is True
 
 
@@ -228,10 +231,10 @@ async def test_customers_pages_through_newest_first_then_oldest_first(
     ],
     ids=lambda extra: ",".join(f"{k}={v}" for k, v in extra.items()),
 )
-async def test_customers_filters(portal: httpx.AsyncClient, listed: dict[str, Known], extra: dict[str, str]) -> None:
+async def test_customers_filters(ops: httpx.AsyncClient, listed: dict[str, Known], extra: dict[str, str]) -> None:
     columns = {"customerType": "customer_type", "stage": "stage", "status": "status", "kycStatus": "kyc_status"}
     matching = [c for c in listed.values() if all(getattr(c, columns[k]) == v for k, v in extra.items())]
-    nodes, _ = await list_all(portal, first=2, filter={**window(listed), **extra})
+    nodes, _ = await list_all(ops, first=2, filter={**window(listed), **extra})
     assert [n["id"] for n in nodes] == newest_first(matching)
     for node in nodes:
         known = listed[node["id"]]
@@ -239,16 +242,28 @@ async def test_customers_filters(portal: httpx.AsyncClient, listed: dict[str, Kn
         assert shown == (known.customer_type, known.status, known.kyc_status, known.stage)
 
 
-async def test_created_range_is_half_open(portal: httpx.AsyncClient, listed: dict[str, Known]) -> None:
+async def test_created_range_is_half_open(ops: httpx.AsyncClient, listed: dict[str, Known]) -> None:
     ordered = sorted(listed.values(), key=lambda c: (c.created_at, c.id))
     cut = ordered[3].created_at
-    before, _ = await list_all(portal, first=20, filter={**window(listed), "createdBefore": cut.isoformat()})
-    since, _ = await list_all(portal, first=20, filter={**window(listed), "createdAfter": cut.isoformat()})
+    before, _ = await list_all(ops, first=20, filter={**window(listed), "createdBefore": cut.isoformat()})
+    since, _ = await list_all(ops, first=20, filter={**window(listed), "createdAfter": cut.isoformat()})
     assert {n["id"] for n in before} == {c.id for c in ordered if c.created_at < cut}
     assert {n["id"] for n in since} == {c.id for c in ordered if c.created_at >= cut}
 
 
-async def test_ops_may_list_too(ops: httpx.AsyncClient, listed: dict[str, Known]) -> None:
+async def test_the_portal_may_neither_list_customers_nor_look_them_up_by_email(
+    portal: httpx.AsyncClient, ops: httpx.AsyncClient, listed: dict[str, Known]
+) -> None:
+    """A leaked portal secret must not page through every customer: listing and lookup are ops'."""
+    customer = next(iter(listed.values()))
+    for document, variables in (
+        (CUSTOMERS, {"first": 100, "filter": window(listed)}),
+        (BY_EMAIL, {"email": customer.email}),
+    ):
+        body = await graphql(portal, document, variables)
+        assert error_codes(body) == [{"code": "FORBIDDEN"}], body
+        assert body["data"] is None or set(body["data"].values()) == {None}, body  # a nullable field is null
+        assert customer.email not in json.dumps(body)
     page = await list_page(ops, first=100, filter=window(listed))
     assert len(page["edges"]) == len(listed)
 
@@ -273,9 +288,9 @@ async def test_ops_may_list_too(ops: httpx.AsyncClient, listed: dict[str, Known]
     ids=["first=0", "first=-1", "first=101", "garbage", "base64 garbage", "no time zone"],
 )
 async def test_customers_refuses_a_bad_page_request(
-    portal: httpx.AsyncClient, variables: dict[str, Any], field: str
+    ops: httpx.AsyncClient, variables: dict[str, Any], field: str
 ) -> None:
-    body = await graphql(portal, CUSTOMERS, {"first": 20, **variables})
+    body = await graphql(ops, CUSTOMERS, {"first": 20, **variables})
     assert body["data"] is None
     assert error_codes(body) == [{"code": "BAD_USER_INPUT", "field": field}]
 
@@ -283,18 +298,16 @@ async def test_customers_refuses_a_bad_page_request(
 # --- customerByEmail --------------------------------------------------------------------------------
 
 
-async def test_customer_by_email_in_any_letter_case(
-    portal: httpx.AsyncClient, ops: httpx.AsyncClient, listed: dict[str, Known]
-) -> None:
+async def test_customer_by_email_in_any_letter_case(ops: httpx.AsyncClient, listed: dict[str, Known]) -> None:
     customer = next(iter(listed.values()))
-    for http, spelling in ((portal, customer.email.upper()), (ops, f"  {customer.email.title()} ")):
-        body = await graphql(http, BY_EMAIL, {"email": spelling})
+    for spelling in (customer.email.upper(), f"  {customer.email.title()} "):
+        body = await graphql(ops, BY_EMAIL, {"email": spelling})
         assert "errors" not in body, body
         assert body["data"]["customerByEmail"]["id"] == customer.id
         assert body["data"]["customerByEmail"]["email"] == customer.email
-    body = await graphql(portal, BY_EMAIL, {"email": "nobody-at-all@paging.example"})
+    body = await graphql(ops, BY_EMAIL, {"email": "nobody-at-all@paging.example"})
     assert body == {"data": {"customerByEmail": None}}
-    body = await graphql(portal, BY_EMAIL, {"email": "not-an-email"})
+    body = await graphql(ops, BY_EMAIL, {"email": "not-an-email"})
     assert error_codes(body) == [{"code": "BAD_USER_INPUT", "field": "email"}]
 
 
@@ -307,25 +320,32 @@ async def test_me_is_the_customer_the_token_belongs_to(
     customer = next(c for c in listed.values() if c.stage == "ONBOARDED")
     assert customer.keycloak_user_id is not None
 
-    by_claim = await schema.execute(ME, context_value=as_customer(services, customer_id=customer.id))
+    mine = as_customer(services, customer_id=customer.id, subject=customer.keycloak_user_id)
+    by_claim = await schema.execute(ME, context_value=mine)
     assert by_claim.errors is None, by_claim.errors
     assert by_claim.data == {
         "me": {"id": customer.id, "email": customer.email, "status": "ACTIVE", "onboarding": {"stage": "ONBOARDED"}}
     }
 
-    by_subject = await schema.execute(ME, context_value=as_customer(services, subject=customer.keycloak_user_id))
-    assert by_subject.errors is None and by_subject.data == by_claim.data
+    # Nobody's: the claim without the Keycloak user provisioned for it, the user without the claim (a
+    # token of a client without the mapper), the claim and user without the customer role, an unknown
+    # or garbage claim.
+    for context in (
+        as_customer(services, customer_id=customer.id),
+        as_customer(services, subject=customer.keycloak_user_id),
+        as_customer(
+            services, customer_id=customer.id, subject=customer.keycloak_user_id, roles=frozenset({"offline_access"})
+        ),
+        as_customer(services, customer_id=str(uuid.uuid4())),
+        as_customer(services, customer_id="not-a-uuid", subject=customer.keycloak_user_id),
+    ):
+        nobody = await schema.execute(ME, context_value=context)
+        assert nobody.errors is None and nobody.data == {"me": None}, context.principal
 
-    nobody = await schema.execute(ME, context_value=as_customer(services, customer_id=str(uuid.uuid4())))
-    assert nobody.errors is None and nobody.data == {"me": None}
-    garbage_claim = await schema.execute(ME, context_value=as_customer(services, customer_id="not-a-uuid"))
-    assert garbage_claim.errors is None and garbage_claim.data == {"me": None}
-
-    # The audit trail stays with portal and ops.
-    trail = await schema.execute(
-        "{ me { id events { type } } }", context_value=as_customer(services, customer_id=customer.id)
-    )
+    # The audit trail is ops' alone, the customer's own included.
+    trail = await schema.execute("{ me { id events { type } } }", context_value=mine)
     assert trail.errors is not None and [e.extensions for e in trail.errors] == [{"code": "FORBIDDEN"}]
+    assert trail.data == {"me": None}
 
     # The portal's service account is no customer.
     body = await graphql(portal, ME, {})
@@ -354,28 +374,25 @@ async def test_portal_creates_a_fresh_kyc_link_that_works(
 
 async def test_kyc_link_for_a_customer_themself_only(services: AppState, listed: dict[str, Known]) -> None:
     mine, other = [c for c in listed.values() if c.stage == "AWAITING_KYC"][:2]
-    assert mine.keycloak_user_id is not None
+    assert mine.keycloak_user_id is not None and other.keycloak_user_id is not None
+    own_token = as_customer(services, customer_id=mine.id, subject=mine.keycloak_user_id)
 
-    for context in (as_customer(services, customer_id=mine.id), as_customer(services, subject=mine.keycloak_user_id)):
-        result = await schema.execute(KYC_LINK, variable_values={"id": mine.id}, context_value=context)
-        assert result.errors is None, result.errors
-        assert result.data is not None and result.data["customerKycLinkCreate"]["url"].startswith(
-            services.settings.sumsub_base_url
-        )
+    result = await schema.execute(KYC_LINK, variable_values={"id": mine.id}, context_value=own_token)
+    assert result.errors is None, result.errors
+    assert result.data is not None and result.data["customerKycLinkCreate"]["url"].startswith(
+        services.settings.sumsub_base_url
+    )
 
-    for context in (
-        as_customer(services, customer_id=mine.id),
-        as_customer(services, subject=mine.keycloak_user_id),
-        as_customer(services),  # a customer token that maps to no customer
+    for context, target in (
+        (own_token, other.id),  # another, real customer
+        (own_token, str(uuid.uuid4())),  # a guessed id: the same answer, so nothing tells it does not exist
+        (as_customer(services, customer_id=other.id, subject=mine.keycloak_user_id), other.id),  # claim not its user's
+        (as_customer(services, subject=mine.keycloak_user_id), mine.id),  # no claim
+        (as_customer(services), mine.id),  # a customer token that maps to no customer
     ):
-        result = await schema.execute(KYC_LINK, variable_values={"id": other.id}, context_value=context)
+        result = await schema.execute(KYC_LINK, variable_values={"id": target}, context_value=context)
         assert result.data is None
         assert result.errors is not None and [e.extensions for e in result.errors] == [{"code": "FORBIDDEN"}]
-    # Another customer cannot even learn whether an id exists.
-    result = await schema.execute(
-        KYC_LINK, variable_values={"id": str(uuid.uuid4())}, context_value=as_customer(services, customer_id=mine.id)
-    )
-    assert result.errors is not None and [e.extensions for e in result.errors] == [{"code": "FORBIDDEN"}]
 
 
 async def test_kyc_link_needs_an_existing_customer_with_an_applicant(
@@ -650,7 +667,7 @@ async def test_customer_pages_use_an_index_at_100k_customers(database: asyncpg.P
 
 
 async def test_paging_a_filtered_subset_of_100k_neither_repeats_nor_omits(
-    portal: httpx.AsyncClient, database: asyncpg.Pool, seeded: int
+    ops: httpx.AsyncClient, database: asyncpg.Pool, seeded: int
 ) -> None:
     expected_ids = {
         str(r["id"])
@@ -668,7 +685,7 @@ async def test_paging_a_filtered_subset_of_100k_neither_repeats_nor_omits(
     for direction in ("DESC", "ASC"):
         started = time.perf_counter()
         nodes, sizes = await list_all(
-            portal, first=100, filter=subset, sort={"field": "CREATED_AT", "direction": direction}
+            ops, first=100, filter=subset, sort={"field": "CREATED_AT", "direction": direction}
         )
         elapsed = time.perf_counter() - started
         ids = [n["id"] for n in nodes]

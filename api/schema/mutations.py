@@ -7,7 +7,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from api.errors import BadUserInput, Forbidden
+from api.errors import BadUserInput
 from api.schema.inputs import (
     CustomerCloseInput,
     CustomerEmailUpdateInput,
@@ -20,7 +20,7 @@ from api.schema.inputs import (
     valid_email,
     valid_telegram_handle,
 )
-from api.schema.permissions import Authenticated, Context, OpsOnly, PortalOrOps, actor
+from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer, PortalOrOps, actor, is_staff, own_customer
 from api.schema.types import Customer, CustomerKycLinkCreatePayload, CustomerPayload, StoredWebhookType
 from api.service import parse_customer_id
 from domain.customer import CustomerType
@@ -34,19 +34,17 @@ def _payload(state: CustomerState) -> CustomerPayload:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        permission_classes=[Authenticated],
-        description="A fresh Sumsub verification link; for the portal, ops, or the customer themself.",
+        permission_classes=[PortalOpsOrCustomer],
+        description="A fresh Sumsub verification link; for the portal, ops, or the customer themself (a customer's "
+        "token for any other customer is FORBIDDEN).",
     )
     async def customer_kyc_link_create(
         self, info: Info[Context, Any], input: CustomerKycLinkCreateInput
     ) -> CustomerKycLinkCreatePayload:
-        principal, customers = info.context.principal, info.context.services.customers
         customer_id = parse_customer_id(input.customer_id, field="customerId")
-        if not principal.has_role("portal", "ops") and not await customers.is_own(
-            customer_id, claimed_customer_id=principal.customer_id, subject=principal.subject
-        ):
-            raise Forbidden("a customer may create a verification link only for themself")
-        return CustomerKycLinkCreatePayload(url=await customers.create_kyc_link(customer_id))
+        if not is_staff(info):
+            await own_customer(info, customer_id)
+        return CustomerKycLinkCreatePayload(url=await info.context.services.customers.create_kyc_link(customer_id))
 
     @strawberry.mutation(permission_classes=[PortalOrOps])
     async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerPayload:

@@ -1,4 +1,13 @@
-"""Who may call what: the resolver context (the caller's principal) and the role checks on fields."""
+"""Who may call what: the resolver context (the caller's principal) and the role checks on fields.
+
+    ops       everything
+    portal    the portal's server: register, read one customer by id (no audit trail), a KYC link;
+              no listing, no lookup by email, no events
+    customer  a customer's own token: `me`, its own `customer(id)` and KYC link, never another's
+
+A role check on a field refuses before any resolver runs. A customer's token passes the check of the
+fields it may call for itself; the resolver then asks `own_customer` whether the id is the token's.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,13 @@ from typing import Any
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
-from api.auth import ANONYMOUS, Principal
+from api.auth import ANONYMOUS, CUSTOMER_ROLE, Principal
+from api.errors import Forbidden
 from api.state import AppState
+from domain.state import CustomerState
+
+STAFF_ROLES = ("portal", "ops")
+NOT_YOURS = "a customer may see and act on their own customer only"
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,13 @@ class _RolePermission(BasePermission):
 
 
 class PortalOrOps(_RolePermission):
-    roles = ("portal", "ops")
+    roles = STAFF_ROLES
+
+
+class PortalOpsOrCustomer(_RolePermission):
+    """Staff for any customer, a customer's token for its own only (`own_customer` in the resolver)."""
+
+    roles = (*STAFF_ROLES, CUSTOMER_ROLE)
 
 
 class OpsOnly(_RolePermission):
@@ -43,6 +63,39 @@ class Authenticated(BasePermission):
 
     def has_permission(self, source: Any, info: Info[Context, Any], **kwargs: Any) -> bool:
         return info.context.principal != ANONYMOUS
+
+
+def is_staff(info: Info[Context, Any]) -> bool:
+    """The portal's server or ops: may name any customer (what each may do is its field's role check)."""
+    return info.context.principal.has_role(*STAFF_ROLES)
+
+
+async def own_customer(info: Info[Context, Any], customer_id: str) -> CustomerState:
+    """The customer `customer_id` if it is the calling customer's own, else FORBIDDEN.
+
+    Own means: the token's `customer_id` claim names it (checked before anything is read, so the
+    answer for another id, existing or not, is the same and as fast), and the token's subject is the
+    Keycloak user the onboarding provisioned for it (so a second user carrying the same attribute, or
+    a deleted and recreated one, is nobody's). No data goes with the refusal.
+    """
+    principal = info.context.principal
+    if principal.own_customer_id is None or principal.own_customer_id != customer_id:
+        raise Forbidden(NOT_YOURS)
+    state = await find_own_customer(info)
+    if state is None:
+        raise Forbidden(NOT_YOURS)
+    return state
+
+
+async def find_own_customer(info: Info[Context, Any]) -> CustomerState | None:
+    """The calling customer's own customer (see `own_customer`); None for any other token."""
+    principal = info.context.principal
+    if principal.own_customer_id is None:
+        return None
+    state = await info.context.services.customers.get(principal.own_customer_id)
+    if state is None or state.keycloak_user_id is None or state.keycloak_user_id != principal.subject:
+        return None
+    return state
 
 
 def actor(info: Info[Context, Any]) -> str:

@@ -8,22 +8,38 @@ import strawberry
 from strawberry.types import Info
 
 from api.schema.inputs import CustomerFilter, CustomerSort, SortDirection, valid_email
-from api.schema.permissions import Authenticated, Context, OpsOnly, PortalOrOps
+from api.schema.permissions import (
+    Authenticated,
+    Context,
+    OpsOnly,
+    PortalOpsOrCustomer,
+    find_own_customer,
+    is_staff,
+    own_customer,
+)
 from api.schema.types import Customer, CustomerConnection, CustomerEdge, PageInfo, StoredWebhookType
 from api.service import cursor_for, decode_cursor, parse_customer_id
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(permission_classes=[PortalOrOps])
+    @strawberry.field(
+        permission_classes=[PortalOpsOrCustomer],
+        description="One customer, live (PostgreSQL when its workflow is not reachable); null when there is none. "
+        "Portal and ops may name any id; a customer's own token only its own (any other id is FORBIDDEN, "
+        "whether it exists or not).",
+    )
     async def customer(self, info: Info[Context, Any], id: strawberry.ID) -> Customer | None:
-        state = await info.context.services.customers.get(parse_customer_id(id))
+        customer_id = parse_customer_id(id)
+        if not is_staff(info):
+            return Customer.from_state(await own_customer(info, customer_id))
+        state = await info.context.services.customers.get(customer_id)
         return None if state is None else Customer.from_state(state)
 
     @strawberry.field(
-        permission_classes=[PortalOrOps],
+        permission_classes=[OpsOnly],
         description="Customers from the PostgreSQL projection, newest first unless sorted otherwise; "
-        "`first` is 1-100, `after` an `endCursor` from the previous page.",
+        "`first` is 1-100, `after` an `endCursor` from the previous page (ops only).",
     )
     async def customers(
         self,
@@ -46,21 +62,20 @@ class Query:
             edges=edges, page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor)
         )
 
-    @strawberry.field(permission_classes=[PortalOrOps], description="The customer with this email, in any letter case.")
+    @strawberry.field(
+        permission_classes=[OpsOnly], description="The customer with this email, in any letter case (ops only)."
+    )
     async def customer_by_email(self, info: Info[Context, Any], email: str) -> Customer | None:
         state = await info.context.services.customers.get_by_email(valid_email(email))
         return None if state is None else Customer.from_state(state)
 
     @strawberry.field(
         permission_classes=[Authenticated],
-        description="The customer the caller's token belongs to (its customer_id claim, else its Keycloak user); "
-        "null for any other token.",
+        description="The customer a customer's own token belongs to (realm role `customer`, its customer_id "
+        "claim, and the Keycloak user provisioned for that customer); null for any other token.",
     )
     async def me(self, info: Info[Context, Any]) -> Customer | None:
-        principal = info.context.principal
-        state = await info.context.services.customers.find_own(
-            customer_id=principal.customer_id, subject=principal.subject
-        )
+        state = await find_own_customer(info)
         return None if state is None else Customer.from_state(state)
 
     @strawberry.field(

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api.schema.permissions import Context, PortalOrOps
+from api.schema.permissions import Context, OpsOnly
 from db.inbox import InboxEntry
 from domain.customer import (
     AccountCategory,
@@ -85,9 +85,7 @@ class Customer:
     deposit_account: DepositAccount | None
     suspension_reason: str | None
 
-    @strawberry.field(
-        description="The audit trail, newest first (portal and ops only).", permission_classes=[PortalOrOps]
-    )
+    @strawberry.field(description="The audit trail, newest first (ops only).", permission_classes=[OpsOnly])
     async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
         rows = await info.context.services.customers.events(str(self.id))
         return [
