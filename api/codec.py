@@ -2,7 +2,8 @@
 
 Payloads in Temporal are encrypted (`kit.codec`); the UI shows them in clear only by sending
 them here from the browser. Bodies and answers are `{"payloads": [...]}` in protobuf JSON (bytes in
-base64). Only the UI's origin (`TEMPORAL_UI_ORIGIN`) may call from a browser (CORS, with
+base64). Only the UI's origins (`TEMPORAL_UI_ORIGIN`, comma-separated: the dev server's UI answers
+as both `http://127.0.0.1:8233` and `http://localhost:8233`) may call from a browser (CORS, with
 credentials). With `CODEC_AUTH_REQUIRED` (the default) a call needs a bearer token with the `ops`
 role: 401 without a valid token, 403 without the role. Malformed bodies are 400, payloads that do not
 decrypt (unknown key id, tampered) 422.
@@ -48,12 +49,17 @@ def codec_app(settings: Settings) -> ASGIApp:
     )
     return CORSMiddleware(
         router,
-        allow_origins=[settings.temporal_ui_origin.rstrip("/")],
+        allow_origins=ui_origins(settings),
         allow_methods=["POST"],
         allow_headers=ALLOWED_HEADERS,
         allow_credentials=True,
         max_age=PREFLIGHT_MAX_AGE_SECONDS,
     )
+
+
+def ui_origins(settings: Settings) -> list[str]:
+    """TEMPORAL_UI_ORIGIN as a list: comma-separated origins, spaces and a trailing slash ignored."""
+    return [origin.strip().rstrip("/") for origin in settings.temporal_ui_origin.split(",") if origin.strip()]
 
 
 class _CodecEndpoints:

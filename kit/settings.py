@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "customer-lifecycle"
     temporal_ui_port: int = 8233
     dev_temporal_port: int = Field(
-        default=7233, description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset)."
+        default=7233,
+        description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset).",
     )
 
     # API

@@ -342,11 +342,11 @@ async def test_no_plaintext_email_in_the_temporal_history(stack: DevStack, porta
             headers={
                 "Authorization": f"Bearer {ops_token}",
                 "X-Namespace": "default",
-                "Origin": stack.child_env["TEMPORAL_UI_ORIGIN"],
+                "Origin": stack.temporal_ui_url,
             },
         )
     assert response.status_code == 200, response.text
-    assert response.headers["access-control-allow-origin"] == stack.child_env["TEMPORAL_UI_ORIGIN"]
+    assert response.headers["access-control-allow-origin"] == stack.temporal_ui_url
     (decoded,) = json_format.ParseDict(response.json(), Payloads()).payloads
     assert json.loads(decoded.data)["registration"]["email"] == email
 
@@ -374,12 +374,12 @@ async def test_codec_endpoints_need_an_ops_token(stack: DevStack) -> None:
 
 async def test_the_dev_servers_ui_decodes_through_the_api(stack: DevStack) -> None:
     async with httpx.AsyncClient() as http:
-        settings = (await http.get(f"{stack.child_env['TEMPORAL_UI_ORIGIN']}/api/v1/settings")).json()
+        settings = (await http.get(f"{stack.temporal_ui_url}/api/v1/settings")).json()
     assert settings["Codec"]["Endpoint"] == f"{stack.api_url}/codec"
 
 
 async def test_codec_cors_admits_only_the_temporal_ui(stack: DevStack) -> None:
-    ui_origin = stack.child_env["TEMPORAL_UI_ORIGIN"]
+    ui_origin = stack.temporal_ui_url
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         for path in ("/codec/decode", "/codec/encode"):
             allowed = await http.options(
