@@ -241,6 +241,8 @@ class DevStack:
                 str(self.ports.keycloak),
                 "--public-url",
                 env["KEYCLOAK_URL"],
+                "--state-dir",
+                str(self.data_dir / "keycloak-emulator"),
                 tier=2,
             )
         if "SUMSUB_BASE_URL" not in env:

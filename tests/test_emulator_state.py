@@ -1,5 +1,6 @@
 """The emulators remember: with a state dir, a new emulator process on the same folder carries on where
-the last one stopped (Sumsub: applicants, WebSDK links, the delivery log and webhooks still to deliver).
+the last one stopped (Sumsub: applicants, WebSDK links, the delivery log and webhooks still to deliver;
+Keycloak: users with everything on them, the signing key, the sent e-mails).
 
 Each emulator is served in-process over real HTTP, twice on the same folder; the dev stack's own
 kill-and-restart of the emulator processes is in `test_dev_stack_supervision.py`.
@@ -22,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dev.emulators import sumsub
+from dev.emulators import keycloak, sumsub
+from dev.emulators.keycloak_state import SIGNING_KEY, USERS_DIR
 from dev.emulators.state import Store
 from integrations.sumsub.client import SumsubClient
 from tests.helpers import free_port, running_app
@@ -110,6 +112,102 @@ async def test_sumsub_emulator_remembers_applicants_links_and_pending_webhooks(t
         assert len(by_delivery) == 2
         assert all(outcomes[0] == "retrying" and outcomes[-1] == "delivered" for outcomes in by_delivery.values())
     assert Store(tmp_path).read_all(sumsub.PENDING_DIR) == {}
+
+
+@asynccontextmanager
+async def keycloak_emulator(state_dir: Path | None, port: int) -> AsyncIterator[httpx.AsyncClient]:
+    app = keycloak.create_app(
+        realm_export=keycloak.DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}", state_dir=state_dir
+    )
+    async with running_app(app, port) as url, httpx.AsyncClient(base_url=url) as http:
+        yield http
+
+
+async def _token(http: httpx.AsyncClient, **form: str) -> str:
+    response = await http.post("/realms/customers/protocol/openid-connect/token", data=form)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+async def _admin_token(http: httpx.AsyncClient) -> str:
+    return await _token(
+        http,
+        grant_type="client_credentials",
+        client_id="customer-lifecycle",
+        client_secret="customer-lifecycle-dev-secret",
+    )
+
+
+async def _customer_token(http: httpx.AsyncClient, password: str) -> httpx.Response:
+    return await http.post(
+        "/realms/customers/protocol/openid-connect/token",
+        data={"grant_type": "password", "client_id": "customer-dev-cli", "username": "jane", "password": password},
+    )
+
+
+async def _service_accounts(http: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, str]:
+    users = await http.get("/admin/realms/customers/users", headers=admin, params={"username": "service-account-"})
+    return {user["username"]: user["id"] for user in users.json()}
+
+
+async def test_keycloak_emulator_remembers_users_passwords_roles_its_key_and_sent_emails(tmp_path: Path) -> None:
+    port = free_port()
+    async with keycloak_emulator(tmp_path, port) as http:
+        admin_token = await _admin_token(http)
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        created = await http.post(
+            "/admin/realms/customers/users",
+            headers=admin,
+            json={
+                "username": "jane",
+                "email": "jane@example.com",
+                "enabled": True,
+                "attributes": {"customer_id": ["c-42"]},
+            },
+        )
+        assert created.status_code == 201, created.text
+        user_url = created.headers["location"].removeprefix(f"http://127.0.0.1:{port}")
+        role = (await http.get("/admin/realms/customers/roles/customer", headers=admin)).json()
+        mapped = await http.post(f"{user_url}/role-mappings/realm", headers=admin, json=[role])
+        assert mapped.status_code == 204
+        password = {"type": "password", "value": "jane-secret", "temporary": False}
+        assert (await http.put(f"{user_url}/reset-password", headers=admin, json=password)).status_code == 204
+        emailed = await http.put(f"{user_url}/execute-actions-email", headers=admin, json=["VERIFY_EMAIL"])
+        assert emailed.status_code == 204
+        before = (await http.get(user_url, headers=admin)).json()
+        keys = (await http.get("/realms/customers/protocol/openid-connect/certs")).json()
+        emails = (await http.get("/_emulator/sent-emails")).json()
+        assert (await _customer_token(http, "jane-secret")).status_code == 200
+        service_accounts = await _service_accounts(http, admin)
+    stored = Store(tmp_path).read_all(USERS_DIR)
+    assert len(stored) == len(service_accounts) + 1
+    assert stored[before["id"]]["password_hash"] and "jane-secret" not in json.dumps(stored)  # a hash, not it
+
+    async with keycloak_emulator(tmp_path, port) as http:
+        admin = {"Authorization": f"Bearer {admin_token}"}  # signed by the previous process
+        assert (await http.get(user_url, headers=admin)).json() == before
+        roles = (await http.get(f"{user_url}/role-mappings/realm", headers=admin)).json()
+        assert [r["name"] for r in roles] == ["customer"]
+        assert (await http.get("/realms/customers/protocol/openid-connect/certs")).json() == keys
+        assert (await http.get("/_emulator/sent-emails")).json() == emails
+        assert (await _customer_token(http, "jane-secret")).status_code == 200
+        assert (await _customer_token(http, "not-her-password")).status_code == 401
+        assert await _service_accounts(http, admin) == service_accounts  # the same ids, so the same `sub`
+        assert (await http.delete(user_url, headers=admin)).status_code == 204
+
+    async with keycloak_emulator(tmp_path, port) as http:
+        admin = {"Authorization": f"Bearer {await _admin_token(http)}"}
+        assert (await http.get(user_url, headers=admin)).status_code == 404
+    assert Store(tmp_path).read(SIGNING_KEY) is not None
+
+
+async def test_keycloak_emulator_without_a_state_dir_makes_a_new_key_each_time(tmp_path: Path) -> None:
+    port = free_port()
+    async with keycloak_emulator(None, port) as http:
+        first = (await http.get("/realms/customers/protocol/openid-connect/certs")).json()
+    async with keycloak_emulator(None, port) as http:
+        second = (await http.get("/realms/customers/protocol/openid-connect/certs")).json()
+    assert first != second
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_new_line(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 No Keycloak server can be installed on the development machines, so the dev stack and the tests talk
 to this instead. It is seeded from the same realm export the real Keycloak imports (clients, secrets,
-roles, service-account grants, protocol mappers, the declared user profile), keeps its state in memory,
-and answers with Keycloak's own status codes and JSON bodies, so client code exercised here meets the
+roles, service-account grants, protocol mappers, the declared user profile), keeps its state in memory
+(and, with `--state-dir`, its users, signing key and sent e-mails on disk: `keycloak_state.py`), and answers with Keycloak's own status codes and JSON bodies, so client code exercised here meets the
 same responses in production.
 
 Besides the realm export, it loads the development-only clients of `realm-customers.dev-clients.json`
@@ -63,7 +63,9 @@ from dev.emulators.keycloak_logins import (
     pkce_matches,
     valid_pkce_value,
 )
+from dev.emulators.keycloak_state import RealmStore
 from dev.emulators.latency import InjectedLatency
+from dev.emulators.state import SaveBeforeAnswering
 from kit.logging import configure_logging
 from kit.settings import get_settings
 
@@ -1312,6 +1314,7 @@ def create_app(
     realm_export: Mapping[str, Any] | str | Path,
     public_url: str,
     dev_clients: Mapping[str, Any] | str | Path | None = DEV_CLIENTS_FILE,
+    state_dir: Path | None = None,
 ) -> ASGIApp:
     """The emulator as an ASGI app, seeded from a realm export (a parsed dict or a JSON file path).
 
@@ -1319,14 +1322,22 @@ def create_app(
     (`{public_url}/realms/{realm}`) and the `Location` of created users, so it must match what the
     API is configured to trust. A fresh RSA signing key is generated per app. `dev_clients` adds the
     clients of a partial export of the same realm (default: the development-only clients); None
-    serves the realm export alone.
+    serves the realm export alone. With `state_dir` the users, the signing key and the sent e-mails
+    are loaded from there and every change is saved there before it is answered.
     """
     export = _with_dev_clients(_read_export(realm_export), None if dev_clients is None else _read_export(dev_clients))
-    emulator = _Emulator(_load_realm(export), public_url)
+    realm = _load_realm(export)
+    stored = RealmStore(state_dir, _User)
+    stored.load_users(realm.users)
+    stored.load_sent_emails(realm.sent_emails)
+    emulator = _Emulator(realm, public_url)
+    emulator.key = stored.signing_key(emulator.key)
     app = Starlette(exception_handlers={KeycloakError: _render_refusal, HTTPException: _render_http_error})
     latency = InjectedLatency(app, prefixes=("/admin/",))
     app.router.routes.extend([latency.route(), *emulator.routes()])
-    return latency  # the Starlette app, behind the latency switch
+    if state_dir is None:
+        return latency  # the Starlette app, behind the latency switch
+    return SaveBeforeAnswering(latency, lambda: stored.save(realm.users, realm.sent_emails))
 
 
 def _read_export(source: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
@@ -1362,13 +1373,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help=f"leave out the development-only clients ({DEV_CLIENTS_FILE.name})",
     )
+    parser.add_argument(
+        "--state-dir", type=Path, help="keep users, the signing key and sent e-mails here across restarts"
+    )
     args = parser.parse_args(argv)
     public_url = args.public_url or f"http://{args.host}:{args.port}"
     settings = get_settings()
     # Our logging (JSON, redacted), not uvicorn's access log: admin queries carry e-mails in the URL.
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     dev_clients = None if args.no_dev_clients else DEV_CLIENTS_FILE
-    app = create_app(realm_export=args.realm_file, public_url=public_url, dev_clients=dev_clients)
+    app = create_app(
+        realm_export=args.realm_file, public_url=public_url, dev_clients=dev_clients, state_dir=args.state_dir
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
 
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +112,24 @@ class Store:
             except ValueError:
                 logger.warning("skipping a torn line in %s", self._path(name))
         return records
+
+
+class SaveBeforeAnswering:
+    """ASGI middleware: after a request that may have changed state (any method but GET, HEAD and
+    OPTIONS), calls `save` before the response starts, so what a client was told is already on disk."""
+
+    def __init__(self, app: ASGIApp, save: Callable[[], None]) -> None:
+        self.app = app
+        self.save = save
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+
+        async def saving_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.save()
+            await send(message)
+
+        await self.app(scope, receive, saving_send)
