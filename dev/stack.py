@@ -323,26 +323,35 @@ class DevStack:
     # --- supervision ------------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        while not self._stopping:
-            now = time.monotonic()
-            for child in self._children.values():
-                if child.held:
-                    continue
-                if child.proc is None:
-                    if child.restart_at is not None and now >= child.restart_at:
-                        child.restart_at = None
+        try:
+            while not self._stopping and self.failure is None:
+                self._look_after_children(time.monotonic())
+                await asyncio.sleep(SUPERVISE_INTERVAL_SECONDS)
+        except Exception as exc:  # a bug here must not leave the stack unsupervised without a word
+            self.failure = f"the supervisor failed: {type(exc).__name__}: {exc}"
+            self._note(self.failure)
+        if self.failure is not None:
+            self._stop_children()
+            assert self._ended is not None
+            self._ended.set()
+
+    def _look_after_children(self, now: float) -> None:
+        for child in self._children.values():
+            if child.held:
+                continue
+            if child.proc is None:
+                if child.restart_at is not None and now >= child.restart_at:
+                    child.restart_at = None
+                    try:
                         self._launch(child)
-                    continue
-                returncode = child.proc.poll()
-                if returncode is None:
-                    continue
+                    except OSError as exc:
+                        self._exited(child, f"could not be started: {exc}", now)
+                continue
+            returncode = child.proc.poll()
+            if returncode is not None:
                 self._exited(child, _how(returncode), now)
                 if self.failure is not None:
-                    self._stop_children()
-                    assert self._ended is not None
-                    self._ended.set()
                     return
-            await asyncio.sleep(SUPERVISE_INTERVAL_SECONDS)
 
     def _exited(self, child: _Child, how: str, now: float) -> None:
         policy = self.restart_policy
@@ -598,6 +607,10 @@ def _stop_leftover_postmaster(pgdata: Path) -> None:
         time.sleep(0.1)
 
 
+def _metrics(address: str) -> str:
+    return f"http://{address}/metrics" if address else "(off)"
+
+
 def _banner(stack: DevStack) -> str:
     env = stack.child_env
     lines = [
@@ -618,7 +631,7 @@ def _banner(stack: DevStack) -> str:
         f"  PostgreSQL         {env['DATABASE_URL']}",
         f"  Keycloak           {env['KEYCLOAK_URL']}  (realm {env.get('KEYCLOAK_REALM', 'customers')})",
         f"  Sumsub             {env['SUMSUB_BASE_URL']}",
-        f"  Worker metrics     {stack.worker_metrics_url}  {stack.worker_business_metrics_url}",
+        f"  Worker metrics     {_metrics(env['WORKER_METRICS_ADDRESS'])}  {_metrics(env['WORKER_BUSINESS_METRICS_ADDRESS'])}",
         f"  State and logs     {stack.data_dir}  (logs in {stack.logs})",
         "",
         "  Dev credentials (client_credentials grant at the Keycloak token endpoint):",
