@@ -213,6 +213,8 @@ class DevStack:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._ended = asyncio.Event()
+        self._stopping = self._quiet = False
+        self.failure = None
         env = dict(self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # children's lines reach their logs as they are written
         env.setdefault("API_HOST", "127.0.0.1")
