@@ -255,6 +255,7 @@ def test_make_dev_on_configured_ports_stops_with_a_message_when_a_child_keeps_fa
     while _pids_of(data_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _pids_of(data_dir) == {}
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_the_ports_of_make_dev_come_from_the_settings() -> None:
