@@ -147,7 +147,6 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),  # Prometheus; keep it off the public proxy
             Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here
             *([Mount(GRAPHIQL_ASSETS_PATH, app=StaticFiles(directory=GRAPHIQL_ASSETS_DIR))] if graphiql else []),
         ],

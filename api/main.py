@@ -7,6 +7,7 @@ from starlette.types import ASGIApp
 
 from api.app import create_app
 from api.edge import HeadDeadlineH11Protocol
+from kit import metrics
 from kit.logging import configure_logging
 from kit.settings import Settings, get_settings
 
@@ -15,6 +16,8 @@ def main() -> None:
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     app = create_app(settings, graphiql=settings.api_graphiql)
+    if settings.api_metrics_address:  # apart from the public port, as the worker's are
+        metrics.serve_metrics(settings.api_metrics_address, metrics.API_REGISTRY)
     uvicorn.Server(server_config(app, settings)).run()
 
 

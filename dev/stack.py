@@ -32,7 +32,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
 
@@ -81,10 +81,11 @@ class Ports:
     sumsub: int = 8090
     worker_metrics: int = 9464  # the Temporal SDK's Prometheus endpoint in the worker
     worker_business_metrics: int = 9465
+    api_metrics: int = 9466
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port(), free_port(), free_port())
+        return cls(*(free_port() for _ in fields(cls)))
 
     @classmethod
     def configured(cls, settings: Settings) -> Ports:
@@ -97,6 +98,7 @@ class Ports:
             sumsub=settings.dev_sumsub_port,
             worker_metrics=_port_of(settings.worker_metrics_address, cls.worker_metrics),
             worker_business_metrics=_port_of(settings.worker_business_metrics_address, cls.worker_business_metrics),
+            api_metrics=_port_of(settings.api_metrics_address, cls.api_metrics),
         )
 
 
@@ -194,6 +196,10 @@ class DevStack:
         return f"http://{self.child_env['WORKER_BUSINESS_METRICS_ADDRESS']}/metrics"
 
     @property
+    def api_metrics_url(self) -> str:
+        return f"http://{self.child_env['API_METRICS_ADDRESS']}/metrics"
+
+    @property
     def keycloak_url(self) -> str:
         return self.child_env["KEYCLOAK_URL"]
 
@@ -222,6 +228,7 @@ class DevStack:
         env.setdefault("DEV_SECRETS_ALLOWED", "true")  # the emulators are configured with the same dev values
         env.setdefault("WORKER_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_metrics}")
         env.setdefault("WORKER_BUSINESS_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_business_metrics}")
+        env.setdefault("API_METRICS_ADDRESS", f"127.0.0.1:{self.ports.api_metrics}")
         if "DATABASE_URL" not in env:
             env["DATABASE_URL"] = await self._start_postgres(env)
         env.setdefault("PAYLOAD_ENCRYPTION_KEYS", DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS)
@@ -633,6 +640,7 @@ def _banner(stack: DevStack) -> str:
         f"  PostgreSQL         {env['DATABASE_URL']}",
         f"  Keycloak           {env['KEYCLOAK_URL']}  (realm {env.get('KEYCLOAK_REALM', 'customers')})",
         f"  Sumsub             {env['SUMSUB_BASE_URL']}",
+        f"  API metrics        {_metrics(env['API_METRICS_ADDRESS'])}",
         f"  Worker metrics     {_metrics(env['WORKER_METRICS_ADDRESS'])}  {_metrics(env['WORKER_BUSINESS_METRICS_ADDRESS'])}",
         f"  State and logs     {stack.data_dir}  (logs in {stack.logs})",
         "",

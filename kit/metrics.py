@@ -1,6 +1,7 @@
 """Prometheus metrics: the API's (HTTP and intake) and the worker's business metrics, each in its own registry.
 
-The API serves `API_REGISTRY` on `GET /metrics`; the worker serves `WORKER_REGISTRY` on its own small HTTP
+The API serves `API_REGISTRY` on its own small HTTP server (`API_METRICS_ADDRESS`), never on its public
+port; the worker serves `WORKER_REGISTRY` on its own small HTTP
 server (`WORKER_BUSINESS_METRICS_ADDRESS`), beside the Temporal SDK's metrics (`WORKER_METRICS_ADDRESS`,
 served by the SDK's Rust core, which cannot host Python metrics). Label values are small closed sets:
 route templates, never raw paths; event types, never ids.
@@ -16,7 +17,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     GCCollector,
@@ -24,11 +24,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
     start_http_server,
 )
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Mount
 
 Scope = MutableMapping[str, Any]
@@ -156,8 +153,13 @@ def observe_customer_event(event_type: str, *, registered_at: datetime, occurred
 
 def serve_worker_metrics(address: str) -> tuple[WSGIServer, Thread]:
     """Serves WORKER_REGISTRY at http://ADDRESS/metrics from a daemon thread; `server.shutdown()` stops it."""
+    return serve_metrics(address, WORKER_REGISTRY)
+
+
+def serve_metrics(address: str, registry: CollectorRegistry) -> tuple[WSGIServer, Thread]:
+    """Serves `registry` at http://ADDRESS/metrics from a daemon thread; `server.shutdown()` stops it."""
     host, port = split_address(address)
-    return start_http_server(port, addr=host, registry=WORKER_REGISTRY)
+    return start_http_server(port, addr=host, registry=registry)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -169,11 +171,6 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 # --- HTTP ------------------------------------------------------------------------------------------------
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    """`GET /metrics`: the API's registry in the Prometheus text format."""
-    return Response(generate_latest(API_REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 class HttpMetricsMiddleware:

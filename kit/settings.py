@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Metrics and tracing
+    api_metrics_address: str = Field(
+        default="127.0.0.1:9466",
+        description="host:port where the API serves its Prometheus metrics (/metrics), apart from its public port; "
+        "empty: off.",
+    )
     worker_metrics_address: str = Field(
         default="127.0.0.1:9464",
         description="host:port where the worker serves the Temporal SDK's Prometheus metrics (/metrics); empty: off.",

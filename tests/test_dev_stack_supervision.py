@@ -202,6 +202,7 @@ def test_make_dev_on_configured_ports_stops_with_a_message_when_a_child_keeps_fa
         "DEV_SUMSUB_PORT": str(ports.sumsub),
         "WORKER_METRICS_ADDRESS": f"127.0.0.1:{ports.worker_metrics}",
         "WORKER_BUSINESS_METRICS_ADDRESS": f"127.0.0.1:{ports.worker_business_metrics}",
+        "API_METRICS_ADDRESS": f"127.0.0.1:{ports.api_metrics}",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "dev.stack"],
@@ -229,6 +230,7 @@ def test_make_dev_on_configured_ports_stops_with_a_message_when_a_child_keeps_fa
             f"http://127.0.0.1:{ports.sumsub}",
             f"http://127.0.0.1:{ports.worker_metrics}/metrics",
             f"http://127.0.0.1:{ports.worker_business_metrics}/metrics",
+            f"http://127.0.0.1:{ports.api_metrics}/metrics",
         ):
             assert expected in text, expected
         (sumsub_pid,) = [pid for pid, cmd in _pids_of(data_dir).items() if "dev.emulators.sumsub" in cmd]
@@ -267,8 +269,9 @@ def test_the_ports_of_make_dev_come_from_the_settings() -> None:
         dev_sumsub_port=1005,
         worker_metrics_address="127.0.0.1:1006",
         worker_business_metrics_address="0.0.0.0:1007",
+        api_metrics_address="127.0.0.1:1008",
     )
-    assert Ports.configured(settings) == Ports(1001, 1002, 1003, 1004, 1005, 1006, 1007)
+    assert Ports.configured(settings) == Ports(1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008)
     assert Ports.configured(Settings()) == Ports()  # the defaults agree
 
 

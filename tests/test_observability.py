@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import structlog
 import structlog.testing
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -104,7 +105,7 @@ async def test_every_api_response_carries_a_request_id_and_echoes_a_given_one(st
         responses = [
             await http.get("/healthz"),
             await http.get("/readyz"),
-            await http.get("/metrics"),
+            await http.get("/metrics"),  # 404: not on the public port
             await http.get("/no-such-route"),  # 404
             await http.delete("/healthz"),  # 405
             await http.post("/graphql", json={"query": "{ __typename }"}),  # 401
@@ -209,11 +210,11 @@ async def test_http_metrics_label_route_templates_not_raw_paths() -> None:
         routes=[Route("/things/{thing_id}", item), Mount("/inner", app=inner)],
         middleware=[Middleware(metrics.HttpMetricsMiddleware)],
     )
-    before = parse_metrics(metrics.generate_latest(metrics.API_REGISTRY).decode())
+    before = parse_metrics(generate_latest(metrics.API_REGISTRY).decode())
     async with in_process(app) as client:
         for path in ("/things/42", "/inner/items/7", "/inner/nothing", "/nowhere/at/all"):
             await client.get(path)
-    after = parse_metrics(metrics.generate_latest(metrics.API_REGISTRY).decode())
+    after = parse_metrics(generate_latest(metrics.API_REGISTRY).decode())
 
     def delta(route: str, status: str) -> float:
         name = "http_requests_total"
@@ -227,13 +228,13 @@ async def test_http_metrics_label_route_templates_not_raw_paths() -> None:
 
 
 def test_registration_to_active_is_observed_in_workflow_time() -> None:
-    before = parse_metrics(metrics.generate_latest(metrics.WORKER_REGISTRY).decode())
+    before = parse_metrics(generate_latest(metrics.WORKER_REGISTRY).decode())
     registered = datetime(2030, 1, 1, tzinfo=UTC)
     metrics.observe_customer_event(
         "customer.activated", registered_at=registered, occurred_at=registered + timedelta(hours=2)
     )
     metrics.observe_customer_event("kyc.approved", registered_at=registered, occurred_at=registered)
-    after = parse_metrics(metrics.generate_latest(metrics.WORKER_REGISTRY).decode())
+    after = parse_metrics(generate_latest(metrics.WORKER_REGISTRY).decode())
     name = "customer_registration_to_active_seconds"
     assert value(after, f"{name}_sum") - value(before, f"{name}_sum") == 7200
     assert value(after, f"{name}_bucket", le="3600.0") == value(before, f"{name}_bucket", le="3600.0")
@@ -252,7 +253,9 @@ def test_registration_to_active_is_observed_in_workflow_time() -> None:
 async def test_api_metrics_count_requests_registrations_and_webhooks(
     stack: DevStack, portal: httpx.AsyncClient
 ) -> None:
-    metrics_url = f"{stack.api_url}/metrics"
+    metrics_url = stack.api_metrics_url  # apart from the public port, where /metrics is not served
+    async with httpx.AsyncClient(base_url=stack.api_url) as public:
+        assert (await public.get("/metrics")).status_code == 404
     before = await scrape(metrics_url)
     customer = await register(portal, f"metrics-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
 
