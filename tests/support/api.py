@@ -19,7 +19,8 @@ from tests.helpers import free_port
 async def extra_api(stack: DevStack, settings: Mapping[str, str]) -> AsyncIterator[str]:
     """`python -m api.main` on a free port, sharing the stack's services; yields its base URL once it is up."""
     port = free_port()
-    env = {**stack.child_env, **settings, "API_PORT": str(port)}
+    # Its own metrics port: the stack's API holds API_METRICS_ADDRESS, and a second bind would stop this one.
+    env = {**stack.child_env, "API_METRICS_ADDRESS": f"127.0.0.1:{free_port()}", **settings, "API_PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "api.main"], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
