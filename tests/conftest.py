@@ -18,7 +18,7 @@ from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from dev.stack import DevStack
 from integrations.sumsub.client import SumsubClient
 from tests.helpers import running_stack
-from tests.support.emulators import client_token
+from tests.support.emulators import service_account_client
 
 # Fixtures that start real servers: a test whose fixture closure holds one is marked `stack` at collection,
 # so `pytest -m "not stack"` runs only what needs no server. A module's own server fixture requests
@@ -46,10 +46,8 @@ async def stack() -> AsyncIterator[DevStack]:
 @pytest_asyncio.fixture(scope="session")
 async def portal(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     """The portal's server: an HTTP client to the API holding the portal service account's token."""
-    token = await client_token(stack, "portal", "portal-dev-secret")
-    async with httpx.AsyncClient(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as http:
+    async with service_account_client(stack, "portal", "portal-dev-secret") as http:
+        await http.get("/healthz")  # fetches the first token, so `http.headers` holds it from the start
         yield http
 
 
@@ -64,10 +62,8 @@ async def database(stack: DevStack) -> AsyncIterator[asyncpg.Pool]:
 @pytest_asyncio.fixture(scope="session")
 async def ops(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     """Operations staff: an HTTP client to the API holding the ops service account's token."""
-    token = await client_token(stack, "ops", "ops-dev-secret")
-    async with httpx.AsyncClient(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as http:
+    async with service_account_client(stack, "ops", "ops-dev-secret") as http:
+        await http.get("/healthz")  # fetches the first token, so `http.headers` holds it from the start
         yield http
 
 

@@ -503,6 +503,15 @@ def test_no_client_of_the_production_realm_allows_the_password_grant() -> None:
     }
 
 
+async def test_discovery_names_the_login_endpoints_and_grants(keycloak: str, http: httpx.AsyncClient) -> None:
+    discovery = (await http.get(f"{keycloak}/realms/{REALM}/.well-known/openid-configuration")).json()
+    assert discovery["authorization_endpoint"] == auth_endpoint(keycloak)
+    assert discovery["token_endpoint"] == token_endpoint(keycloak)
+    assert {"authorization_code", "password", "client_credentials"} <= set(discovery["grant_types_supported"])
+    assert "S256" in discovery["code_challenge_methods_supported"] and "code" in discovery["response_types_supported"]
+    assert {"openid", "profile", "email"} <= set(discovery["scopes_supported"])
+
+
 async def test_without_the_dev_clients_the_emulator_serves_the_production_realm_alone(starts_servers: None) -> None:
     port = free_port()
     app = create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}", dev_clients=None)

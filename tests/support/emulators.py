@@ -9,6 +9,7 @@ import hashlib
 import html
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,6 +33,28 @@ async def client_token(stack: DevStack, client_id: str, secret: str) -> str:
         )
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+
+def service_account_client(stack: DevStack, client_id: str, secret: str) -> httpx.AsyncClient:
+    """An HTTP client to the API holding `client_id`'s service-account token, renewed a minute before it
+    expires (tokens live 300 s; a session of tests runs longer). A request that names its own
+    Authorization header keeps it."""
+    issued = [""]  # every header value this client has held, the current one last
+    renew_at = [0.0]
+
+    async def authorize(request: httpx.Request) -> None:
+        if request.headers.get("Authorization") not in issued:
+            return  # the test sent another token on purpose
+        if time.monotonic() >= renew_at[0]:
+            renew_at[0] = time.monotonic() + 240
+            issued.append(f"Bearer {await client_token(stack, client_id, secret)}")
+            http.headers["Authorization"] = issued[-1]
+        request.headers["Authorization"] = issued[-1]
+
+    http = httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": ""}, event_hooks={"request": [authorize]}, timeout=30
+    )
+    return http
 
 
 def token_endpoint(keycloak_url: str) -> str:
