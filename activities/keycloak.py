@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,6 +45,12 @@ class SetUserEnabledInput(BaseModel):
     enabled: bool
 
 
+def _is_permanent(exc: KeycloakError) -> bool:
+    """A 4xx (other than auth, a lost race's 409 or throttling) fails the same way on every retry."""
+    code = exc.response_code or 0
+    return 400 <= code < 500 and code not in (401, 408, 409, 429)
+
+
 @contextmanager
 def _permanent_errors_fail_fast() -> Iterator[None]:
     """A 4xx (other than auth, a lost race's 409 or throttling) fails the same way on every retry."""
@@ -51,7 +58,7 @@ def _permanent_errors_fail_fast() -> Iterator[None]:
         yield
     except KeycloakError as exc:
         code = exc.response_code or 0
-        if 400 <= code < 500 and code not in (401, 408, 409, 429):
+        if _is_permanent(exc):
             raise ApplicationError(
                 f"Keycloak refused the request ({code})", type=ErrorType.KEYCLOAK_REJECTED, non_retryable=True
             ) from exc
@@ -81,9 +88,19 @@ class KeycloakActivities:
         return str(user["id"])
 
     async def _grant_customer_role(self, user_id: str) -> None:
-        """Gives the user the realm role `customer`; mapping a role the user has is a no-op in Keycloak."""
-        role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
-        await self._admin.a_assign_realm_roles(user_id, [role])
+        """Gives the user the realm role `customer`; mapping a role the user has is a no-op in Keycloak.
+
+        If Keycloak refuses for good (the realm lacks the role, the service account may not map it),
+        the user is removed before the step fails: the workflow never learns its id, so its compensation
+        could not, and a failed onboarding must leave no user behind."""
+        try:
+            role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
+            await self._admin.a_assign_realm_roles(user_id, [role])
+        except KeycloakError as exc:
+            if _is_permanent(exc):
+                with contextlib.suppress(KeycloakError):
+                    await self._admin.a_delete_user(user_id)
+            raise
 
     @activity.defn
     async def provision_keycloak_user(self, request: ProvisionUserInput) -> ProvisionedUser:

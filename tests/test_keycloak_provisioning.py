@@ -1,0 +1,56 @@
+"""Provisioning against the Keycloak emulator: a user Keycloak will not make a customer is not left behind.
+
+The workflow learns the Keycloak user's id only when the provisioning step succeeds, so a step that
+fails for good after creating the user must remove it itself (the workflow's compensation cannot).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+from temporalio.exceptions import ApplicationError
+
+from activities.keycloak import CUSTOMER_ROLE, KeycloakActivities, ProvisionUserInput
+from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
+from domain.errors import ErrorType
+from kit.settings import Settings
+from tests.helpers import free_port, running_app
+
+SETTINGS = Settings()
+
+
+@pytest.fixture
+async def admin_of_a_realm_without_the_customer_role(starts_servers: None) -> AsyncIterator[KeycloakAdmin]:
+    export = copy.deepcopy(json.loads(DEFAULT_REALM_FILE.read_text(encoding="utf-8")))
+    export["roles"]["realm"] = [role for role in export["roles"]["realm"] if role["name"] != CUSTOMER_ROLE]
+    port = free_port()
+    async with running_app(create_app(realm_export=export, public_url=f"http://127.0.0.1:{port}"), port) as url:
+        connection = KeycloakOpenIDConnection(
+            server_url=url,
+            realm_name=SETTINGS.keycloak_realm,
+            client_id=SETTINGS.keycloak_client_id,
+            client_secret_key=SETTINGS.keycloak_client_secret,
+        )
+        try:
+            yield KeycloakAdmin(connection=connection)
+        finally:
+            await connection.keycloak_openid.connection.aclose()
+            await connection.aclose()
+
+
+async def test_a_user_that_cannot_get_the_customer_role_is_removed_and_the_step_fails_for_good(
+    admin_of_a_realm_without_the_customer_role: KeycloakAdmin,
+) -> None:
+    admin = admin_of_a_realm_without_the_customer_role
+    email = f"no-role-{uuid.uuid4().hex[:8]}@example.com"
+    with pytest.raises(ApplicationError) as refused:
+        await KeycloakActivities(admin).provision_keycloak_user(
+            ProvisionUserInput(customer_id=str(uuid.uuid4()), email=email)
+        )
+    assert refused.value.type == ErrorType.KEYCLOAK_REJECTED and refused.value.non_retryable
+    assert await admin.a_get_users({"email": email, "exact": True}) == []
