@@ -22,6 +22,7 @@ import db.pool
 from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
 from api.bodies import BodyLimit
 from api.codec import codec_app
+from api.documents import DocumentPolicy, DocumentService, object_store
 from api.edge import BodyDeadline
 from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
@@ -34,6 +35,9 @@ from kit.settings import Settings
 from kit.temporal import connect
 
 READINESS_TIMEOUT_SECONDS = 2.0
+# A multipart upload's body: the document plus its operations, map and part headers. A file within the body
+# limit but over DOCUMENT_MAX_BYTES is BAD_USER_INPUT (api/documents.py); a larger body is 413 unread.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 GRAPHIQL_ASSETS_PATH = "/graphiql-assets"
 GRAPHIQL_ASSETS_DIR = Path(__file__).resolve().parent / "static" / "graphiql"
 # The CDN URLs in Strawberry's GraphiQL page -> the same files in api/static/graphiql (from npm).
@@ -104,6 +108,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         raise SystemExit("DATABASE_URL must be set for the API")
     settings.refuse_dev_secrets()
     database_url = settings.database_url
+    document_policy = DocumentPolicy.from_settings(settings)  # a bad DOCUMENT_CONTENT_TYPES stops the start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,6 +117,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         http = httpx.AsyncClient()
         temporal = await connect(settings, lazy=True)
         relay = WebhookRelay(pool=pool, temporal=temporal, event_time_tolerance=settings.sumsub_event_time_tolerance)
+        documents = DocumentService(pool=pool, store=object_store(settings), policy=document_policy)
         app.state.services = AppState(
             settings=settings,
             pool=pool,
@@ -119,14 +125,16 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
             customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
             relay=relay,
+            documents=documents,
         )
-        sweeper = asyncio.create_task(relay.run())
+        sweepers = [asyncio.create_task(relay.run()), asyncio.create_task(documents.run_sweeps())]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for sweeper in sweepers:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             await app.state.services.customers.aclose()
             await http.aclose()
             await pool.close()
@@ -139,11 +147,19 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         max_bytes=settings.api_graphql_max_bytes,
     )
     graphql = AuthenticatedGraphQL(
-        build_schema(limits, introspection=graphiql), graphql_ide="graphiql" if graphiql else None
+        build_schema(limits, introspection=graphiql),
+        graphql_ide="graphiql" if graphiql else None,
+        multipart_uploads_enabled=True,  # customerDocumentCreate (GraphQL multipart request spec)
     )
     return Starlette(
         routes=[
-            Route("/graphql", BodyLimit(graphql, limits.max_bytes), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                BodyLimit(
+                    graphql, limits.max_bytes, multipart_limit=document_policy.max_bytes + MULTIPART_OVERHEAD_BYTES
+                ),
+                methods=["GET", "POST"],
+            ),
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

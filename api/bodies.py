@@ -26,19 +26,25 @@ class _TooLarge(Exception):
 
 class BodyLimit:
     """Wraps an ASGI app that reads its own body (Strawberry's GraphQL view): a body over `limit` bytes is
-    answered 413, declared (Content-Length) or as soon as the stream passes it, never buffered whole."""
+    answered 413, declared (Content-Length) or as soon as the stream passes it, never buffered whole.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    A multipart body (a file upload) has a limit of its own, `multipart_limit` (default `limit`)."""
+
+    def __init__(self, app: ASGIApp, limit: int, *, multipart_limit: int | None = None) -> None:
         self._app = app
         self._limit = limit
+        self._multipart_limit = limit if multipart_limit is None else multipart_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self._limit:
-            await self._refuse(scope, receive, send)
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        limit = self._multipart_limit if content_type == b"multipart/form-data" else self._limit
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         received = 0
         started = False
@@ -48,7 +54,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self._limit:
+                if received > limit:
                     raise _TooLarge
             return message
 
@@ -61,14 +67,14 @@ class BodyLimit:
             await self._app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = JSONResponse(
             {
                 "errors": [
                     {
-                        "message": f"request body larger than {self._limit} bytes",
+                        "message": f"request body larger than {limit} bytes",
                         "extensions": {"code": "PAYLOAD_TOO_LARGE"},
                     }
                 ]

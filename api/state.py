@@ -8,6 +8,7 @@ import asyncpg
 from temporalio.client import Client
 
 from api.auth import TokenVerifier
+from api.documents import DocumentService
 from api.relay import WebhookRelay
 from api.service import CustomerService
 from kit.settings import Settings
@@ -21,3 +22,4 @@ class AppState:
     verifier: TokenVerifier
     customers: CustomerService
     relay: WebhookRelay
+    documents: DocumentService

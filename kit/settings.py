@@ -70,6 +70,33 @@ class Settings(BaseSettings):
         description="HMAC key that derives a customer id from a normalised email (never guessable).",
     )
 
+    # Customer documents (object storage: any S3 API)
+    s3_endpoint: str = Field(
+        default="http://127.0.0.1:8333",
+        description="S3 API endpoint for customer documents; unset in `make dev`: a SeaweedFS server is started.",
+    )
+    s3_bucket: str = Field(default="customer-documents", description="Bucket holding customer documents.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "dev-s3-access-key"
+    s3_secret_access_key: str = "dev-s3-secret-key"
+    dev_s3_port: int = Field(
+        default=8333, description="S3 port of the SeaweedFS server `make dev` starts (when S3_ENDPOINT is unset)."
+    )
+    document_max_bytes: int = Field(
+        default=10 * 1024 * 1024, description="Largest customer document; larger uploads are BAD_USER_INPUT."
+    )
+    document_content_types: str = Field(
+        default="application/pdf,image/png,image/jpeg,text/csv",
+        description="Content types a document may have (comma-separated; decided from its bytes).",
+    )
+    document_link_ttl: timedelta = Field(
+        default=timedelta(minutes=5), description="Lifetime of a presigned document download link."
+    )
+    document_sweep_after: timedelta = Field(
+        default=timedelta(minutes=1),
+        description="A document still NEW this long after its row was written (its upload died) is finished or cleaned.",
+    )
+
     # Keycloak
     keycloak_url: str = "http://127.0.0.1:8080"
     keycloak_realm: str = "customers"
@@ -182,6 +209,7 @@ _DEV_SECRETS = (
     "sumsub_secret_key",
     "sumsub_webhook_secret",
     "payload_encryption_keys",
+    "s3_secret_access_key",
 )
 
 

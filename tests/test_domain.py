@@ -94,7 +94,7 @@ def test_masked_email_keeps_only_the_first_letter_and_domain() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
     assert documented == {name.upper() for name in Settings.model_fields}
 
 
@@ -109,6 +109,7 @@ def test_the_services_refuse_to_start_with_the_public_dev_secrets() -> None:
         "sumsub_secret_key": "s",
         "sumsub_webhook_secret": "w",
         "payload_encryption_keys": "k1:" + "A" * 43 + "=",
+        "s3_secret_access_key": "s3",
     }
     Settings(**real).refuse_dev_secrets()
     with pytest.raises(SystemExit, match="PAYLOAD_ENCRYPTION_KEYS"):

@@ -26,6 +26,7 @@ import pytest_asyncio
 import db.customers
 import db.pool
 from api.auth import Principal, TokenVerifier
+from api.documents import DocumentPolicy, DocumentService, object_store
 from api.relay import WebhookRelay
 from api.schema import Context, schema
 from api.service import CustomerService, encode_cursor
@@ -173,6 +174,9 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
             customers=customers,
             relay=WebhookRelay(pool=pool, temporal=temporal),
+            documents=DocumentService(
+                pool=pool, store=object_store(settings), policy=DocumentPolicy.from_settings(settings)
+            ),
         )
         await customers.aclose()
     await pool.close()

@@ -9,7 +9,8 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api.schema.permissions import Context, OpsOnly
+from api.schema.documents import CustomerDocument, list_documents
+from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer
 from db.inbox import InboxEntry
 from domain.customer import (
     AccountCategory,
@@ -92,6 +93,13 @@ class Customer:
             CustomerEvent(type=r.event_type, occurred_at=r.occurred_at, actor=r.actor, details=JSON(r.details))
             for r in rows
         ]
+
+    @strawberry.field(
+        description="Documents bank staff attached, newest first (ARCHIVED too with includeArchived); at most 200.",
+        permission_classes=[PortalOpsOrCustomer],
+    )
+    async def documents(self, info: Info[Context, Any], include_archived: bool = False) -> list[CustomerDocument]:
+        return await list_documents(info, str(self.id), include_archived)
 
     @classmethod
     def from_state(cls, state: CustomerState) -> Customer:
