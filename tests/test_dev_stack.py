@@ -14,14 +14,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from dev.stack import REPO_ROOT, DevStack, Ports
 from tests.helpers import clean_env
-from tests.support.emulators import client_token
+from tests.support.emulators import client_token, keycloak_users
 from tests.support.graphql import finish_onboarding, register, wait_for_stage
 
 # Brings the namespace's loopback up (a new network namespace starts with it down), then becomes the stack.
@@ -144,18 +143,6 @@ async def test_customers_workflows_and_emulator_state_survive_a_restart_of_the_w
     assert done["status"] == "ACTIVE" and done["onboarding"]["workflowId"] == waiting["onboarding"]["workflowId"]
     assert done["kyc"]["applicantId"] == waiting["kyc"]["applicantId"]
     assert len(users_before) == 1 and [u["id"] for u in users_after] == [users_before[0]["id"]]
-
-
-async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, Any]]:
-    token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")
-    async with httpx.AsyncClient() as http:
-        response = await http.get(
-            f"{stack.keycloak_url}/admin/realms/customers/users",
-            params={"q": f"customer_id:{customer_id}"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    response.raise_for_status()
-    return list(response.json())
 
 
 def portal_client(stack: DevStack, token: str) -> httpx.AsyncClient:

@@ -12,14 +12,13 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+from keycloak import KeycloakAdmin
 from keycloak.exceptions import (
     KeycloakAuthenticationError,
     KeycloakDeleteError,
@@ -31,6 +30,7 @@ from keycloak.exceptions import (
 from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
 from kit.settings import Settings
 from tests.helpers import free_port, running_app
+from tests.support.emulators import keycloak_admin_client
 
 
 def _setting_default(name: str) -> str:
@@ -55,23 +55,10 @@ async def keycloak(starts_servers: None) -> AsyncIterator[str]:
         yield base_url
 
 
-@asynccontextmanager
-async def _admin_client(base_url: str, client_id: str, secret: str) -> AsyncIterator[KeycloakAdmin]:
-    connection = KeycloakOpenIDConnection(
-        server_url=base_url, realm_name=REALM, client_id=client_id, client_secret_key=secret
-    )
-    try:
-        yield KeycloakAdmin(connection=connection)
-    finally:
-        # conn.aclose() leaves open the separate httpx client python-keycloak fetches tokens with.
-        await connection.keycloak_openid.connection.aclose()
-        await connection.aclose()
-
-
 @pytest.fixture
 async def admin(keycloak: str) -> AsyncIterator[KeycloakAdmin]:
     """python-keycloak as the customer-lifecycle service uses it."""
-    async with _admin_client(keycloak, CLIENT_ID, CLIENT_SECRET) as client:
+    async with keycloak_admin_client(keycloak, CLIENT_ID, CLIENT_SECRET) as client:
         yield client
 
 
@@ -310,7 +297,7 @@ async def test_assigned_realm_roles_show_in_role_mappings(admin: KeycloakAdmin) 
 
 
 async def test_a_client_without_realm_management_roles_is_forbidden(keycloak: str) -> None:
-    async with _admin_client(keycloak, "portal", "portal-dev-secret") as portal:
+    async with keycloak_admin_client(keycloak, "portal", "portal-dev-secret") as portal:
         with pytest.raises(KeycloakGetError) as listing:
             await portal.a_get_users()
         with pytest.raises(KeycloakPostError) as creating:
@@ -320,7 +307,7 @@ async def test_a_client_without_realm_management_roles_is_forbidden(keycloak: st
 
 
 async def test_a_wrong_secret_is_invalid_client(keycloak: str) -> None:
-    async with _admin_client(keycloak, CLIENT_ID, "not-the-secret") as admin:
+    async with keycloak_admin_client(keycloak, CLIENT_ID, "not-the-secret") as admin:
         with pytest.raises(KeycloakAuthenticationError) as refused:
             await admin.a_get_users()
     assert refused.value.response_code == 401

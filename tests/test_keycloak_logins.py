@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakPutError
 
 import dev.emulators.keycloak as emulator_module
@@ -35,6 +34,7 @@ from tests.support.emulators import (
     browser_token,
     exchange_code,
     form_action,
+    keycloak_admin_client,
     password_login,
     pkce_pair,
     redirect_params,
@@ -59,21 +59,9 @@ async def keycloak(starts_servers: None) -> AsyncIterator[str]:
         yield base_url
 
 
-@asynccontextmanager
-async def _admin_client(base_url: str, client_id: str, secret: str) -> AsyncIterator[KeycloakAdmin]:
-    connection = KeycloakOpenIDConnection(
-        server_url=base_url, realm_name=REALM, client_id=client_id, client_secret_key=secret
-    )
-    try:
-        yield KeycloakAdmin(connection=connection)
-    finally:
-        await connection.keycloak_openid.connection.aclose()
-        await connection.aclose()
-
-
 @pytest.fixture
 async def admin(keycloak: str) -> AsyncIterator[KeycloakAdmin]:
-    async with _admin_client(keycloak, "customer-lifecycle", "customer-lifecycle-dev-secret") as client:
+    async with keycloak_admin_client(keycloak, "customer-lifecycle", "customer-lifecycle-dev-secret") as client:
         yield client
 
 
@@ -190,7 +178,7 @@ async def test_reset_password_refusals(keycloak: str, admin: KeycloakAdmin, http
         await admin.a_set_user_password("no-such-user", PASSWORD, temporary=False)
     assert (unknown.value.response_code, json.loads(unknown.value.response_body)) == (404, {"error": "User not found"})
 
-    async with _admin_client(keycloak, "portal", "portal-dev-secret") as portal:
+    async with keycloak_admin_client(keycloak, "portal", "portal-dev-secret") as portal:
         with pytest.raises(KeycloakPutError) as forbidden:
             await portal.a_set_user_password(user_id, PASSWORD, temporary=False)
     assert forbidden.value.response_code == 403

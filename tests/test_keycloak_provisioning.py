@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+from keycloak import KeycloakAdmin
 from temporalio.exceptions import ApplicationError
 
 from activities.keycloak import CUSTOMER_ROLE, KeycloakActivities, ProvisionUserInput
@@ -20,6 +20,7 @@ from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
 from domain.errors import ErrorType
 from kit.settings import Settings
 from tests.helpers import free_port, running_app
+from tests.support.emulators import keycloak_admin_client
 
 SETTINGS = Settings()
 
@@ -29,18 +30,11 @@ async def admin_of_a_realm_without_the_customer_role(starts_servers: None) -> As
     export = copy.deepcopy(json.loads(DEFAULT_REALM_FILE.read_text(encoding="utf-8")))
     export["roles"]["realm"] = [role for role in export["roles"]["realm"] if role["name"] != CUSTOMER_ROLE]
     port = free_port()
-    async with running_app(create_app(realm_export=export, public_url=f"http://127.0.0.1:{port}"), port) as url:
-        connection = KeycloakOpenIDConnection(
-            server_url=url,
-            realm_name=SETTINGS.keycloak_realm,
-            client_id=SETTINGS.keycloak_client_id,
-            client_secret_key=SETTINGS.keycloak_client_secret,
-        )
-        try:
-            yield KeycloakAdmin(connection=connection)
-        finally:
-            await connection.keycloak_openid.connection.aclose()
-            await connection.aclose()
+    async with (
+        running_app(create_app(realm_export=export, public_url=f"http://127.0.0.1:{port}"), port) as url,
+        keycloak_admin_client(url, SETTINGS.keycloak_client_id, SETTINGS.keycloak_client_secret) as admin,
+    ):
+        yield admin
 
 
 async def test_a_user_that_cannot_get_the_customer_role_is_removed_and_the_step_fails_for_good(

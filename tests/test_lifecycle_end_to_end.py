@@ -15,7 +15,7 @@ import httpx
 
 from dev.stack import DevStack
 from integrations.sumsub.webhooks import webhook_digest
-from tests.support.emulators import client_token
+from tests.support.emulators import keycloak_users
 from tests.support.graphql import (
     CUSTOMER_FIELDS,
     finish_onboarding,
@@ -26,19 +26,6 @@ from tests.support.graphql import (
     register,
     wait_for_stage,
 )
-
-
-async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, Any]]:
-    """The Keycloak users carrying this customer_id, as the admin API (the emulator's own view) says."""
-    token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")
-    async with httpx.AsyncClient() as http:
-        response = await http.get(
-            f"{stack.keycloak_url}/admin/realms/customers/users",
-            params={"q": f"customer_id:{customer_id}"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    response.raise_for_status()
-    return list(response.json())
 
 
 async def sumsub_deliveries(stack: DevStack) -> list[dict[str, Any]]:

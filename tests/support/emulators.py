@@ -10,10 +10,14 @@ import html
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 
 from dev.stack import DevStack
 
@@ -162,3 +166,30 @@ async def browser_token(keycloak_url: str, username: str, password: str) -> str:
         response = await exchange_code(browser, keycloak_url, answer["code"], login.verifier)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+@asynccontextmanager
+async def keycloak_admin_client(base_url: str, client_id: str, secret: str) -> AsyncIterator[KeycloakAdmin]:
+    """python-keycloak's admin client as the worker builds it, against a Keycloak (emulator) at `base_url`."""
+    connection = KeycloakOpenIDConnection(
+        server_url=base_url, realm_name=REALM, client_id=client_id, client_secret_key=secret
+    )
+    try:
+        yield KeycloakAdmin(connection=connection)
+    finally:
+        # conn.aclose() leaves open the separate httpx client python-keycloak fetches tokens with.
+        await connection.keycloak_openid.connection.aclose()
+        await connection.aclose()
+
+
+async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, Any]]:
+    """The Keycloak users carrying this customer_id, as the admin API (the emulator's own view) says."""
+    token = await client_token(stack, "customer-lifecycle", "customer-lifecycle-dev-secret")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{stack.keycloak_url}/admin/realms/{REALM}/users",
+            params={"q": f"customer_id:{customer_id}"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    response.raise_for_status()
+    return list(response.json())
