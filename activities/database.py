@@ -11,6 +11,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 import db.customers
+import db.events
+import domain.events
 from domain.customer import AccountCategory, DepositAccountStatus
 from domain.errors import ErrorType
 from domain.state import CustomerState, DepositAccount
@@ -44,7 +46,8 @@ class DatabaseActivities:
 
     @activity.defn
     async def record_change(self, change: RecordChangeInput) -> None:
-        """Saves the customer's new state and appends the event that explains it, in one transaction."""
+        """Saves the customer's new state, appends the audit row that explains it and, for a change the rest of
+        the bank is told of, its published event: all in one transaction."""
         info = activity.info()
         # Optional in Temporal's types (a standalone activity has no workflow); the projection names its run.
         if info.workflow_id is None or info.workflow_run_id is None:
@@ -71,6 +74,16 @@ class DatabaseActivities:
                 run_id=info.workflow_run_id,
                 idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
             )
+            published = domain.events.published_type(change.event_type)
+            if inserted and published is not None:  # the outbox, in the same transaction (a retry adds nothing)
+                await db.events.append(
+                    conn,
+                    customer_id=change.state.customer_id,
+                    type=published,
+                    time=change.state.updated_at,
+                    data=domain.events.event_data(change.state),
+                    idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
+                )
         # Committed: count and log the event once, not again when a retry finds it written.
         if inserted:
             state = change.state

@@ -24,6 +24,7 @@ from api.bodies import BodyLimit
 from api.codec import codec_app
 from api.documents import DocumentPolicy, DocumentService, object_store
 from api.edge import BodyDeadline
+from api.events_feed import events_feed
 from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
@@ -161,6 +162,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
                 methods=["GET", "POST"],
             ),
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
+            Route("/events", events_feed, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here

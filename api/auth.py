@@ -21,6 +21,10 @@ import httpx
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.errors import error_response
 
 LEEWAY_SECONDS = 30
 JWKS_REFRESH_MIN_INTERVAL = 5.0
@@ -142,3 +146,17 @@ def _header(token: str) -> dict[str, Any]:
     """The JOSE header, read before choosing a key (the signature is checked after)."""
     obj = jws.extract_compact(token.encode())
     return dict(obj.protected)
+
+
+async def refuse_unless_role(request: Request, verifier: TokenVerifier, role: str, *, what: str) -> Response | None:
+    """For the plain HTTP endpoints: 401 without a valid bearer token, 403 without `role`, else None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return error_response(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+    try:
+        principal = await verifier.verify(token.strip())
+    except AuthenticationError as exc:
+        return error_response(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not principal.has_role(role):
+        return error_response(403, f"{what} needs the {role} role")
+    return None

@@ -21,7 +21,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.auth import AuthenticationError
+from api.auth import refuse_unless_role
 from api.bodies import read_limited
 from api.errors import error_response
 from api.state import AppState
@@ -94,17 +94,8 @@ class _CodecEndpoints:
         """401 or 403 unless the caller may use the codec (or auth is off, on a loopback dev stack)."""
         if not self._auth_required:
             return None
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return error_response(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
         services: AppState = request.app.state.services
-        try:
-            principal = await services.verifier.verify(token.strip())
-        except AuthenticationError as exc:
-            return error_response(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if not principal.has_role(CODEC_ROLE):
-            return error_response(403, f"the codec needs the {CODEC_ROLE} role")
-        return None
+        return await refuse_unless_role(request, services.verifier, CODEC_ROLE, what="the codec")
 
 
 async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:

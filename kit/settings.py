@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Metrics and tracing
+    events_source: str = Field(
+        default="urn:customer-lifecycle",
+        description="The CloudEvents `source` of the published lifecycle events (a URI reference naming this service).",
+    )
     api_metrics_address: str = Field(
         default="127.0.0.1:9466",
         description="host:port where the API serves its Prometheus metrics (/metrics), apart from its public port; "

@@ -441,13 +441,19 @@ async def test_discovery_document_points_at_the_emulators_own_endpoints(keycloak
 
 def test_realm_export_declares_the_clients_roles_and_profile_the_service_relies_on() -> None:
     assert EXPORT["realm"] == REALM
-    assert {role["name"] for role in EXPORT["roles"]["realm"]} == {"portal", "ops", "customer"}
+    assert {role["name"] for role in EXPORT["roles"]["realm"]} == {"portal", "ops", "customer", "events"}
 
     clients = {client["clientId"]: client for client in EXPORT["clients"]}
-    for client_id, secret in ((CLIENT_ID, CLIENT_SECRET), ("portal", "portal-dev-secret"), ("ops", "ops-dev-secret")):
+    service_clients = (
+        (CLIENT_ID, CLIENT_SECRET),
+        ("portal", "portal-dev-secret"),
+        ("ops", "ops-dev-secret"),
+        ("events-reader", "events-dev-secret"),
+    )
+    for client_id, secret in service_clients:
         client = clients[client_id]
         assert (client["secret"], client["publicClient"], client["serviceAccountsEnabled"]) == (secret, False, True)
-    for client_id in ("portal", "ops"):
+    for client_id in ("portal", "ops", "events-reader"):
         [mapper] = clients[client_id]["protocolMappers"]
         assert mapper["protocolMapper"] == "oidc-audience-mapper"
         assert mapper["config"]["included.custom.audience"] == API_AUDIENCE
@@ -463,6 +469,7 @@ def test_realm_export_declares_the_clients_roles_and_profile_the_service_relies_
     assert set(lifecycle["clientRoles"]["realm-management"]) == REALM_MANAGEMENT_ROLES  # type: ignore[index]
     assert _service_account("portal")["realmRoles"] == ["portal"]
     assert _service_account("ops")["realmRoles"] == ["ops"]
+    assert _service_account("events-reader")["realmRoles"] == ["events"]
 
     [profile_component] = EXPORT["components"]["org.keycloak.userprofile.UserProfileProvider"]
     [profile_json] = profile_component["config"]["kc.user.profile.config"]

@@ -1,0 +1,83 @@
+"""The outbox of published lifecycle events (migration 0006) and the feed that reads it in commit order."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from db.customers import Conn
+
+# Event ids are derived from the change that caused them (its audit idempotency key): the same change can
+# only ever carry the same id, which is what a consumer deduplicates on.
+_EVENT_ID_NAMESPACE = uuid.UUID("7b0f3c8e-5d1a-4b7e-9c2f-1e6a8d4b3c90")
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    id: str
+    customer_id: str
+    sequence: int
+    type: str
+    time: datetime
+    data: dict[str, Any]
+    cursor: tuple[int, int]  # (txid, position): where a reader continues after this event
+
+
+def event_id(idempotency_key: str) -> str:
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, idempotency_key))
+
+
+async def append(
+    conn: Conn, *, customer_id: str, type: str, time: datetime, data: dict[str, Any], idempotency_key: str
+) -> None:
+    """Adds the event in the caller's transaction, which must hold the customer's projection row lock."""
+    await conn.execute(
+        """
+        INSERT INTO lifecycle_events (id, customer_id, sequence, type, time, data)
+        VALUES ($1, $2, (SELECT coalesce(max(sequence), 0) + 1 FROM lifecycle_events WHERE customer_id = $2), $3, $4, $5)
+        ON CONFLICT (id) DO NOTHING
+        """,
+        event_id(idempotency_key),
+        customer_id,
+        type,
+        time,
+        data,
+    )
+
+
+async def feed(
+    pool: asyncpg.Pool, *, after: tuple[int, int] | None, types: list[str] | None, limit: int
+) -> list[LifecycleEvent]:
+    """Events in commit order past `after`, only of transactions older than any still running."""
+    txid, position = after or (0, 0)
+    rows = await pool.fetch(
+        """
+        SELECT id, customer_id, sequence, type, time, data, txid::text::bigint AS txid, position
+        FROM lifecycle_events
+        WHERE (txid, position) > ($1::text::xid8, $2)
+          AND txid < pg_snapshot_xmin(pg_current_snapshot())
+          AND ($3::text[] IS NULL OR type = ANY($3::text[]))
+        ORDER BY txid, position
+        LIMIT $4
+        """,
+        str(txid),
+        position,
+        types,
+        limit,
+    )
+    return [
+        LifecycleEvent(
+            id=str(row["id"]),
+            customer_id=str(row["customer_id"]),
+            sequence=row["sequence"],
+            type=row["type"],
+            time=row["time"],
+            data=row["data"],
+            cursor=(row["txid"], row["position"]),
+        )
+        for row in rows
+    ]
