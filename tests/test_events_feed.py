@@ -17,6 +17,7 @@ import httpx
 from dev.stack import DevStack
 from domain.events import PUBLISHED_TYPES
 from tests.support.emulators import client_token
+from tests.support.event_schemas import validator
 from tests.support.graphql import finish_onboarding, graphql, register
 
 SUSPEND = 'mutation($id: ID!) { customerSuspend(input: {customerId: $id, reason: "check"}) { customer { id } } }'
@@ -65,6 +66,7 @@ async def test_a_customers_life_is_published_in_sequence_once_and_without_person
         assert [event["sequence"] for event in ours] == list(range(1, len(LIFE) + 1))
         assert len({event["id"] for event in everything}) == len(everything), "an event was read twice"
         for event in ours:
+            validator(event["type"]).validate(event)  # api/event_schemas/, the documented contract
             assert event["specversion"] == "1.0" and event["source"] == "urn:customer-lifecycle" and event["time"]
             assert event["data"]["customerId"] == customer["id"] and event["data"]["customerType"] == "PRIVATE_COMPANY"
         activated = ours[LIFE.index("customer.activated")]["data"]
