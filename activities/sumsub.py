@@ -22,6 +22,10 @@ class CreateApplicantInput(BaseModel):
     customer_id: str
     customer_type: CustomerType
     email: str
+    # Provided at registration (a person's names, a company's name); None when the portal sent none.
+    first_name: str | None = None
+    last_name: str | None = None
+    company_name: str | None = None
 
 
 class CreateKycLinkInput(BaseModel):
@@ -64,14 +68,20 @@ class SumsubActivities:
 
     @activity.defn
     async def create_sumsub_applicant(self, request: CreateApplicantInput) -> str:
-        """Creates the applicant (externalUserId = customer id); a 409 means it exists and is reused."""
+        """Creates the applicant (externalUserId = customer id) with the data provided at registration
+        (`fixedInfo` for a person, `info.companyInfo` for a company); a 409 means it exists and is reused."""
         flow = CUSTOMER_TYPES[request.customer_type].flow
+        names = {"firstName": request.first_name, "lastName": request.last_name}
+        fixed_info = {key: value for key, value in names.items() if value is not None}
+        company_info = {"companyName": request.company_name} if request.company_name is not None else None
         with _permanent_errors_fail_fast():
             applicant, _created = await self._client.create_applicant(
                 external_user_id=request.customer_id,
                 level_name=self._level(request.customer_type),
                 applicant_type="individual" if flow is VerificationFlow.KYC else "company",
                 email=request.email,
+                fixed_info=fixed_info if flow is VerificationFlow.KYC else None,
+                company_info=company_info if flow is VerificationFlow.KYB else None,
             )
         return applicant.id
 

@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import db.customers
+import db.profiles
 from api.errors import ApiError, BadUserInput, Conflict, NotFound, Unavailable, api_error_for
 from domain.customer import (
     CUSTOMER_TYPES,
@@ -119,6 +120,15 @@ def decode_cursor(cursor: str, *, field: str = "after") -> db.customers.Customer
 
 
 @dataclass(frozen=True)
+class ProvidedData:
+    """What the registration provided besides email and type (checked by the API's inputs)."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    company_name: str | None = None
+
+
+@dataclass(frozen=True)
 class CustomerPage:
     customers: list[CustomerState]
     has_next_page: bool
@@ -159,10 +169,20 @@ class CustomerService:
             self._sumsub = SumsubClient.from_settings(self._settings)
         return self._sumsub
 
-    async def register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerState:
-        """Starts (or finds) the customer's workflow; counted by outcome in `customer_registrations_total`."""
+    async def register(
+        self,
+        *,
+        email: str,
+        customer_type: CustomerType,
+        telegram_handle: str | None,
+        provided: ProvidedData | None = None,
+    ) -> CustomerState:
+        """Starts (or finds) the customer's workflow; counted by outcome in `customer_registrations_total`.
+        `provided` (names) goes to Sumsub with the applicant; a repeated registration keeps the first."""
         try:
-            state = await self._register(email=email, customer_type=customer_type, telegram_handle=telegram_handle)
+            state = await self._register(
+                email=email, customer_type=customer_type, telegram_handle=telegram_handle, provided=provided
+            )
         except ApiError as exc:
             metrics.REGISTRATIONS.labels(outcome=exc.code.lower()).inc()
             raise
@@ -172,20 +192,27 @@ class CustomerService:
         metrics.REGISTRATIONS.labels(outcome="ok").inc()
         return state
 
-    async def _register(self, *, email: str, customer_type: CustomerType, telegram_handle: str | None) -> CustomerState:
+    async def _register(
+        self, *, email: str, customer_type: CustomerType, telegram_handle: str | None, provided: ProvidedData | None
+    ) -> CustomerState:
         email = normalise_email(email)
         known = await db.customers.find_customer_id(self._pool, email=email)
         candidates = (
             [known] if known else [customer_id_for_email(email, self._id_secret, n) for n in range(ID_ATTEMPTS)]
         )
         for customer_id in candidates:
-            state = await self._register_as(customer_id, email, customer_type, telegram_handle)
+            state = await self._register_as(customer_id, email, customer_type, telegram_handle, provided)
             if state is not None:
                 return state
         raise Conflict("this email cannot be registered now; ops must look at it", field="email")
 
     async def _register_as(
-        self, customer_id: str, email: str, customer_type: CustomerType, telegram_handle: str | None
+        self,
+        customer_id: str,
+        email: str,
+        customer_type: CustomerType,
+        telegram_handle: str | None,
+        provided: ProvidedData | None = None,
     ) -> CustomerState | None:
         """Registers under `customer_id`; None when that id belongs to a customer with another email."""
         if telegram_handle is not None:
@@ -193,8 +220,15 @@ class CustomerService:
             if owner is not None and owner != customer_id:
                 raise Conflict("telegram handle already belongs to another customer", field="telegramHandle")
         workflow_id = workflow_id_for(customer_id)
+        provided = provided or ProvidedData()
         registration = Registration(
-            customer_id=customer_id, email=email, customer_type=customer_type, telegram_handle=telegram_handle
+            customer_id=customer_id,
+            email=email,
+            customer_type=customer_type,
+            telegram_handle=telegram_handle,
+            first_name=provided.first_name,
+            last_name=provided.last_name,
+            company_name=provided.company_name,
         )
         start = WithStartWorkflowOperation(
             CustomerWorkflow.run,
@@ -297,6 +331,11 @@ class CustomerService:
                 raise Conflict("the customer is closed; no further changes are allowed") from None
             raise Unavailable("the customer's workflow is not running; ops must repair it") from exc
         return state
+
+    async def verified_profile(self, customer_id: str) -> db.profiles.StoredProfile | None:
+        """What Sumsub verified (stored by the worker after a GREEN review and on every personal-info
+        change); None until then. Callers check who may read it before asking."""
+        return await db.profiles.get_profile(self._pool, customer_id)
 
     async def events(self, customer_id: str) -> list[db.customers.CustomerEvent]:
         return await db.customers.list_events(self._pool, customer_id)

@@ -23,6 +23,7 @@ class KycEventKind(StrEnum):
     RESUBMISSION_REQUESTED = "RESUBMISSION_REQUESTED"
     DECLINED = "DECLINED"
     RESET = "RESET"
+    PERSONAL_INFO_CHANGED = "PERSONAL_INFO_CHANGED"  # Sumsub's data on the applicant changed: read it again
     IGNORED = "IGNORED"
 
 
@@ -54,5 +55,6 @@ KYC_EVENT_EFFECTS: dict[KycEventKind, tuple[KycStatus, OnboardingStage] | None] 
     KycEventKind.APPROVED: (KycStatus.APPROVED, OnboardingStage.KYC_APPROVED),
     KycEventKind.DECLINED: (KycStatus.DECLINED, OnboardingStage.KYC_DECLINED),
     KycEventKind.RESET: (KycStatus.STARTED, OnboardingStage.AWAITING_KYC),
+    KycEventKind.PERSONAL_INFO_CHANGED: None,  # changes the verified profile, not the KYC status
     KycEventKind.IGNORED: None,
 }

@@ -41,6 +41,7 @@ class KycEffect(StrEnum):
     END_ONBOARDING = "END_ONBOARDING"  # KYC will not complete: timers off, sign-in disabled
     SUSPEND = "SUSPEND"  # a RED review of an active customer
     REACTIVATE = "REACTIVATE"  # a GREEN lifting the suspension a RED review caused
+    REFRESH_PROFILE = "REFRESH_PROFILE"  # read what Sumsub verified again (it changed at Sumsub)
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,15 @@ def oldest_first(events: Iterable[KycEvent]) -> list[KycEvent]:
 
 
 def reason_to_ignore(state: CustomerState, event: KycEvent) -> str | None:
-    """Why an event must change nothing: a duplicate, another applicant's, or older than one applied."""
+    """Why an event must change nothing: a duplicate, another applicant's, or older than one applied.
+
+    A personal-info change is never stale: it only says "read the applicant again", and a read is current."""
     if event.dedupe_key in state.applied_kyc_events:
         return "duplicate"
     if event.applicant_id and state.applicant_id and event.applicant_id != state.applicant_id:
         return "applicant id differs from the one on file"
+    if event.kind is KycEventKind.PERSONAL_INFO_CHANGED:
+        return None
     last = state.last_kyc_event_at
     if last is not None and event.occurred_at < last:
         return "older than the newest event applied"
@@ -89,9 +94,23 @@ def decide(state: CustomerState, event: KycEvent) -> KycDecision:
     reason = reason_to_ignore(state, event)
     if reason is not None:
         return KycDecision(ignored=reason)
+    if event.kind is KycEventKind.PERSONAL_INFO_CHANGED:
+        return _personal_info_changed(state)
     if state.stage in WAITING_FOR_KYC_STAGES:
         return _while_waiting(state, event)
     return _after_onboarding(state, event)
+
+
+def _personal_info_changed(state: CustomerState) -> KycDecision:
+    """Sumsub's data on an onboarded customer's applicant changed: read it again. Before activation there
+    is nothing to refresh: the profile is first read when a GREEN review activates the customer (so the
+    verified profile never holds data no review has approved). No status moves and the event time is not
+    kept, so it never makes a later review look stale."""
+    if state.stage in WAITING_FOR_KYC_STAGES or state.stage is OnboardingStage.KYC_APPROVED:
+        return KycDecision(ignored="not verified yet: the profile is read when KYC approves")
+    if state.stage is not OnboardingStage.ONBOARDED or state.applicant_id is None:
+        return KycDecision(ignored=f"onboarding already ended ({state.stage.value})")
+    return KycDecision(effect=KycEffect.REFRESH_PROFILE)
 
 
 def _while_waiting(state: CustomerState, event: KycEvent) -> KycDecision:

@@ -29,6 +29,11 @@ class Registration(BaseModel):
     email: str
     customer_type: CustomerType
     telegram_handle: str | None = None
+    # Provided (not verified) data, sent to Sumsub when the applicant is created; a person's names or a
+    # company's name. Defaults so histories and rows from before these fields still load.
+    first_name: str | None = None
+    last_name: str | None = None
+    company_name: str | None = None
 
 
 class OnboardingPolicy(BaseModel):

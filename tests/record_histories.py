@@ -3,6 +3,8 @@
 Run to add a path (names select which to record; none: all):
     .venv/bin/python -m tests.record_histories [name ...]
 Never re-record to make a failing replay pass: that failure means running workflows would break.
+An existing file is never overwritten (histories recorded before a change are what prove that running
+workflows still replay); add a new name for a new path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ PATHS = {
     "reminded_then_expired": paths.test_reminders_until_expiry_then_expired_with_user_disabled_and_applicant_deactivated,
     "approved_by_polling": paths.test_a_review_whose_webhook_was_lost_is_found_by_polling,
     "email_changed_then_reverted": paths.test_email_change_reaches_keycloak_and_sumsub_or_is_reverted_everywhere,
+    "approved_with_verified_profile": (
+        paths.test_approval_stores_the_verified_profile_before_the_account_opens_retrying_while_sumsub_is_down
+    ),
+    "personal_info_changed_after_activation": (
+        paths.test_personal_info_changed_after_activation_reads_the_profile_again_and_a_duplicate_does_not
+    ),
 }
 
 
@@ -37,6 +45,9 @@ async def main(names: list[str]) -> None:
     async with await paths._local_env() as env:
         for name, scenario in PATHS.items():
             if names and name not in names:
+                continue
+            if (HISTORIES / f"{name}.json").exists():
+                print(f"kept {name}: tests/histories/{name}.json exists (never overwritten)")
                 continue
             world = paths.FakeWorld()
             started: list[paths.Case] = []

@@ -123,6 +123,24 @@ async def test_a_customer_sees_its_own_customer_and_creates_its_own_kyc_link(
         assert (await http.get(url)).status_code == 200
 
 
+async def test_a_customer_reads_its_own_profile(
+    alice: httpx.AsyncClient, customers: tuple[Onboarded, Onboarded]
+) -> None:
+    profile = "{ provided { firstName companyName } verified { personalInfo { lastName dateOfBirth } companyInfo { companyName } } }"
+    for query, variables in (
+        (f"{{ me {{ profile {profile} }} }}", {}),
+        (f"query G($id: ID!) {{ customer(id: $id) {{ profile {profile} }} }}", {"id": customers[0].id}),
+    ):
+        body = await graphql(alice, query, variables)
+        assert "errors" not in body, body
+        [customer] = body["data"].values()
+        # Nothing provided, nothing typed into the WebSDK page: verified but empty, never a placeholder.
+        assert customer["profile"] == {
+            "provided": {"firstName": None, "companyName": None},
+            "verified": {"personalInfo": {"lastName": None, "dateOfBirth": None}, "companyInfo": None},
+        }
+
+
 async def test_a_customer_is_refused_anything_but_its_own_customer(
     alice: httpx.AsyncClient, customers: tuple[Onboarded, Onboarded]
 ) -> None:

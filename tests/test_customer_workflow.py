@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from activities.database import OpenDepositAccountInput, RecordChangeInput, SetAccountStatusInput
 from activities.keycloak import ChangeUserEmailInput, ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
 from activities.notifications import Notification
+from activities.profiles import StoredProfileFields, StoreVerifiedProfileInput
 from activities.sumsub import ApplicantRef, ChangeApplicantEmailInput, CreateApplicantInput, CreateKycLinkInput
 from domain.customer import CustomerType
 from domain.errors import ErrorType
@@ -88,16 +89,22 @@ class FakeWorld:
         self.keycloak_user_gone = False
         self.keycloak_emails: list[str] = []
         self.sumsub_emails: list[str] = []
+        self.details: list[dict[str, Any]] = []
+        self.calls: list[str] = []  # the order of the side effects that matter to a test
+        self.profile_outages = 0  # transient failures before store_verified_profile succeeds
+        self.profile_reads: list[StoreVerifiedProfileInput] = []
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="record_change")
         async def record_change(change: RecordChangeInput) -> None:
             self.recorded.append(change.event_type)
             self.actors.append(change.actor)
+            self.details.append(change.details)
 
         @activity.defn(name="open_deposit_account")
         async def open_deposit_account(request: OpenDepositAccountInput) -> dict:
             self.accounts.append(request)
+            self.calls.append("open_deposit_account")
             return {
                 "id": request.account_id,
                 "category": request.category,
@@ -169,6 +176,21 @@ class FakeWorld:
         async def notify_customer(notification: Notification) -> None:
             self.notifications.append(notification)
 
+        @activity.defn(name="store_verified_profile")
+        async def store_verified_profile(request: StoreVerifiedProfileInput) -> StoredProfileFields:
+            if self.profile_outages:
+                self.profile_outages -= 1
+                raise ConnectionError("Sumsub unreachable")
+            self.profile_reads.append(request)
+            self.calls.append("store_verified_profile")
+            # The first read stores the names; a re-read finds one changed (what Sumsub's edit did).
+            first = len(self.profile_reads) == 1
+            return StoredProfileFields(
+                changed_fields=["personal_info.first_name", "personal_info.last_name"]
+                if first
+                else ["personal_info.last_name"]
+            )
+
         return [
             record_change,
             open_deposit_account,
@@ -183,6 +205,7 @@ class FakeWorld:
             notify_customer,
             change_keycloak_user_email,
             change_sumsub_applicant_email,
+            store_verified_profile,
         ]
 
 
@@ -281,6 +304,51 @@ async def test_approval_opens_one_account_and_activates(case: Case) -> None:
     await eventually(lambda: "customer.activated" in case.world.recorded)
     await eventually(lambda: "kyc.event_ignored" in case.world.recorded)  # the duplicate delivery
     assert case.world.recorded[0] == "customer.registered"
+
+
+async def test_approval_stores_the_verified_profile_before_the_account_opens_retrying_while_sumsub_is_down(
+    case: Case,
+) -> None:
+    case.world.profile_outages = 2
+    await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.APPROVED, 2))
+    await case.wait_for("KYC_APPROVED")
+    assert case.handle is not None
+    deadline = asyncio.get_running_loop().time() + 10
+    while (retrying := await case.handle.query(CustomerWorkflow.state)).current_step is None:
+        assert asyncio.get_running_loop().time() < deadline, "the profile step never showed as current"
+        await asyncio.sleep(0.05)
+    assert retrying.current_step == "store verified profile from Sumsub"
+    assert retrying.stage.value == "KYC_APPROVED" and retrying.status.value == "INACTIVE"
+    state = await case.wait_for("ONBOARDED", timeout=30)
+    assert state.status.value == "ACTIVE" and state.current_step is None
+    assert case.world.calls == ["store_verified_profile", "open_deposit_account"]
+    assert case.world.profile_reads[0].applicant_id == "applicant-1"
+    await eventually(lambda: "customer.activated" in case.world.recorded)
+    verified = case.world.recorded.index("profile.verified")
+    assert verified < case.world.recorded.index("customer.activated")
+    assert case.world.details[verified] == {"changed_fields": ["personal_info.first_name", "personal_info.last_name"]}
+
+
+async def test_personal_info_changed_after_activation_reads_the_profile_again_and_a_duplicate_does_not(
+    case: Case,
+) -> None:
+    await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.APPROVED, 2))
+    await case.wait_for("ONBOARDED")
+    changed = event(KycEventKind.PERSONAL_INFO_CHANGED, 3)
+    assert case.handle is not None
+    await case.send(changed, changed)
+    state = await applied(case.handle, changed)
+    await eventually(lambda: case.world.recorded.count("kyc.personal_info_changed") == 1)
+    row = case.world.details[case.world.recorded.index("kyc.personal_info_changed")]
+    assert row["changed_fields"] == ["personal_info.last_name"]
+    await eventually(lambda: "kyc.event_ignored" in case.world.recorded)  # the second delivery
+    assert len(case.world.profile_reads) == 2  # activation, then the change; not the duplicate
+    assert state.stage.value == "ONBOARDED" and state.status.value == "ACTIVE"
+    assert state.last_kyc_event_at == datetime(2026, 1, 1, 12, 2, tzinfo=UTC)  # a re-read is not a verdict
 
 
 async def test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_change_nothing(case: Case) -> None:

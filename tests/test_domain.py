@@ -53,6 +53,8 @@ def test_stages_refuse_illegal_moves() -> None:
             {"type": "applicantReviewed", "reviewResult": {"reviewAnswer": "RED", "reviewRejectType": "FINAL"}},
             KycEventKind.DECLINED,
         ),
+        ({"type": "applicantPersonalInfoChanged"}, KycEventKind.PERSONAL_INFO_CHANGED),
+        ({"type": "applicantActionPending"}, KycEventKind.IGNORED),
         ({"type": "videoIdentStatusChanged"}, KycEventKind.IGNORED),
         ({"type": "somethingSumsubAddsNextYear"}, KycEventKind.IGNORED),
     ],

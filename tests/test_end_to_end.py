@@ -152,7 +152,7 @@ async def test_forged_webhooks_are_rejected_and_change_nothing(
             {
                 "applicantId": waiting["kyc"]["applicantId"],
                 "externalUserId": customer["id"],
-                "type": "applicantPersonalInfoChanged",
+                "type": "applicantActionPending",
                 "correlationId": "req-after-forged",
                 "createdAtMs": "2030-01-01 00:00:01.000",
             }
@@ -165,7 +165,7 @@ async def test_forged_webhooks_are_rejected_and_change_nothing(
         assert response.status_code == 200, response.text
     ignored = (
         "SELECT count(*) FROM customer_events WHERE customer_id = $1 AND event_type = 'kyc.event_ignored' "
-        "AND details->>'sumsub_type' = 'applicantPersonalInfoChanged'"
+        "AND details->>'sumsub_type' = 'applicantActionPending'"
     )
     deadline = time.monotonic() + 15
     while not await database.fetchval(ignored, customer["id"]):

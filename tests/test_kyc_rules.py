@@ -117,6 +117,48 @@ CASES: list[tuple[str, dict[str, Any], KycEvent, KycDecision]] = [
     ),
     ("applicant created while waiting: applied, changes nothing", {}, event(KycEventKind.CREATED), KycDecision()),
     (
+        "personal info changed while waiting: nothing verified yet (the GREEN review reads it)",
+        {"stage": OnboardingStage.KYC_IN_REVIEW, "kyc_status": KycStatus.PENDING},
+        event(KycEventKind.PERSONAL_INFO_CHANGED),
+        KycDecision(ignored="not verified yet: the profile is read when KYC approves"),
+    ),
+    (
+        "personal info changed after a decline: onboarding ended, nothing to refresh",
+        {"stage": OnboardingStage.KYC_DECLINED, "kyc_status": KycStatus.DECLINED},
+        event(KycEventKind.PERSONAL_INFO_CHANGED),
+        KycDecision(ignored="onboarding already ended (KYC_DECLINED)"),
+    ),
+    (
+        "personal info changed after activation: read the profile again, nothing else moves",
+        ONBOARDED,
+        event(KycEventKind.PERSONAL_INFO_CHANGED),
+        KycDecision(effect=KycEffect.REFRESH_PROFILE),
+    ),
+    (
+        "personal info changed is never stale: a read is always current",
+        ONBOARDED | {"last_kyc_event_at": T0 + timedelta(days=1)},
+        event(KycEventKind.PERSONAL_INFO_CHANGED),
+        KycDecision(effect=KycEffect.REFRESH_PROFILE),
+    ),
+    (
+        "a repeated personal-info delivery is a duplicate",
+        ONBOARDED | {"applied_kyc_events": ["info-1"]},
+        event(KycEventKind.PERSONAL_INFO_CHANGED, key="info-1"),
+        KycDecision(ignored="duplicate"),
+    ),
+    (
+        "personal info of another applicant is ignored",
+        ONBOARDED,
+        event(KycEventKind.PERSONAL_INFO_CHANGED, applicant_id="someone-else"),
+        KycDecision(ignored="applicant id differs from the one on file"),
+    ),
+    (
+        "personal info changed for a closed customer changes nothing",
+        {"stage": OnboardingStage.CLOSED},
+        event(KycEventKind.PERSONAL_INFO_CHANGED),
+        KycDecision(ignored="onboarding already ended (CLOSED)"),
+    ),
+    (
         "an unknown Sumsub type has no lifecycle meaning",
         {},
         event(KycEventKind.IGNORED),

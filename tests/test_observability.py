@@ -26,7 +26,7 @@ from dev.stack import DevStack
 from integrations.sumsub.webhooks import webhook_digest
 from kit import metrics
 from kit.logging import REDACTED, RequestIdMiddleware, redact, redact_text, request_id_from
-from tests.support.graphql import press, register, wait_for_stage
+from tests.support.graphql import REGISTER, fill_in, graphql, press, register, wait_for_stage
 
 WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
 # Temporal SDK metric families the worker must serve (names with PrometheusConfig's suffixes on).
@@ -88,9 +88,22 @@ def json_lines(stack: DevStack, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log_lines(stack, name)]
 
 
-async def onboard_with_telegram(portal: httpx.AsyncClient, email: str, telegram: str) -> dict[str, Any]:
-    customer = await register(portal, email, "INDIVIDUAL", telegram=telegram)
+async def onboard_with_telegram(
+    portal: httpx.AsyncClient, email: str, telegram: str, person: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Onboards; with `person`, its names are provided at registration and the whole of it is typed into
+    the WebSDK page, so the verified profile passes through the worker too."""
+    names = {key: person[key] for key in ("firstName", "lastName")} if person else {}
+    body = await graphql(
+        portal,
+        REGISTER,
+        {"input": {"email": email, "customerType": "INDIVIDUAL", "telegramHandle": telegram, **names}},
+    )
+    assert "errors" not in body, body
+    customer = body["data"]["customerRegister"]["customer"]
     waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
+    if person:
+        await fill_in(waiting["kyc"]["verificationUrl"], dict(person))
     await press(waiting["kyc"]["verificationUrl"], "submit")
     await wait_for_stage(portal, customer["id"], "KYC_IN_REVIEW")
     await press(waiting["kyc"]["verificationUrl"], "approve")
@@ -365,7 +378,16 @@ async def test_no_log_holds_an_email_telegram_handle_or_token(stack: DevStack, p
     marker = uuid.uuid4().hex[:10]
     local_part, telegram = f"piitest.{marker}", f"tg_pii_{marker}"
     email = f"{local_part}@example.net"
-    customer = await onboard_with_telegram(portal, email, telegram)
+    # Names, date of birth and address: provided at registration, typed into the WebSDK page, verified.
+    person = {
+        "firstName": f"Firstpii{marker}",
+        "lastName": f"Lastpii{marker}",
+        "middleName": f"Middlepii{marker}",
+        "dob": "1971-03-" + str(10 + int(marker[:2], 16) % 18),
+        "address.street": f"{marker} Streetpii Road",
+        "address.town": f"Townpii{marker}",
+    }
+    customer = await onboard_with_telegram(portal, email, telegram, person)
     # Paths that echo input back: the same email registered again, a telegram handle that is taken.
     await register(portal, email.upper(), "INDIVIDUAL")
     await portal.post(
@@ -400,6 +422,12 @@ async def test_no_log_holds_an_email_telegram_handle_or_token(stack: DevStack, p
         "telegram handle": telegram,
         "portal token": token,
         "token signature": token.rsplit(".", 1)[-1],
+        "first name": person["firstName"],
+        "last name": person["lastName"],
+        "middle name": person["middleName"],
+        "date of birth": person["dob"],
+        "street": person["address.street"],
+        "town": person["address.town"],
     }
     leaks = [
         (path.name, what)

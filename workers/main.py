@@ -23,6 +23,7 @@ import db.pool
 from activities.database import DatabaseActivities
 from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
+from activities.profiles import ProfileActivities
 from activities.sumsub import SumsubActivities
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
@@ -97,6 +98,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             SumsubActivities(sumsub, settings),
             NotificationActivities(LogNotifier()),
         )
+        profiles = ProfileActivities(pool, sumsub)
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,
@@ -116,6 +118,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 kyc.change_sumsub_applicant_email,
                 kyc.poll_kyc_review,
                 notifications.notify_customer,
+                profiles.store_verified_profile,
             ],
         )
         if settings.worker_business_metrics_address:

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         UserRef,
     )
     from activities.notifications import Notification, NotificationActivities
+    from activities.profiles import ProfileActivities, StoreVerifiedProfileInput
     from activities.sumsub import (
         ApplicantRef,
         ChangeApplicantEmailInput,
@@ -71,6 +72,10 @@ with workflow.unsafe.imports_passed_through():
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # Each call is a few HTTP or SQL round trips (clients time out at 10 s); a crashed attempt is retried after this.
 ACTIVITY_ATTEMPT_TIMEOUT = timedelta(seconds=15)
+
+# Patch ids (`workflow.patched`): histories recorded before a change replay without it.
+VERIFIED_PROFILE_PATCH = "verified-profile"  # read and store the verified profile before activating
+PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalInfoChanged
 
 ActivityInput = TypeVar("ActivityInput")
 ActivityResult = TypeVar("ActivityResult")
@@ -285,7 +290,14 @@ class CustomerWorkflow:
             self._state.applicant_id = await self._step(
                 "create Sumsub applicant",
                 SumsubActivities.create_sumsub_applicant,
-                CreateApplicantInput(customer_id=reg.customer_id, customer_type=reg.customer_type, email=reg.email),
+                CreateApplicantInput(
+                    customer_id=reg.customer_id,
+                    customer_type=reg.customer_type,
+                    email=reg.email,
+                    first_name=reg.first_name,
+                    last_name=reg.last_name,
+                    company_name=reg.company_name,
+                ),
             )
             self._state.verification_url = await self._step(
                 "create KYC link",
@@ -344,6 +356,11 @@ class CustomerWorkflow:
     async def _activate(self) -> None:
         reg = self._state.registration
         try:
+            if workflow.patched(VERIFIED_PROFILE_PATCH):
+                # What Sumsub verified is stored before the account opens; while Sumsub cannot be read
+                # the step retries (and shows as the current step), and activation waits for it.
+                changed = await self._store_verified_profile(until_done=True)
+                await self._record("profile.verified", actor="sumsub", details={"changed_fields": changed})
             self._state.deposit_account = await self._step(
                 "open deposit account",
                 DatabaseActivities.open_deposit_account,
@@ -378,6 +395,8 @@ class CustomerWorkflow:
             await self._apply_kyc_decision(decision)
             self._state.applied_kyc_events = kyc_rules.remembered(self._state, event)
             event_type, details = decision.audit(event)
+            if decision.effect is KycEffect.REFRESH_PROFILE and workflow.patched(PROFILE_REFRESH_PATCH):
+                details |= await self._refresh_profile()
             await self._record(event_type, actor="sumsub", details=details)
             if waiting and self._state.stage not in WAITING_FOR_KYC_STAGES:
                 self._kyc_inbox = events[index + 1 :] + self._kyc_inbox
@@ -401,6 +420,30 @@ class CustomerWorkflow:
             await self._suspend(kyc_rules.KYC_REVIEW_SUSPENSION, actor="sumsub")
         elif decision.effect is KycEffect.REACTIVATE:
             await self._reactivate(actor="sumsub")
+
+    async def _store_verified_profile(self, *, until_done: bool) -> list[str]:
+        """The activity stores the profile in PostgreSQL itself and answers with the names of the fields
+        that changed, so no verified personal data enters this workflow's state or history."""
+        assert self._state.applicant_id is not None, "KYC was approved, so there is an applicant"
+        result = await self._step(
+            "store verified profile from Sumsub",
+            ProfileActivities.store_verified_profile,
+            StoreVerifiedProfileInput(
+                customer_id=self._state.customer_id,
+                customer_type=self._state.registration.customer_type,
+                applicant_id=self._state.applicant_id,
+            ),
+            until_done=until_done,
+        )
+        return result.changed_fields
+
+    async def _refresh_profile(self) -> dict[str, Any]:
+        """On applicantPersonalInfoChanged: within the retry budget (an outage must not hold ops actions
+        for ever); a failure is in the audit row and the next change reads everything again."""
+        try:
+            return {"changed_fields": await self._store_verified_profile(until_done=False)}
+        except ActivityError as err:
+            return {"profile_refresh_failed": _reason(err)}
 
     # --- time ---------------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from email_validator import EmailNotValidError, validate_email
 import db.customers
 from api.errors import BadUserInput
 from api.schema.types import CustomerStatus, CustomerType, KycStatus, OnboardingStage
+from api.service import ProvidedData
 
+MAX_NAME_LENGTH = 200
 _TELEGRAM_HANDLE = re.compile(r"^@?([A-Za-z][A-Za-z0-9_]{4,31})$")
 
 
@@ -63,6 +65,11 @@ class CustomerRegisterInput:
     email: str
     customer_type: CustomerType
     telegram_handle: str | None = None
+    first_name: str | None = strawberry.field(default=None, description="Provided (not verified); individuals only.")
+    last_name: str | None = strawberry.field(default=None, description="Provided (not verified); individuals only.")
+    company_name: str | None = strawberry.field(
+        default=None, description="Provided (not verified); organisations only."
+    )
 
 
 @strawberry.input
@@ -108,6 +115,26 @@ def valid_email(value: str) -> str:
 def aware(value: datetime | None) -> datetime | None:
     """An instant without an offset is read as UTC."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def valid_provided_names(
+    customer_type: CustomerType, *, first_name: str | None, last_name: str | None, company_name: str | None
+) -> ProvidedData:
+    """A person's names or an organisation's name, trimmed (blank is absent), at most 200 characters each;
+    a name of the other kind is BAD_USER_INPUT rather than silently dropped."""
+    values = {"firstName": first_name, "lastName": last_name, "companyName": company_name}
+    clean: dict[str, str | None] = {}
+    for field, value in values.items():
+        text = " ".join(value.split()) if value is not None else ""
+        if len(text) > MAX_NAME_LENGTH:
+            raise BadUserInput(f"{field} must be at most {MAX_NAME_LENGTH} characters", field=field)
+        clean[field] = text or None
+    individual = CustomerType(customer_type) is CustomerType.INDIVIDUAL
+    for field in ("companyName",) if individual else ("firstName", "lastName"):
+        if clean[field] is not None:
+            kind = "organisations" if individual else "individuals"
+            raise BadUserInput(f"{field} is for {kind} only", field=field)
+    return ProvidedData(first_name=clean["firstName"], last_name=clean["lastName"], company_name=clean["companyName"])
 
 
 def valid_telegram_handle(value: str | None) -> str | None:

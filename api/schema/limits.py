@@ -35,6 +35,7 @@ from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxToke
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.extensions.query_depth_limiter import IgnoreContext
 
+from api.schema.profile import MAX_BENEFICIARIES
 from api.service import MAX_PAGE_SIZE
 from db.customers import EVENTS_LIMIT
 
@@ -42,6 +43,7 @@ from db.customers import EVENTS_LIMIT
 LIST_SIZES: dict[str, int] = {
     "Customer.events": EVENTS_LIMIT,
     "CustomerConnection.edges": 1,  # sized by the connection's `first`
+    "CompanyInfo.beneficiaries": MAX_BENEFICIARIES,
 }
 DEFAULT_LIST_SIZE = 100
 # `first` given as a variable is unknown while validating: count it as the most it may be.

@@ -19,6 +19,7 @@ from api.schema.inputs import (
     CustomerSuspendInput,
     WebhookReplayInput,
     valid_email,
+    valid_provided_names,
     valid_telegram_handle,
 )
 from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer, PortalOrOps, actor, is_staff, own_customer
@@ -49,10 +50,14 @@ class Mutation(DocumentMutation):
 
     @strawberry.mutation(permission_classes=[PortalOrOps])
     async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerPayload:
+        customer_type = CustomerType(input.customer_type)
         state = await info.context.services.customers.register(
             email=valid_email(input.email),
-            customer_type=CustomerType(input.customer_type),
+            customer_type=customer_type,
             telegram_handle=valid_telegram_handle(input.telegram_handle),
+            provided=valid_provided_names(
+                customer_type, first_name=input.first_name, last_name=input.last_name, company_name=input.company_name
+            ),
         )
         return _payload(state)
 

@@ -11,6 +11,7 @@ from strawberry.types import Info
 
 from api.schema.documents import CustomerDocument, list_documents
 from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer
+from api.schema.profile import CustomerProfile, ProvidedProfile, VerifiedProfile
 from db.inbox import InboxEntry
 from domain.customer import (
     AccountCategory,
@@ -85,6 +86,17 @@ class Customer:
     onboarding: Onboarding
     deposit_account: DepositAccount | None
     suspension_reason: str | None
+    provided: strawberry.Private[ProvidedProfile]
+
+    @strawberry.field(
+        description="What was provided at registration and what Sumsub verified (portal, ops, the customer themself).",
+        permission_classes=[PortalOpsOrCustomer],
+    )
+    async def profile(self, info: Info[Context, Any]) -> CustomerProfile:
+        stored = await info.context.services.customers.verified_profile(str(self.id))
+        return CustomerProfile(
+            provided=self.provided, verified=None if stored is None else VerifiedProfile.from_stored(stored)
+        )
 
     @strawberry.field(description="The audit trail, newest first (ops only).", permission_classes=[OpsOnly])
     async def events(self, info: Info[Context, Any]) -> list[CustomerEvent]:
@@ -112,6 +124,7 @@ class Customer:
             telegram_handle=reg.telegram_handle,
             status=state.status,
             suspension_reason=state.suspension_reason,
+            provided=ProvidedProfile.from_registration(reg),
             created_at=state.created_at,
             kyc=Kyc(
                 status=state.kyc_status,

@@ -24,10 +24,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import uvicorn
@@ -115,6 +116,14 @@ class _Applicant:
     create_date: datetime | None = None
     review_date: datetime | None = None
     deactivated: bool = False
+    phone: str | None = None
+    fixed_info: Json = field(default_factory=dict)  # data provided by the bank or the applicant
+    info: Json = field(default_factory=dict)  # data Sumsub extracted and verified (the WebSDK form, PATCH .../info)
+
+    @property
+    def reviewed(self) -> bool:
+        """A review has completed: from then on a change of `info` fires applicantPersonalInfoChanged."""
+        return self.review_status == "completed"
 
     def submit(self) -> None:
         self.attempt_cnt += 1
@@ -166,6 +175,12 @@ class _Applicant:
         }
         if self.email is not None:
             applicant["email"] = self.email
+        if self.phone is not None:
+            applicant["phone"] = self.phone
+        if self.fixed_info:
+            applicant["fixedInfo"] = self.fixed_info
+        if self.info:
+            applicant["info"] = self.info
         return applicant
 
     def state(self) -> Json:
@@ -186,6 +201,9 @@ class _Applicant:
             "create_date": self.create_date.isoformat() if self.create_date else None,
             "review_date": self.review_date.isoformat() if self.review_date else None,
             "deactivated": self.deactivated,
+            "phone": self.phone,
+            "fixed_info": self.fixed_info,
+            "info": self.info,
         }
 
     @classmethod
@@ -504,6 +522,12 @@ class _Emulator:
             applicant_type=applicant_type,
             email=email if isinstance(email, str) else None,
         )
+        # Provided data: `fixedInfo` (a person), `info.companyInfo` (a company's, at creation), `phone`.
+        fixed_info, info, phone = body.get("fixedInfo"), body.get("info"), body.get("phone")
+        applicant.fixed_info = fixed_info if isinstance(fixed_info, dict) else {}
+        applicant.info = info if isinstance(info, dict) else {}
+        applicant.phone = phone if isinstance(phone, str) else None
+        self._save(applicant)
         return JSONResponse(applicant.to_json(), status_code=201)
 
     async def get_applicant(self, request: Request) -> Response:
@@ -543,6 +567,39 @@ class _Emulator:
             applicant.email = body["email"]
             self._save(applicant)
         return JSONResponse(applicant.to_json())
+
+    async def change_info(self, request: Request) -> Response:
+        """PATCH .../info: the extracted data (the body is the `info` object; each key sent replaces its
+        value, `companyInfo` with its beneficiaries whole). After a review it fires applicantPersonalInfoChanged."""
+        applicant = self._applicants.get(request.path_params["applicant_id"])
+        if applicant is None:
+            return _error(404, "Applicant not found")
+        body = await _json_object(request)
+        if body is None:
+            return _error(400, "Request body must be a JSON object")
+        self._set_info(applicant, applicant.info | body)
+        return JSONResponse(applicant.info)
+
+    async def change_fixed_info(self, request: Request) -> Response:
+        """PATCH .../fixedInfo: the provided data; each key sent replaces its value."""
+        applicant = self._applicants.get(request.path_params["applicant_id"])
+        if applicant is None:
+            return _error(404, "Applicant not found")
+        body = await _json_object(request)
+        if body is None:
+            return _error(400, "Request body must be a JSON object")
+        applicant.fixed_info = applicant.fixed_info | body
+        self._save(applicant)
+        return JSONResponse(applicant.fixed_info)
+
+    def _set_info(self, applicant: _Applicant, info: Json) -> None:
+        """Stores the verified data; a change after a completed review is announced, as Sumsub does."""
+        changed = info != applicant.info
+        applicant.info = info
+        if changed and applicant.reviewed:
+            self._notify(applicant, "applicantPersonalInfoChanged")
+        else:
+            self._save(applicant)
 
     async def deactivate(self, request: Request) -> Response:
         applicant = self._applicants.get(request.path_params["applicant_id"])
@@ -599,6 +656,16 @@ class _Emulator:
         if isinstance(found, Response):
             return found
         return HTMLResponse(_render_page(request.path_params["token"], found))
+
+    async def websdk_data(self, request: Request) -> Response:
+        """The WebSDK form: what the applicant typed becomes Sumsub's `info` (a person's or a company's)."""
+        token = request.path_params["token"]
+        found = self._link_applicant(token)
+        if isinstance(found, Response):
+            return found
+        form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        self._set_info(found, _info_from_form(form, company=found.type == "company"))
+        return RedirectResponse(f"/websdk/{token}", status_code=303)
 
     async def websdk_action(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -695,11 +762,119 @@ def _render_page(token: str, applicant: _Applicant) -> str:
     )
     body = (
         "<h1>Identity verification (Sumsub emulator)</h1>"
-        f"<dl>{details}</dl><div>{forms}</div>"
-        '<p class="note">"Submit documents" acts for the customer; the other buttons act for the compliance '
-        "officer. Each change sends its webhook.</p>"
+        f"<dl>{details}</dl>{_data_form(token, applicant)}<div>{forms}</div>"
+        '<p class="note">The form is what Sumsub recognised in the documents (its <code>info</code>): fill it '
+        'before "Submit documents"; after a review, "Edit data" changes it and sends '
+        'applicantPersonalInfoChanged. "Submit documents" acts for the customer; the other buttons act for '
+        "the compliance officer. Each change sends its webhook.</p>"
     )
     return _document("Sumsub emulator", body)
+
+
+# The WebSDK form's inputs: (form name, label, input type). A person's are `info` keys; the address is
+# the first of `info.addresses`; a company's are `info.companyInfo` keys, one row per beneficiary.
+_PERSON_FIELDS = (
+    ("firstName", "First name", "text"),
+    ("middleName", "Middle name", "text"),
+    ("lastName", "Last name", "text"),
+    ("dob", "Date of birth", "date"),
+    ("country", "Nationality (alpha-3)", "text"),
+    ("countryOfBirth", "Country of birth (alpha-3)", "text"),
+    ("phone", "Phone", "tel"),
+)
+_ADDRESS_FIELDS = (
+    ("street", "Street", "text"),
+    ("town", "Town", "text"),
+    ("postCode", "Post code", "text"),
+    ("country", "Country (alpha-3)", "text"),
+)
+_COMPANY_FIELDS = (
+    ("companyName", "Company name", "text"),
+    ("registrationNumber", "Registration number", "text"),
+    ("country", "Country (alpha-3)", "text"),
+    ("legalAddress", "Legal address", "text"),
+    ("incorporatedOn", "Incorporated on", "date"),
+    ("type", "Company type", "text"),
+)
+_BENEFICIARY_FIELDS = (
+    ("applicantId", "Beneficiary applicant id", "text"),
+    ("positions", "Positions (comma-separated: ubo, director, shareholder, representative)", "text"),
+    ("shareSize", "Share size (%)", "text"),
+)
+MIN_BENEFICIARY_ROWS = 3
+
+
+def _input(name: str, label: str, kind: str, value: object) -> str:
+    shown = "" if value is None else html.escape(str(value), quote=True)
+    return (
+        f"<label>{html.escape(label)} "
+        f'<input type="{kind}" name="{html.escape(name, quote=True)}" value="{shown}"></label><br>'
+    )
+
+
+def _data_form(token: str, applicant: _Applicant) -> str:
+    info = applicant.info
+    if applicant.type == "company":
+        raw = info.get("companyInfo")
+        company: Json = raw if isinstance(raw, dict) else {}
+        inputs = [_input(f"companyInfo.{key}", label, kind, company.get(key)) for key, label, kind in _COMPANY_FIELDS]
+        known = [b for b in company.get("beneficiaries") or [] if isinstance(b, dict)]
+        rows = known + [{}] * max(MIN_BENEFICIARY_ROWS - len(known), 1)
+        for number, beneficiary in enumerate(rows, start=1):
+            values = {**beneficiary, "positions": ", ".join(beneficiary.get("positions") or [])}
+            inputs.append(f"<fieldset><legend>Beneficiary {number}</legend>")
+            inputs += [
+                _input(f"beneficiary.{key}", label, kind, values.get(key)) for key, label, kind in _BENEFICIARY_FIELDS
+            ]
+            inputs.append("</fieldset>")
+    else:
+        addresses = info.get("addresses")
+        address = addresses[0] if isinstance(addresses, list) and addresses and isinstance(addresses[0], dict) else {}
+        inputs = [_input(key, label, kind, info.get(key)) for key, label, kind in _PERSON_FIELDS]
+        inputs += [_input(f"address.{key}", label, kind, address.get(key)) for key, label, kind in _ADDRESS_FIELDS]
+    label = "Edit data" if applicant.reviewed else "Save data"
+    return (
+        f'<form method="post" action="/websdk/{html.escape(token)}/data" class="data">'
+        f'<h2>Applicant data</h2>{"".join(inputs)}<button type="submit">{label}</button></form>'
+    )
+
+
+def _info_from_form(form: list[tuple[str, str]], *, company: bool) -> Json:
+    """Sumsub's `info` from the WebSDK form: only what was filled in (Sumsub returns only what it recognised)."""
+    if company:
+        fields = {key.removeprefix("companyInfo."): v.strip() for key, v in form if key.startswith("companyInfo.")}
+        company_info: Json = {key: value for key, value in fields.items() if value}
+        columns = {key: [v.strip() for k, v in form if k == f"beneficiary.{key}"] for key, _, _ in _BENEFICIARY_FIELDS}
+        beneficiaries = []
+        for applicant_id, positions, share in zip(
+            columns["applicantId"], columns["positions"], columns["shareSize"], strict=False
+        ):
+            row: Json = {}
+            if applicant_id:
+                row["applicantId"] = applicant_id
+            if positions:
+                row["positions"] = [p.strip() for p in positions.split(",") if p.strip()]
+            try:
+                row["shareSize"] = float(share) if share else None
+            except ValueError:
+                pass
+            row = {key: value for key, value in row.items() if value is not None}
+            if row:
+                row["type"] = "individual"
+                beneficiaries.append(row)
+        if beneficiaries:
+            company_info["beneficiaries"] = beneficiaries
+        return {"companyInfo": company_info} if company_info else {}
+    values = dict(form)
+    info: Json = {key: values[key].strip() for key, _, _ in _PERSON_FIELDS if values.get(key, "").strip()}
+    address = {
+        key: values[f"address.{key}"].strip()
+        for key, _, _ in _ADDRESS_FIELDS
+        if values.get(f"address.{key}", "").strip()
+    }
+    if address:
+        info["addresses"] = [address]
+    return info
 
 
 # --- app and command line --------------------------------------------------------------------------
@@ -739,6 +914,8 @@ def create_app(
     routes = [
         Route("/resources/applicants", signed(emulator.create_applicant), methods=["POST"]),
         Route("/resources/applicants", signed(emulator.change_profile), methods=["PATCH"]),
+        Route("/resources/applicants/{applicant_id}/info", signed(emulator.change_info), methods=["PATCH"]),
+        Route("/resources/applicants/{applicant_id}/fixedInfo", signed(emulator.change_fixed_info), methods=["PATCH"]),
         Route("/resources/applicants/{reference:path}/one", signed(emulator.get_applicant), methods=["GET"]),
         Route("/resources/applicants/{applicant_id}/status", signed(emulator.get_status), methods=["GET"]),
         Route("/resources/applicants/{applicant_id}/reset", signed(emulator.reset), methods=["POST"]),
@@ -756,6 +933,7 @@ def create_app(
         Route("/resources/accessTokens/sdk", signed(emulator.sdk_access_token), methods=["POST"]),
         Route("/_emulator/deliveries", emulator.deliveries, methods=["GET"]),
         Route("/websdk/{token}", emulator.websdk_page, methods=["GET"]),
+        Route("/websdk/{token}/data", emulator.websdk_data, methods=["POST"]),
         Route("/websdk/{token}/{action}", emulator.websdk_action, methods=["POST"]),
     ]
 

@@ -187,6 +187,8 @@ class SumsubClient:
         level_name: str,
         applicant_type: ApplicantType,
         email: str | None = None,
+        fixed_info: dict[str, Any] | None = None,
+        company_info: dict[str, Any] | None = None,
     ) -> tuple[Applicant, bool]:
         """Creates the applicant, or returns the existing one for `external_user_id` (second item False).
 
@@ -196,6 +198,10 @@ class SumsubClient:
         body: dict[str, Any] = {"externalUserId": external_user_id, "type": applicant_type}
         if email is not None:
             body["email"] = email
+        if fixed_info:
+            body["fixedInfo"] = fixed_info  # data provided by us (individuals)
+        if company_info:
+            body["info"] = {"companyInfo": company_info}  # a company's provided data goes under info
         try:
             data = await self._request("POST", "/resources/applicants", params={"levelName": level_name}, json=body)
         except SumsubError as error:
@@ -210,6 +216,28 @@ class SumsubClient:
     async def get_applicant(self, applicant_id: str) -> Applicant:
         data = await self._request("GET", f"/resources/applicants/{_segment(applicant_id)}/one")
         return Applicant.model_validate(data)
+
+    async def get_applicant_data(self, applicant_id: str) -> dict[str, Any]:
+        """The whole applicant as Sumsub returns it, `info` (what it verified) and `fixedInfo` included;
+        `integrations.sumsub.profile` reads it."""
+        data = await self._request("GET", f"/resources/applicants/{_segment(applicant_id)}/one")
+        if not isinstance(data, dict):
+            raise SumsubError("applicant is not a JSON object", status_code=None)
+        return data
+
+    async def change_applicant_info(self, applicant_id: str, info: dict[str, Any]) -> dict[str, Any]:
+        """`PATCH .../info`: the extracted data (`companyInfo` with beneficiaries for a company)."""
+        result: dict[str, Any] = await self._request(
+            "PATCH", f"/resources/applicants/{_segment(applicant_id)}/info", json=info
+        )
+        return result
+
+    async def change_applicant_fixed_info(self, applicant_id: str, fixed_info: dict[str, Any]) -> dict[str, Any]:
+        """`PATCH .../fixedInfo`: the data provided by us or the applicant."""
+        result: dict[str, Any] = await self._request(
+            "PATCH", f"/resources/applicants/{_segment(applicant_id)}/fixedInfo", json=fixed_info
+        )
+        return result
 
     async def get_applicant_by_external_user_id(self, external_user_id: str) -> Applicant | None:
         """The applicant for our id, or None when Sumsub has none."""

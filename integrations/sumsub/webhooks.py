@@ -47,6 +47,8 @@ def _kind_of(payload: dict[str, Any]) -> KycEventKind:
         return KycEventKind.ON_HOLD
     if event_type in ("applicantReset", "applicantLevelChanged"):
         return KycEventKind.RESET
+    if event_type == "applicantPersonalInfoChanged":
+        return KycEventKind.PERSONAL_INFO_CHANGED
     if event_type == "applicantReviewed":
         result = _review_result(payload)
         return kind_of_review(result.get("reviewAnswer"), result.get("reviewRejectType"))

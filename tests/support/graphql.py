@@ -64,6 +64,13 @@ async def press(verification_url: str, action: str) -> None:
         assert response.status_code == 303, response.text
 
 
+async def fill_in(verification_url: str, data: dict[str, str | list[str]]) -> None:
+    """What a person types into the WebSDK page's data form, then "Save data" (or "Edit data")."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{verification_url}/data", data=data)
+        assert response.status_code == 303, response.text
+
+
 async def onboard(http: httpx.AsyncClient, email: str, customer_type: str) -> dict[str, Any]:
     return await finish_onboarding(http, (await register(http, email, customer_type))["id"])
 
