@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 
 import db.pool
-from api.auth import ANONYMOUS, AuthenticationError, TokenVerifier
+from api.auth import ANONYMOUS, AuthenticationError, IssuerUnavailable, TokenVerifier
 from api.bodies import BodyLimit
 from api.codec import codec_app
 from api.documents import DocumentPolicy, DocumentService, object_store
@@ -65,6 +65,8 @@ class AuthenticatedGraphQL(GraphQL[Context, None]):
             raise HTTPException(401, "missing bearer token")
         try:
             principal = await services.verifier.verify(token.strip())
+        except IssuerUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
         except AuthenticationError as exc:
             raise HTTPException(401, str(exc)) from None
         return Context(services=services, principal=principal)

@@ -36,6 +36,11 @@ class AuthenticationError(Exception):
     """No token, or a token we do not accept: the caller gets 401."""
 
 
+class IssuerUnavailable(AuthenticationError):
+    """The issuer's signing keys cannot be fetched (Keycloak is down) and none are known yet: the token
+    cannot be judged, so the caller gets 503 and retries, rather than a 401 that says the token is bad."""
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling, as far as the token says."""
@@ -91,7 +96,7 @@ class TokenVerifier:
                     response.raise_for_status()
                 except httpx.HTTPError as exc:
                     if self._keys is None:
-                        raise AuthenticationError("cannot fetch the issuer's signing keys") from exc
+                        raise IssuerUnavailable("cannot fetch the issuer's signing keys; retry") from exc
                 else:
                     signing = [k for k in response.json().get("keys", []) if k.get("use", "sig") == "sig"]
                     self._keys = KeySet.import_key_set({"keys": signing})
@@ -155,6 +160,8 @@ async def refuse_unless_role(request: Request, verifier: TokenVerifier, role: st
         return error_response(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
     try:
         principal = await verifier.verify(token.strip())
+    except IssuerUnavailable as exc:
+        return error_response(503, str(exc), {"Retry-After": "5"})
     except AuthenticationError as exc:
         return error_response(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if not principal.has_role(role):

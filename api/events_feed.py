@@ -1,9 +1,11 @@
-"""`GET /events`: the published lifecycle events as CloudEvents, in commit order, for a consumer that pulls.
+"""`GET /events`: the published lifecycle events as CloudEvents, in transaction order, for a consumer that pulls.
 
 A plain HTTP endpoint rather than a GraphQL connection: consumers of an event feed are machines that
 poll with a cursor (as they would a Kafka topic or an Atom feed), and CloudEvents' structured JSON is
 the format they already parse; nothing in it needs GraphQL's selection. Authorised by a token with the
-`events` role. `after` is the `next` of the previous page; `types` (repeatable or comma-separated)
+`events` role. Events come in the order of their transactions' ids, and only once every older transaction
+has ended (so none is ever skipped); a consumer orders one customer's events by `sequence`. A transaction
+left open anywhere in the database holds the feed back until it ends. `after` is the `next` of the previous page; `types` (repeatable or comma-separated)
 narrows the feed; `limit` is 1-500 (default 100).
 """
 
@@ -37,7 +39,10 @@ def encode_cursor(cursor: tuple[int, int]) -> str:
 
 def decode_cursor(value: str) -> tuple[int, int]:
     txid, _, position = base64.urlsafe_b64decode(value.encode("ascii")).decode().partition(":")
-    return int(txid), int(position)
+    cursor = int(txid), int(position)
+    if not all(0 <= part < 2**63 for part in cursor):
+        raise ValueError("cursor out of range")
+    return cursor
 
 
 def cloud_event(event: db.events.LifecycleEvent, source: str) -> dict[str, Any]:

@@ -52,7 +52,8 @@ async def append(
 async def feed(
     pool: asyncpg.Pool, *, after: tuple[int, int] | None, types: list[str] | None, limit: int
 ) -> list[LifecycleEvent]:
-    """Events in commit order past `after`, only of transactions older than any still running."""
+    """Events in transaction-id order past `after`, only of transactions older than any still running (the
+    snapshot's xmin): a transaction that commits after a younger one is still read, never skipped."""
     txid, position = after or (0, 0)
     rows = await pool.fetch(
         """

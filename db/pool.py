@@ -15,6 +15,8 @@ DATABASE_OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # class 08: the connection failed or is gone
     asyncpg.InterfaceError,  # the connection was closed under the call
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a write reached a standby (during a failover)
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -27,6 +27,8 @@ PUBLISHED_TYPES: dict[str, str] = {
     "customer.reactivated": "customer.reactivated",
     "customer.closed": "customer.closed",
     "customer.email_changed": "customer.email_changed",
+    # Published so that a consumer told of a change Keycloak or Sumsub then refused learns it was undone.
+    "customer.email_change_reverted": "customer.email_change_reverted",
 }
 
 

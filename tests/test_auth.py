@@ -403,10 +403,22 @@ async def test_an_unreachable_jwks_is_not_hammered_and_known_keys_keep_working(
     assert (await verifier.verify(issuer.token())).client_id == "portal"
 
 
-async def test_no_keys_at_all_is_an_authentication_error(issuer: Issuer, verifier: TokenVerifier) -> None:
+async def test_no_keys_at_all_is_an_unavailable_issuer_not_a_bad_token(issuer: Issuer, verifier: TokenVerifier) -> None:
+    """Keycloak down before any key was fetched: the token cannot be judged, so the endpoints answer 503
+    (retry) rather than 401 (which tells a client to throw its token away)."""
     issuer.failing = True
-    with pytest.raises(AuthenticationError, match="signing keys"):
+    with pytest.raises(auth.IssuerUnavailable, match="signing keys"):
         await verifier.verify(issuer.token())
+
+    async def guarded(request: Request) -> Response:
+        refused = await auth.refuse_unless_role(request, verifier, "events", what="the feed")
+        return refused or Response("ok")
+
+    app = Starlette(routes=[Route("/guarded", guarded)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as http:
+        answer = await http.get("/guarded", headers={"Authorization": f"Bearer {issuer.token()}"})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
+    issuer.failing = False
 
 
 # --- over HTTP: the API's answers -------------------------------------------------------------------

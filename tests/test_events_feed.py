@@ -7,13 +7,17 @@ statuses only; the feed refuses tokens without the `events` role and bad cursors
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
 
+import db.events
+import db.pool
 from dev.stack import DevStack
 from domain.events import PUBLISHED_TYPES
 from tests.support.emulators import client_token
@@ -23,6 +27,7 @@ from tests.support.graphql import finish_onboarding, graphql, register
 SUSPEND = 'mutation($id: ID!) { customerSuspend(input: {customerId: $id, reason: "check"}) { customer { id } } }'
 REACTIVATE = "mutation($id: ID!) { customerReactivate(input: {customerId: $id}) { customer { id } } }"
 CLOSE = 'mutation($id: ID!) { customerClose(input: {customerId: $id, reason: "request"}) { customer { id } } }'
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 LIFE = [
     "customer.registered",
     "customer.kyc_started",
@@ -94,3 +99,55 @@ async def test_the_feed_needs_a_token_with_the_events_role(stack: DevStack, port
         assert (await http.get("/events")).status_code == 401
         forbidden = await http.get("/events", headers={"Authorization": portal.headers["Authorization"]})
         assert forbidden.status_code == 403 and "events role" in forbidden.text
+
+
+async def test_a_transaction_that_commits_late_is_read_not_skipped(stack: DevStack) -> None:
+    """The xmin fence: A takes its transaction id first and commits last; a reader past B must still get A."""
+    customer_a, customer_b = str(uuid.uuid4()), str(uuid.uuid4())
+    database = await db.pool.create_pool(stack.child_env["DATABASE_URL"], size=3)  # with the service's jsonb codec
+    try:
+        await _late_commit(database, customer_a, customer_b)
+    finally:
+        await database.execute(
+            "DELETE FROM lifecycle_events WHERE customer_id = ANY($1::uuid[])", [customer_a, customer_b]
+        )
+        await database.close()
+
+
+async def _late_commit(database: asyncpg.Pool, customer_a: str, customer_b: str) -> None:
+    async with database.acquire() as a_conn, database.acquire() as b_conn:
+        a = a_conn.transaction()
+        await a.start()
+        try:
+            await db.events.append(
+                a_conn,
+                customer_id=customer_a,
+                type="customer.registered",
+                time=NOW,
+                data={},
+                idempotency_key=f"A-{customer_a}",
+            )
+            async with b_conn.transaction():
+                await db.events.append(
+                    b_conn,
+                    customer_id=customer_b,
+                    type="customer.registered",
+                    time=NOW,
+                    data={},
+                    idempotency_key=f"B-{customer_b}",
+                )
+            # B is committed, A is not: B waits behind A, so a reader cannot move past A's place.
+            seen = [e.customer_id for e in await db.events.feed(database, after=None, types=None, limit=10_000)]
+            assert customer_a not in seen and customer_b not in seen
+        finally:
+            await a.commit()
+    read = [e.customer_id for e in await db.events.feed(database, after=None, types=None, limit=10_000)]
+    assert read.index(customer_a) < read.index(customer_b)  # both, in transaction order
+
+
+async def test_a_cursor_out_of_range_is_400(stack: DevStack) -> None:
+    token = await client_token(stack, "events-reader", "events-dev-secret")
+    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        for cursor in ("1:-1", "-1:1", f"1:{2**63}", f"{10**20}:1"):
+            encoded = base64.urlsafe_b64encode(cursor.encode()).decode()
+            assert (await http.get("/events", params={"after": encoded})).status_code == 400, cursor

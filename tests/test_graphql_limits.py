@@ -114,6 +114,9 @@ async def test_introspection_only_where_graphiql_is_on(ops: httpx.AsyncClient) -
         "{ me { id } }",
         '{ a(x: "he said \\"hi\\"", y: -1.5e3, z: [1, 2]) { ...F } } # a comment { { {\nfragment F on Q { b }',
         '{ a(s: """a block "quoted" string""") }',
+        '{ a(s: """a block\n# not a comment""") }',  # a `#` inside a string is no comment
+        '{ a(x: "#") ' + "a " * 2500 + "}",  # ... nor does it hide what follows from the count
+        '{ a # a comment with an unterminated " quote\n b }',
         bomb(40),
     ],
 )

@@ -88,3 +88,29 @@ def test_the_api_runs_with_the_head_deadline_protocol() -> None:
 
     config = server_config(object(), Settings(api_header_timeout=3.5))  # type: ignore[arg-type]
     assert getattr(config.http, "head_timeout", None) == 3.5
+
+
+async def test_the_head_deadline_applies_again_after_each_response_on_a_kept_alive_connection(strict_api: str) -> None:
+    port = int(strict_api.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        await reader.readexactly(int(first.split(b"content-length: ")[1].split(b"\r\n")[0]))
+
+        async def second_head_a_byte_at_a_time() -> None:
+            for byte in HEAD * 4:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.25)
+
+        sender = asyncio.create_task(second_head_a_byte_at_a_time())
+        try:
+            second = await asyncio.wait_for(reader.read(), timeout=15)
+        finally:
+            sender.cancel()
+    finally:
+        writer.close()
+    assert second.startswith(b"HTTP/1.1 408"), second[:60]

@@ -73,11 +73,14 @@ def extensions(limits: GraphQLLimits) -> list[Callable[[], SchemaExtension]]:
     ]
 
 
-# GraphQL's tokens (punctuators, names, numbers, strings); commas, white space and comments are not tokens.
-_TOKEN = re.compile(
-    r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|-?\d[\w.+-]*|[_A-Za-z]\w*|\.\.\.|[!$&()\[\]{}:=@|]'
+# GraphQL's lexical units in one pass: a comment (skipped), a block or plain string, a number, a name, a
+# punctuator. One pass, so a `#` inside a string is not taken for a comment. Commas and white space are
+# not tokens.
+_LEXEME = re.compile(
+    r'(?P<comment>#[^\n\r]*)|"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n\r]|\\.)*"|-?\d[\w.+-]*|[_A-Za-z]\w*'
+    r"|\.\.\.|[!$&()\[\]{}:=@|]",
+    re.ASCII,
 )
-_COMMENT = re.compile(r"#[^\n\r]*")
 
 
 def token_count(document: str, limit: int) -> int:
@@ -86,9 +89,8 @@ def token_count(document: str, limit: int) -> int:
     one. It stops counting past `limit`; a document shorter than `limit` characters cannot hold more."""
     if len(document) <= limit:
         return 0
-    if "#" in document:
-        document = _COMMENT.sub("", document)
-    return sum(1 for _ in itertools.islice(_TOKEN.finditer(document), limit + 1))  # stops past the limit
+    tokens = (match for match in _LEXEME.finditer(document) if match.lastgroup != "comment")
+    return sum(1 for _ in itertools.islice(tokens, limit + 1))  # stops past the limit
 
 
 def _is_introspection(ignore: IgnoreContext) -> bool:

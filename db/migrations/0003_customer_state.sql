@@ -6,7 +6,7 @@
 ALTER TABLE customers ADD COLUMN state jsonb;
 UPDATE customers SET state = jsonb_build_object(
     'registration', jsonb_build_object(
-        'customer_id', id::text, 'email', lower(email), 'customer_type', customer_type,
+        'customer_id', id::text, 'email', email_normalized, 'customer_type', customer_type,
         'telegram_handle', telegram_handle),
     'status', status, 'kyc_status', kyc_status, 'kyc_level', kyc_level, 'stage', onboarding_stage,
     'keycloak_user_id', keycloak_user_id, 'applicant_id', sumsub_applicant_id,
