@@ -25,11 +25,13 @@ from api.codec import codec_app
 from api.documents import DocumentPolicy, DocumentService, object_store
 from api.edge import BodyDeadline
 from api.events_feed import events_feed
+from api.kyc_documents import kyc_document_download
 from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
 from api.state import AppState
 from api.webhooks import sumsub_webhook
+from integrations.sumsub.images import SumsubImages
 from kit import metrics
 from kit.logging import RequestIdMiddleware
 from kit.settings import Settings
@@ -120,6 +122,11 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         http = httpx.AsyncClient()
         temporal = await connect(settings, lazy=True)
         relay = WebhookRelay(pool=pool, temporal=temporal, event_time_tolerance=settings.sumsub_event_time_tolerance)
+        sumsub_images = SumsubImages(
+            base_url=settings.sumsub_base_url,
+            app_token=settings.sumsub_app_token,
+            secret_key=settings.sumsub_secret_key,
+        )
         documents = DocumentService(pool=pool, store=object_store(settings), policy=document_policy)
         app.state.services = AppState(
             settings=settings,
@@ -129,6 +136,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
             relay=relay,
             documents=documents,
+            sumsub_images=sumsub_images,
         )
         sweepers = [asyncio.create_task(relay.run()), asyncio.create_task(documents.run_sweeps())]
         try:
@@ -140,6 +148,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
                     await sweeper
             await app.state.services.customers.aclose()
             await http.aclose()
+            await sumsub_images.aclose()
             await pool.close()
 
     limits = GraphQLLimits(
@@ -165,6 +174,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             ),
             Route("/webhooks/sumsub", sumsub_webhook, methods=["POST"]),
             Route("/events", events_feed, methods=["GET"]),
+            Route("/kyc-documents/{customer_id}/{image_id}", kyc_document_download, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Mount("/codec", app=codec_app(settings)),  # the Temporal UI decrypts payloads here

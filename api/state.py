@@ -11,6 +11,7 @@ from api.auth import TokenVerifier
 from api.documents import DocumentService
 from api.relay import WebhookRelay
 from api.service import CustomerService
+from integrations.sumsub.images import SumsubImages
 from kit.settings import Settings
 
 
@@ -23,3 +24,4 @@ class AppState:
     customers: CustomerService
     relay: WebhookRelay
     documents: DocumentService
+    sumsub_images: SumsubImages

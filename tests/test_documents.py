@@ -25,7 +25,7 @@ from dev.stack import DevStack
 from kit.settings import Settings
 from tests.support.api import extra_api
 from tests.support.emulators import client_token, password_token
-from tests.support.graphql import finish_onboarding, graphql, register
+from tests.support.graphql import finish_onboarding, graphql, press, register, wait_for_stage
 
 PDF = b"%PDF-1.7\n" + os.urandom(1024 * 1024) + b"\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2048)
@@ -252,3 +252,57 @@ def test_content_type_comes_from_the_bytes_and_filenames_are_sanitised() -> None
     assert sanitise_filename(".bashrc") == "bashrc"
     assert sanitise_filename("") == "document"
     assert sanitise_filename('a"; rm -rf;.pdf') == "a_rm_-rf_.pdf"
+
+
+KYC_DOCUMENTS = """query Kyc($id: ID!) { customer(id: $id) {
+  kycDocuments { id idDocType country addedDate reviewAnswer fileName contentType downloadPath } } }"""
+
+
+async def test_ops_list_and_download_the_applicants_kyc_images_from_sumsub(
+    stack: DevStack, ops: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    """An image uploaded on the emulator's WebSDK page is listed from Sumsub's metadata endpoint and
+    proxied by the API to ops only; the emulator keeps it across a restart."""
+    customer = await registered(ops, database, f"kyc-images-{uuid.uuid4().hex[:8]}@documents.example")
+    waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    page = waiting["kyc"]["verificationUrl"]
+    async with httpx.AsyncClient() as browser:
+        assert 'enctype="multipart/form-data"' in (await browser.get(page)).text
+        sent = await browser.post(
+            f"{page}/images",
+            data={"idDocType": "PASSPORT", "country": "DEU"},
+            files={"file": ("passport.png", PNG, "image/png")},
+        )
+        assert sent.status_code == 303, sent.text
+    await press(page, "submit")
+    await wait_for_stage(ops, customer["id"], "KYC_IN_REVIEW")
+    await press(page, "approve")
+    await wait_for_stage(ops, customer["id"], "ONBOARDED")
+
+    [image] = (await graphql(ops, KYC_DOCUMENTS, {"id": customer["id"]}))["data"]["customer"]["kycDocuments"]
+    assert (image["idDocType"], image["country"], image["reviewAnswer"]) == ("PASSPORT", "DEU", "GREEN")
+    assert image["fileName"] == "passport.png" and image["contentType"] == "image/png" and image["addedDate"]
+    downloaded = await ops.get(image["downloadPath"])
+    assert downloaded.status_code == 200 and downloaded.content == PNG
+    assert downloaded.headers["content-type"] == "image/png" and downloaded.headers["cache-control"] == "no-store"
+    portal_token = await client_token(stack, "portal", "portal-dev-secret")
+    async with httpx.AsyncClient(base_url=stack.api_url) as other:
+        assert (await other.get(image["downloadPath"])).status_code == 401
+        portal_headers = {"Authorization": f"Bearer {portal_token}"}
+        assert (await other.get(image["downloadPath"], headers=portal_headers)).status_code == 403
+        other.headers.update(portal_headers)
+        assert codes(await graphql(other, KYC_DOCUMENTS, {"id": customer["id"]})) == ["FORBIDDEN"]
+    assert (await ops.get(f"/kyc-documents/{customer['id']}/nope")).status_code == 404
+    events = (await graphql(ops, EVENTS, {"id": customer["id"]}))["data"]["customer"]["events"]
+    assert [e["actor"] for e in events if e["type"] == "kyc_document.downloaded"] == ["ops"]
+
+    stack.restart("sumsub-emulator")
+    deadline = time.monotonic() + 30
+    while True:
+        body = await graphql(ops, KYC_DOCUMENTS, {"id": customer["id"]})
+        if "errors" not in body:
+            break
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.2)
+    assert [i["id"] for i in body["data"]["customer"]["kycDocuments"]] == [image["id"]]
+    assert (await ops.get(image["downloadPath"])).content == PNG

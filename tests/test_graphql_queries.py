@@ -33,6 +33,7 @@ from api.service import CustomerService, encode_cursor
 from api.state import AppState
 from dev.stack import DevStack
 from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
+from integrations.sumsub.images import SumsubImages
 from kit.settings import Settings
 from kit.temporal import connect
 from tests.support.graphql import graphql, press, register, wait_for_stage
@@ -167,6 +168,11 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
     temporal = await connect(settings)
     async with httpx.AsyncClient() as http:
         customers = CustomerService(pool=pool, temporal=temporal, settings=settings)
+        sumsub_images = SumsubImages(
+            base_url=settings.sumsub_base_url,
+            app_token=settings.sumsub_app_token,
+            secret_key=settings.sumsub_secret_key,
+        )
         yield AppState(
             settings=settings,
             pool=pool,
@@ -177,8 +183,10 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
             documents=DocumentService(
                 pool=pool, store=object_store(settings), policy=DocumentPolicy.from_settings(settings)
             ),
+            sumsub_images=sumsub_images,
         )
         await customers.aclose()
+        await sumsub_images.aclose()
     await pool.close()
 
 

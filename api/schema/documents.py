@@ -10,15 +10,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import strawberry
 from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
-from api.errors import BadUserInput, Forbidden, NotFound
+from api.errors import BadUserInput, Forbidden, NotFound, Unavailable
 from api.schema.permissions import NOT_YOURS, Context, OpsOnly, PortalOpsOrCustomer, actor, is_staff, own_customer
 from api.service import parse_customer_id
 from db.documents import Document, DocumentStatus
+from integrations.sumsub.client import SumsubError
 
 strawberry.enum(DocumentStatus, name="CustomerDocumentStatus")
 
@@ -58,6 +60,44 @@ class CustomerDocument:
 class CustomerDocumentDownloadLink:
     url: str
     expires_at: datetime
+
+
+@strawberry.type(description="An image of an identity document the applicant gave Sumsub (as Sumsub lists it).")
+class KycDocument:
+    id: strawberry.ID
+    id_doc_type: str | None = strawberry.field(description="Sumsub's idDocType, e.g. PASSPORT, ID_CARD, SELFIE.")
+    country: str | None = strawberry.field(description="The document's country (alpha-3).")
+    added_date: str | None = strawberry.field(description="When it was added, Sumsub's UTC 'YYYY-MM-DD HH:MM:SS'.")
+    review_answer: str | None = strawberry.field(description="GREEN or RED once reviewed.")
+    file_name: str | None
+    content_type: str | None
+    download_path: str = strawberry.field(
+        description="GET it from the API with an ops token: the API fetches the bytes from Sumsub."
+    )
+
+
+async def list_kyc_documents(info: Info[Context, Any], customer_id: str, applicant_id: str | None) -> list[KycDocument]:
+    if applicant_id is None:
+        return []
+    try:
+        images = await info.context.services.sumsub_images.list_images(applicant_id)
+    except SumsubError as exc:
+        if exc.status_code == 404:
+            return []
+        raise Unavailable("Sumsub did not answer; retry") from exc
+    return [
+        KycDocument(
+            id=strawberry.ID(image.id),
+            id_doc_type=image.id_doc_type,
+            country=image.country,
+            added_date=image.added_date,
+            review_answer=image.review_answer,
+            file_name=image.file_name,
+            content_type=image.file_type,
+            download_path=f"/kyc-documents/{customer_id}/{quote(image.id, safe='')}",
+        )
+        for image in images
+    ]
 
 
 @strawberry.input

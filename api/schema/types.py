@@ -9,7 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api.schema.documents import CustomerDocument, list_documents
+from api.schema.documents import CustomerDocument, KycDocument, list_documents, list_kyc_documents
 from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer
 from api.schema.profile import CustomerProfile, ProvidedProfile, VerifiedProfile
 from db.inbox import InboxEntry
@@ -112,6 +112,13 @@ class Customer:
     )
     async def documents(self, info: Info[Context, Any], include_archived: bool = False) -> list[CustomerDocument]:
         return await list_documents(info, str(self.id), include_archived)
+
+    @strawberry.field(
+        description="The applicant's document images at Sumsub (ops only); download each at its downloadPath.",
+        permission_classes=[OpsOnly],
+    )
+    async def kyc_documents(self, info: Info[Context, Any]) -> list[KycDocument]:
+        return await list_kyc_documents(info, str(self.id), self.kyc.applicant_id)
 
     @classmethod
     def from_state(cls, state: CustomerState) -> Customer:

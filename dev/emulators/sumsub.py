@@ -41,6 +41,7 @@ from starlette.types import ASGIApp
 
 from dev.emulators.latency import InjectedLatency
 from dev.emulators.state import Store
+from dev.emulators.sumsub_images import SumsubImages, upload_form
 from integrations.sumsub.client import sign_request
 from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, WEBHOOK_DIGEST_ALGORITHMS, webhook_digest
 from kit.logging import configure_logging
@@ -762,7 +763,7 @@ def _render_page(token: str, applicant: _Applicant) -> str:
     )
     body = (
         "<h1>Identity verification (Sumsub emulator)</h1>"
-        f"<dl>{details}</dl>{_data_form(token, applicant)}<div>{forms}</div>"
+        f"<dl>{details}</dl>{_data_form(token, applicant)}{upload_form(token)}<div>{forms}</div>"
         '<p class="note">The form is what Sumsub recognised in the documents (its <code>info</code>): fill it '
         'before "Submit documents"; after a review, "Edit data" changes it and sends '
         'applicantPersonalInfoChanged. "Submit documents" acts for the customer; the other buttons act for '
@@ -911,6 +912,12 @@ def create_app(
         app_token=app_token, secret_key=secret_key, public_url=public_url, webhooks=webhooks, store=store
     )
     signed = emulator.signed
+    images = SumsubImages(
+        store=store,
+        applicant=emulator._applicants.get,
+        link_applicant=emulator._link_applicant,
+        review_answer=lambda applicant: (applicant.review_result or {}).get("reviewAnswer"),
+    )
     routes = [
         Route("/resources/applicants", signed(emulator.create_applicant), methods=["POST"]),
         Route("/resources/applicants", signed(emulator.change_profile), methods=["PATCH"]),
@@ -934,7 +941,14 @@ def create_app(
         Route("/_emulator/deliveries", emulator.deliveries, methods=["GET"]),
         Route("/websdk/{token}", emulator.websdk_page, methods=["GET"]),
         Route("/websdk/{token}/data", emulator.websdk_data, methods=["POST"]),
+        Route("/websdk/{token}/images", images.websdk_upload, methods=["POST"]),
         Route("/websdk/{token}/{action}", emulator.websdk_action, methods=["POST"]),
+        Route(
+            "/resources/applicants/{applicant_id}/metadata/resources", signed(images.list_resources), methods=["GET"]
+        ),
+        Route(
+            "/resources/applicants/{applicant_id}/resources/{image_id}", signed(images.get_resource), methods=["GET"]
+        ),
     ]
 
     @asynccontextmanager
