@@ -50,6 +50,11 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     customer_id: str | None = None  # the token's `customer_id` claim, as sent
 
+    @property
+    def actor(self) -> str:
+        """Who the audit trail names for a change: the calling client, else the token's subject."""
+        return self.client_id or self.subject
+
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
 
@@ -153,8 +158,9 @@ def _header(token: str) -> dict[str, Any]:
     return dict(obj.protected)
 
 
-async def refuse_unless_role(request: Request, verifier: TokenVerifier, role: str, *, what: str) -> Response | None:
-    """For the plain HTTP endpoints: 401 without a valid bearer token, 403 without `role`, else None."""
+async def authorize(request: Request, verifier: TokenVerifier, role: str, *, what: str) -> Principal | Response:
+    """For the plain HTTP endpoints: the caller, or the answer refusing it (401 without a valid bearer
+    token, 503 while the issuer's keys cannot be fetched, 403 without `role`)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return error_response(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
@@ -166,4 +172,4 @@ async def refuse_unless_role(request: Request, verifier: TokenVerifier, role: st
         return error_response(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if not principal.has_role(role):
         return error_response(403, f"{what} needs the {role} role")
-    return None
+    return principal

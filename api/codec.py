@@ -21,7 +21,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.auth import refuse_unless_role
+from api.auth import authorize
 from api.bodies import read_limited
 from api.errors import error_response
 from api.state import AppState
@@ -95,7 +95,8 @@ class _CodecEndpoints:
         if not self._auth_required:
             return None
         services: AppState = request.app.state.services
-        return await refuse_unless_role(request, services.verifier, CODEC_ROLE, what="the codec")
+        caller = await authorize(request, services.verifier, CODEC_ROLE, what="the codec")
+        return caller if isinstance(caller, Response) else None
 
 
 async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:

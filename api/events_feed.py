@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import db.events
-from api.auth import refuse_unless_role
+from api.auth import authorize
 from api.errors import error_response
 from api.state import AppState
 from db.pool import DATABASE_OUTAGES
@@ -65,9 +65,9 @@ def cloud_event(event: db.events.LifecycleEvent, source: str) -> dict[str, Any]:
 
 async def events_feed(request: Request) -> Response:
     services: AppState = request.app.state.services
-    refused = await refuse_unless_role(request, services.verifier, EVENTS_ROLE, what="the event feed")
-    if refused is not None:
-        return refused
+    caller = await authorize(request, services.verifier, EVENTS_ROLE, what="the event feed")
+    if isinstance(caller, Response):
+        return caller
     params = request.query_params
     try:
         after = decode_cursor(params["after"]) if params.get("after") else None

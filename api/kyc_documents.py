@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import db.customers
-from api.auth import AuthenticationError
+from api.auth import authorize
 from api.errors import error_response
 from api.state import AppState
 from integrations.sumsub.client import SumsubError
@@ -26,15 +26,9 @@ log = structlog.get_logger("kyc_documents")
 
 async def kyc_document_download(request: Request) -> Response:
     services: AppState = request.app.state.services
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return error_response(401, "missing bearer token")
-    try:
-        principal = await services.verifier.verify(token.strip())
-    except AuthenticationError as exc:
-        return error_response(401, str(exc))
-    if not principal.has_role("ops"):
-        return error_response(403, "ops only")
+    principal = await authorize(request, services.verifier, "ops", what="downloading a KYC document")
+    if isinstance(principal, Response):
+        return principal
     try:
         customer_id = str(uuid.UUID(request.path_params["customer_id"]))
     except ValueError:
@@ -50,7 +44,7 @@ async def kyc_document_download(request: Request) -> Response:
             return error_response(404, "no such image")
         log.warning("Sumsub image download failed", customer_id=customer_id, error=str(exc))
         return error_response(503, "Sumsub did not answer; retry")
-    actor = principal.client_id or principal.subject
+    actor = principal.actor
     async with services.pool.acquire() as conn:
         await db.customers.append_event(
             conn,

@@ -411,8 +411,8 @@ async def test_no_keys_at_all_is_an_unavailable_issuer_not_a_bad_token(issuer: I
         await verifier.verify(issuer.token())
 
     async def guarded(request: Request) -> Response:
-        refused = await auth.refuse_unless_role(request, verifier, "events", what="the feed")
-        return refused or Response("ok")
+        caller = await auth.authorize(request, verifier, "events", what="the feed")
+        return caller if isinstance(caller, Response) else Response("ok")
 
     app = Starlette(routes=[Route("/guarded", guarded)])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as http:

@@ -100,5 +100,4 @@ async def find_own_customer(info: Info[Context, Any]) -> CustomerState | None:
 
 def actor(info: Info[Context, Any]) -> str:
     """Who the audit trail names for a change: the calling client, else the token's subject."""
-    principal = info.context.principal
-    return principal.client_id or principal.subject
+    return info.context.principal.actor
