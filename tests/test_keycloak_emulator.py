@@ -27,10 +27,10 @@ from keycloak.exceptions import (
     KeycloakPutError,
 )
 
-from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
+from dev.emulators.keycloak import DEFAULT_REALM_FILE
 from kit.settings import Settings
-from tests.helpers import free_port, running_app
-from tests.support.emulators import keycloak_admin_client
+from tests.helpers import free_port
+from tests.support.emulators import keycloak_admin_client, running_keycloak_emulator
 
 
 def _setting_default(name: str) -> str:
@@ -49,9 +49,7 @@ EXPORT = json.loads(DEFAULT_REALM_FILE.read_text(encoding="utf-8"))
 @pytest.fixture
 async def keycloak(starts_servers: None) -> AsyncIterator[str]:
     """A fresh emulator on a free port; yields its base URL (also its public URL)."""
-    port = free_port()
-    app = create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}")
-    async with running_app(app, port) as base_url:
+    async with running_keycloak_emulator() as base_url:
         yield base_url
 
 

@@ -38,6 +38,7 @@ from tests.support.emulators import (
     password_login,
     pkce_pair,
     redirect_params,
+    running_keycloak_emulator,
     start_browser_login,
     token_endpoint,
 )
@@ -53,9 +54,7 @@ DEV_CLIENTS = json.loads(DEV_CLIENTS_FILE.read_text(encoding="utf-8"))
 
 @pytest.fixture
 async def keycloak(starts_servers: None) -> AsyncIterator[str]:
-    port = free_port()
-    app = create_app(realm_export=DEFAULT_REALM_FILE, public_url=f"http://127.0.0.1:{port}")
-    async with running_app(app, port) as base_url:
+    async with running_keycloak_emulator() as base_url:
         yield base_url
 
 

@@ -16,11 +16,10 @@ from keycloak import KeycloakAdmin
 from temporalio.exceptions import ApplicationError
 
 from activities.keycloak import CUSTOMER_ROLE, KeycloakActivities, ProvisionUserInput
-from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
+from dev.emulators.keycloak import DEFAULT_REALM_FILE
 from domain.errors import ErrorType
 from kit.settings import Settings
-from tests.helpers import free_port, running_app
-from tests.support.emulators import keycloak_admin_client
+from tests.support.emulators import keycloak_admin_client, running_keycloak_emulator
 
 SETTINGS = Settings()
 
@@ -29,9 +28,8 @@ SETTINGS = Settings()
 async def admin_of_a_realm_without_the_customer_role(starts_servers: None) -> AsyncIterator[KeycloakAdmin]:
     export = copy.deepcopy(json.loads(DEFAULT_REALM_FILE.read_text(encoding="utf-8")))
     export["roles"]["realm"] = [role for role in export["roles"]["realm"] if role["name"] != CUSTOMER_ROLE]
-    port = free_port()
     async with (
-        running_app(create_app(realm_export=export, public_url=f"http://127.0.0.1:{port}"), port) as url,
+        running_keycloak_emulator(export) as url,
         keycloak_admin_client(url, SETTINGS.keycloak_client_id, SETTINGS.keycloak_client_secret) as admin,
     ):
         yield admin

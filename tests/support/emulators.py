@@ -10,16 +10,19 @@ import html
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 
+from dev.emulators.keycloak import DEFAULT_REALM_FILE, create_app
 from dev.stack import DevStack
+from tests.helpers import free_port, running_app
 
 REALM = "customers"
 DEV_LOGIN_CLIENT = "customer-dev-cli"  # public, password grant; dev/emulators/realm-customers.dev-clients.json
@@ -193,3 +196,13 @@ async def keycloak_users(stack: DevStack, customer_id: str) -> list[dict[str, An
         )
     response.raise_for_status()
     return list(response.json())
+
+
+@asynccontextmanager
+async def running_keycloak_emulator(realm_export: Mapping[str, Any] | Path = DEFAULT_REALM_FILE) -> AsyncIterator[str]:
+    """A fresh Keycloak emulator in this process on a free port, seeded from `realm_export`; yields its base
+    URL (also its public URL, so the tokens it issues name it)."""
+    port = free_port()
+    app = create_app(realm_export=realm_export, public_url=f"http://127.0.0.1:{port}")
+    async with running_app(app, port) as base_url:
+        yield base_url
