@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 
-.PHONY: dev test test-fast install clean bench-api
+.PHONY: dev test test-fast install clean bench-api bench-events
 
 install: $(INSTALLED)
 
@@ -41,3 +41,7 @@ bench-api: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) .data test-artifacts
+
+# Lag from a lifecycle change to its webhook delivery with N customers onboarding at once; BENCH_ARGS="-n 50".
+bench-events: $(INSTALLED)
+	$(VENV)/bin/python -m scripts.bench_events $(BENCH_ARGS)

@@ -74,14 +74,14 @@ class DatabaseActivities:
                 run_id=info.workflow_run_id,
                 idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
             )
-            published = domain.events.published_type(change.event_type)
+            published = domain.events.published_type(change.event_type, change.details)
             if inserted and published is not None:  # the outbox, in the same transaction (a retry adds nothing)
                 await db.events.append(
                     conn,
                     customer_id=change.state.customer_id,
                     type=published,
                     time=change.state.updated_at,
-                    data=domain.events.event_data(change.state),
+                    data=domain.events.event_data(change.state, change.event_type, change.details),
                     idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
                 )
         # Committed: count and log the event once, not again when a retry finds it written.

@@ -30,6 +30,7 @@ from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
 from api.state import AppState
+from api.subscriptions import SubscriptionService
 from api.webhooks import sumsub_webhook
 from integrations.sumsub.images import SumsubImages
 from kit import metrics
@@ -136,6 +137,9 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
             relay=relay,
             documents=documents,
+            subscriptions=SubscriptionService(
+                pool, policy=settings.event_webhook_policy, secret_grace=settings.event_webhook_secret_grace
+            ),
             sumsub_images=sumsub_images,
         )
         sweepers = [asyncio.create_task(relay.run()), asyncio.create_task(documents.run_sweeps())]

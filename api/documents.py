@@ -38,6 +38,8 @@ from obstore.store import S3Store
 
 import db.customers
 import db.documents
+import db.events
+import domain.events
 from api.errors import BadUserInput, Conflict, NotFound, Unavailable
 from db.documents import Document, DocumentStatus
 from domain.customer import OnboardingStage
@@ -280,26 +282,41 @@ class DocumentService:
     async def _audit(
         self, conn: Any, document: Document, action: str, *, actor: str, details: dict[str, Any] | None = None
     ) -> None:
+        """The audit row and, for a change the rest of the bank is told of, its published event (the outbox)."""
         suffix = f":{uuid.uuid4()}" if action == "link_created" else ""  # every link is its own event
-        await db.customers.append_event(
+        event_type, key, now = f"document.{action}", f"document:{document.id}:{action}{suffix}", datetime.now(UTC)
+        details = {
+            "document_id": document.id,
+            "filename": document.filename,
+            "content_type": document.content_type,
+            "size": document.size,
+            "sha256": document.sha256,
+            "kind": document.kind,
+            **(details or {}),
+        }
+        published = domain.events.published_type(event_type, details)
+        # The customer's row lock first: it keeps the customer's event sequence gap-free (db.events.append).
+        customer = await db.customers.lock_customer(conn, document.customer_id) if published else None
+        inserted = await db.customers.append_event(
             conn,
             customer_id=document.customer_id,
-            event_type=f"document.{action}",
+            event_type=event_type,
             actor=actor,
-            details={
-                "document_id": document.id,
-                "filename": document.filename,
-                "content_type": document.content_type,
-                "size": document.size,
-                "sha256": document.sha256,
-                "kind": document.kind,
-                **(details or {}),
-            },
-            occurred_at=datetime.now(UTC),
+            details=details,
+            occurred_at=now,
             workflow_id=None,
             run_id=None,
-            idempotency_key=f"document:{document.id}:{action}{suffix}",
+            idempotency_key=key,
         )
+        if inserted and published and customer is not None:
+            await db.events.append(
+                conn,
+                customer_id=document.customer_id,
+                type=published,
+                time=now,
+                data=domain.events.event_data(customer, event_type, details),
+                idempotency_key=key,
+            )
 
     async def _discard_object(self, document: Document) -> None:
         with contextlib.suppress(Exception):  # best effort: the sweep never sees a FAILED row's object again

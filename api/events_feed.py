@@ -16,8 +16,6 @@ import binascii
 import json
 from typing import Any
 
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,11 +24,10 @@ from api.auth import authorize
 from api.errors import error_response
 from api.state import AppState
 from db.pool import DATABASE_OUTAGES
-from domain.events import PUBLISHED_TYPES
+from domain.events import PUBLISHED_TYPES, cloud_event_json
 
 EVENTS_ROLE = "events"
 MAX_LIMIT = 500
-_FORMAT = JSONFormat()
 
 
 def encode_cursor(cursor: tuple[int, int]) -> str:
@@ -46,20 +43,17 @@ def decode_cursor(value: str) -> tuple[int, int]:
 
 
 def cloud_event(event: db.events.LifecycleEvent, source: str) -> dict[str, Any]:
-    """The event in CloudEvents 1.0 structured JSON, with our `sequence` extension (per customer, gap-free)."""
-    envelope = CloudEvent(
-        attributes={
-            "id": event.id,
-            "source": source,
-            "type": event.type,
-            "subject": event.customer_id,
-            "time": event.time,
-            "datacontenttype": "application/json",
-            "sequence": event.sequence,
-        },
-        data=event.data,
+    parsed: dict[str, Any] = json.loads(
+        cloud_event_json(
+            id=event.id,
+            source=source,
+            type=event.type,
+            customer_id=event.customer_id,
+            time=event.time,
+            sequence=event.sequence,
+            data=event.data,
+        )
     )
-    parsed: dict[str, Any] = json.loads(_FORMAT.write(envelope))
     return parsed
 
 

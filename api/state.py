@@ -11,6 +11,7 @@ from api.auth import TokenVerifier
 from api.documents import DocumentService
 from api.relay import WebhookRelay
 from api.service import CustomerService
+from api.subscriptions import SubscriptionService
 from integrations.sumsub.images import SumsubImages
 from kit.settings import Settings
 
@@ -24,4 +25,5 @@ class AppState:
     customers: CustomerService
     relay: WebhookRelay
     documents: DocumentService
+    subscriptions: SubscriptionService
     sumsub_images: SumsubImages

@@ -170,6 +170,13 @@ async def get_customer(pool: asyncpg.Pool, customer_id: str) -> CustomerState | 
     return None if row is None else _customer_state(row)
 
 
+async def lock_customer(conn: Conn, customer_id: str) -> CustomerState | None:
+    """The customer, its projection row locked until the caller's transaction ends (appending a published
+    event outside the workflow needs the lock that keeps the customer's event sequence gap-free)."""
+    row = await conn.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.id = $1 FOR UPDATE OF c", customer_id)
+    return None if row is None else _customer_state(row)
+
+
 async def find_customer_id(
     pool: asyncpg.Pool,
     *,

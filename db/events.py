@@ -31,21 +31,37 @@ def event_id(idempotency_key: str) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, idempotency_key))
 
 
+DELIVERIES_CHANNEL = "event_deliveries"  # NOTIFY payload: a subscription id with new deliveries
+
+
 async def append(
     conn: Conn, *, customer_id: str, type: str, time: datetime, data: dict[str, Any], idempotency_key: str
 ) -> None:
-    """Adds the event in the caller's transaction, which must hold the customer's projection row lock."""
+    """Adds the event in the caller's transaction, which must hold the customer's projection row lock, with a
+    delivery for every enabled subscription that wants its type; the subscriptions' delivery workflows are
+    told on commit (NOTIFY is transactional; a lost notice is caught up by the delivery workflow's own timer)."""
     await conn.execute(
         """
-        INSERT INTO lifecycle_events (id, customer_id, sequence, type, time, data)
-        VALUES ($1, $2, (SELECT coalesce(max(sequence), 0) + 1 FROM lifecycle_events WHERE customer_id = $2), $3, $4, $5)
-        ON CONFLICT (id) DO NOTHING
+        WITH event AS (
+            INSERT INTO lifecycle_events (id, customer_id, sequence, type, time, data)
+            VALUES ($1, $2, (SELECT coalesce(max(sequence), 0) + 1 FROM lifecycle_events WHERE customer_id = $2),
+                    $3, $4, $5)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id, type
+        ), deliveries AS (
+            INSERT INTO event_deliveries (subscription_id, event_id)
+            SELECT s.id, event.id FROM event JOIN event_subscriptions s
+                ON s.enabled AND (cardinality(s.event_types) = 0 OR event.type = ANY(s.event_types))
+            RETURNING subscription_id
+        )
+        SELECT pg_notify($6, subscription_id::text) FROM deliveries
         """,
         event_id(idempotency_key),
         customer_id,
         type,
         time,
         data,
+        DELIVERIES_CHANNEL,
     )
 
 

@@ -228,6 +228,9 @@ class DevStack:
         env.setdefault("API_HOST", "127.0.0.1")
         env["API_PORT"] = str(self.ports.api)
         env.setdefault("DEV_SECRETS_ALLOWED", "true")  # the emulators are configured with the same dev values
+        # Event webhooks to receivers on this machine (an example receiver, the tests' own).
+        env.setdefault("EVENT_WEBHOOK_ALLOW_HTTP", "true")
+        env.setdefault("EVENT_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
         env.setdefault("WORKER_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_metrics}")
         env.setdefault("WORKER_BUSINESS_METRICS_ADDRESS", f"127.0.0.1:{self.ports.worker_business_metrics}")
         env.setdefault("API_METRICS_ADDRESS", f"127.0.0.1:{self.ports.api_metrics}")

@@ -132,6 +132,18 @@ REGISTRATION_TO_ACTIVE = Histogram(
     buckets=REGISTRATION_TO_ACTIVE_BUCKETS,
     registry=WORKER_REGISTRY,
 )
+EVENT_DELIVERY_ATTEMPTS = Counter(
+    "event_delivery_attempts",
+    "Webhook delivery attempts, by what followed: delivered, retrying or dead (dead-lettered).",
+    ["outcome"],
+    registry=WORKER_REGISTRY,
+)
+EVENT_DELIVERY_LAG = Histogram(
+    "event_delivery_lag_seconds",
+    "From a published event's time to the end of the attempt that delivered it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0, 86400.0),
+    registry=WORKER_REGISTRY,
+)
 _COUNTER_BY_EVENT = {
     "kyc.approved": KYC_APPROVALS,
     "kyc.declined": KYC_DECLINES,

@@ -9,9 +9,10 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.deliveries import DEFAULT_RETRY_SCHEDULE, UrlPolicy
 from kit.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
 
 
@@ -139,6 +140,35 @@ class Settings(BaseSettings):
         default=timedelta(hours=1), description="How long a side effect is retried before the step fails."
     )
 
+    # Event webhooks (push delivery of the published lifecycle events)
+    temporal_events_task_queue: str = Field(
+        default="customer-lifecycle-events",
+        description="Task queue of the event delivery workflows (apart, so no endpoint slows onboarding).",
+    )
+    event_delivery_timeout: float = Field(
+        default=5.0, description="Seconds an endpoint has to answer one delivery (connect to last byte)."
+    )
+    event_delivery_retry_schedule: list[timedelta] = Field(
+        default=list(DEFAULT_RETRY_SCHEDULE),
+        description="Wait after each failed attempt (JSON list); when spent, the delivery is dead-lettered.",
+    )
+    event_delivery_disable_after: timedelta = Field(
+        default=timedelta(days=5),
+        description="A subscription whose endpoint has failed continuously this long is disabled.",
+    )
+    event_webhook_secret_grace: timedelta = Field(
+        default=timedelta(hours=24),
+        description="After a secret rotation, deliveries are signed with the old secret too for this long.",
+    )
+    event_webhook_allow_http: bool = Field(
+        default=False, description="Allow plain http endpoint URLs (never in production; `make dev` sets it)."
+    )
+    event_webhook_allowed_networks: str = Field(
+        default="",
+        description="Networks (comma-separated CIDRs) endpoints may be in although private, loopback or "
+        "link-local; `make dev` allows 127.0.0.0/8 and ::1.",
+    )
+
     # Payload encryption
     payload_encryption_keys: str = Field(
         default=DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS,
@@ -200,6 +230,25 @@ class Settings(BaseSettings):
                 f"refusing to start with the public dev values of {', '.join(still_dev)}: set real secrets "
                 "(or DEV_SECRETS_ALLOWED=true for local development; `make dev` does)"
             )
+
+    @field_validator("event_webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        UrlPolicy.parse(allow_http=False, allowed_networks=value)  # a bad CIDR stops the start, named
+        return value
+
+    @field_validator("event_delivery_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[timedelta]) -> list[timedelta]:
+        if any(wait <= timedelta(0) for wait in value):
+            raise ValueError("every wait must be positive")
+        return value
+
+    @property
+    def event_webhook_policy(self) -> UrlPolicy:
+        return UrlPolicy.parse(
+            allow_http=self.event_webhook_allow_http, allowed_networks=self.event_webhook_allowed_networks
+        )
 
     @property
     def keycloak_issuer(self) -> str:

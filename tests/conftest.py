@@ -39,7 +39,8 @@ def starts_servers() -> None:
 
 @pytest_asyncio.fixture(scope="session")
 async def stack() -> AsyncIterator[DevStack]:
-    async with running_stack() as dev:
+    # Retries in seconds, not minutes (1+1+2+2+3+3+5 s, then dead-lettered), so delivery tests can see them.
+    async with running_stack({"EVENT_DELIVERY_RETRY_SCHEDULE": "[1, 1, 2, 2, 3, 3, 5]"}) as dev:
         yield dev
 
 

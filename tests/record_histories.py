@@ -17,6 +17,7 @@ from pathlib import Path
 from temporalio.worker import Worker
 
 from tests import test_customer_workflow as paths
+from tests.test_delivery_workflow import rounds_then_gone
 from workflows.customer import CustomerWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -39,10 +40,21 @@ PATHS = {
     ),
 }
 
+# EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.
+DELIVERY_PATHS = {
+    "event_delivery_rounds": rounds_then_gone,
+}
+
 
 async def main(names: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     async with await paths._local_env() as env:
+        for name, delivery_scenario in DELIVERY_PATHS.items():
+            if (names and name not in names) or (HISTORIES / f"{name}.json").exists():
+                continue
+            history = await (await delivery_scenario(env, f"record-{name}")).fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
         for name, scenario in PATHS.items():
             if names and name not in names:
                 continue

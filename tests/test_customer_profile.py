@@ -5,6 +5,7 @@ signed API); and the pure parts (Sumsub's `info` read into the profile, the chan
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import date
@@ -107,7 +108,7 @@ async def _approve_after_filling_in(portal: httpx.AsyncClient, customer_id: str,
 
 
 async def test_an_individual_fills_in_the_page_and_the_verified_profile_follows_an_edit_after_activation(
-    stack: DevStack, portal: httpx.AsyncClient, ops: httpx.AsyncClient, sumsub: SumsubClient
+    stack: DevStack, portal: httpx.AsyncClient, ops: httpx.AsyncClient, sumsub: SumsubClient, database: asyncpg.Pool
 ) -> None:
     email = f"ada-{uuid.uuid4().hex[:8]}@profile.example"
     registered = await _register(portal, email=email, customerType="INDIVIDUAL", firstName=" Ada ", lastName="Byron")
@@ -169,6 +170,17 @@ async def test_an_individual_fills_in_the_page_and_the_verified_profile_follows_
     row = await refreshed()
     assert row["actor"] == "sumsub"
     assert row["details"]["changed_fields"] == ["personal_info.last_name", "personal_info.nationality"]
+
+    # Both are published as customer.profile_updated (field names, never values), the first before the activation.
+    published = await database.fetch(
+        "SELECT type, data::text FROM lifecycle_events WHERE customer_id = $1 ORDER BY sequence", customer_id
+    )
+    types = [p["type"] for p in published]
+    assert types.count("customer.profile_updated") == 2
+    assert types.index("customer.profile_updated") < types.index("customer.activated")
+    last = json.loads([p["data"] for p in published if p["type"] == "customer.profile_updated"][-1])
+    assert last["changedFields"] == ["personal_info.last_name", "personal_info.nationality"]
+    assert not any(value in p["data"] for p in published for value in ("King", "Lovelace", "1815", "Ada"))
 
 
 async def test_a_company_with_two_beneficiaries_and_a_change_through_sumsubs_api(

@@ -20,11 +20,14 @@ import obstore
 import pytest
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 
+import db.events
 from api.documents import object_store, sanitise_filename, sniff_content_type
+from api.events_feed import cloud_event
 from dev.stack import DevStack
-from kit.settings import Settings
+from tests.helpers import settings_of
 from tests.support.api import extra_api
 from tests.support.emulators import client_token, password_token
+from tests.support.event_schemas import validator
 from tests.support.graphql import finish_onboarding, graphql, press, register, wait_for_stage
 
 PDF = b"%PDF-1.7\n" + os.urandom(1024 * 1024) + b"\n%%EOF\n"
@@ -45,10 +48,6 @@ ARCHIVE = "mutation Archive($id: ID!) { customerDocumentArchive(input: {document
 DELETE = "mutation Delete($id: ID!) { customerDocumentDelete(input: {documentId: $id}) { id status } }"
 EVENTS = "query Events($id: ID!) { customer(id: $id) { events { type actor details } } }"
 PASSWORD = "a documents test password"
-
-
-def settings_of(stack: DevStack) -> Settings:
-    return Settings(**{k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields})
 
 
 async def upload(
@@ -134,6 +133,43 @@ async def test_upload_list_link_archive_delete(stack: DevStack, ops: httpx.Async
     actions = [e["type"] for e in events if e["type"].startswith("document.")]
     assert actions == ["document.deleted", "document.archived", "document.link_created", "document.uploaded"]
     assert all(e["actor"] == "ops" for e in events if e["type"].startswith("document."))
+
+    # Published with the audit rows (the outbox), in the customer's sequence after its onboarding events;
+    # a link is not published, and no file name is (it may name the customer).
+    published = await database.fetch(
+        "SELECT id, type, sequence, time, data::text FROM lifecycle_events"
+        " WHERE customer_id = $1 AND type LIKE 'customer.document_%' ORDER BY sequence",
+        customer["id"],
+    )
+    assert [p["type"] for p in published] == [
+        "customer.document_added",
+        "customer.document_archived",
+        "customer.document_deleted",
+    ]
+    for event in published:
+        data = json.loads(event["data"])
+        assert data["document"] == {
+            "id": document["id"],
+            "kind": "contract",
+            "contentType": "application/pdf",
+            "size": len(PDF),
+            "sha256": document["sha256"],
+        }
+        assert "Contract" not in json.dumps(data)
+        envelope = cloud_event(
+            db.events.LifecycleEvent(
+                str(event["id"]), customer["id"], event["sequence"], event["type"], event["time"], data, (0, 0)
+            ),
+            "urn:test",
+        )
+        validator(event["type"]).validate(envelope)
+    sequences = [
+        r["sequence"]
+        for r in await database.fetch(
+            "SELECT sequence FROM lifecycle_events WHERE customer_id = $1 ORDER BY sequence", customer["id"]
+        )
+    ]
+    assert sequences == list(range(1, len(sequences) + 1))  # gap-free with the workflow's own events
 
 
 async def test_refusals_store_nothing(stack: DevStack, ops: httpx.AsyncClient, database: asyncpg.Pool) -> None:

@@ -31,11 +31,12 @@ from api.relay import WebhookRelay
 from api.schema import Context, schema
 from api.service import CustomerService, encode_cursor
 from api.state import AppState
+from api.subscriptions import SubscriptionService
 from dev.stack import DevStack
 from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
 from integrations.sumsub.images import SumsubImages
-from kit.settings import Settings
 from kit.temporal import connect
+from tests.helpers import settings_of
 from tests.support.graphql import graphql, press, register, wait_for_stage
 
 CUSTOMERS = """
@@ -162,7 +163,7 @@ def window(listed: dict[str, Known]) -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module")
 async def services(stack: DevStack) -> AsyncIterator[AppState]:
     """The services the API builds in its lifespan, built here so the schema runs with any Principal."""
-    settings = Settings(**{k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields})
+    settings = settings_of(stack)
     assert settings.database_url is not None
     pool = await db.pool.create_pool(settings.database_url, size=2)
     temporal = await connect(settings)
@@ -182,6 +183,9 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
             relay=WebhookRelay(pool=pool, temporal=temporal),
             documents=DocumentService(
                 pool=pool, store=object_store(settings), policy=DocumentPolicy.from_settings(settings)
+            ),
+            subscriptions=SubscriptionService(
+                pool, policy=settings.event_webhook_policy, secret_grace=settings.event_webhook_secret_grace
             ),
             sumsub_images=sumsub_images,
         )

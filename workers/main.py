@@ -21,17 +21,21 @@ from temporalio.worker import Interceptor, Worker
 
 import db.pool
 from activities.database import DatabaseActivities
+from activities.deliveries import DeliveryActivities
 from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
 from activities.profiles import ProfileActivities
 from activities.sumsub import SumsubActivities
+from integrations.event_webhooks import WebhookSender
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from kit import metrics
 from kit.logging import ActivityLogContext, configure_logging
 from kit.settings import Settings, get_settings
 from kit.temporal import connect, ensure_search_attributes
+from workers.waker import DeliveryWaker
 from workflows.customer import CustomerWorkflow
+from workflows.delivery import EventDeliveryWorkflow
 
 log = structlog.get_logger("worker")
 
@@ -121,19 +125,42 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 profiles.store_verified_profile,
             ],
         )
+        sender = WebhookSender(settings.event_webhook_policy, timeout=settings.event_delivery_timeout)
+        resources.push_async_callback(sender.aclose)
+        deliveries = DeliveryActivities(
+            pool,
+            sender,
+            source=settings.events_source,
+            schedule=settings.event_delivery_retry_schedule,
+            disable_after=settings.event_delivery_disable_after,
+        )
+        # Its own task queue: endpoints, however slow, take no slot from a customer's activities.
+        events_worker = Worker(
+            client,
+            task_queue=settings.temporal_events_task_queue,
+            workflows=[EventDeliveryWorkflow],
+            interceptors=interceptors(settings),
+            activities=[deliveries.deliver_due],
+        )
+        waker = DeliveryWaker(settings.database_url, client, task_queue=settings.temporal_events_task_queue)
         if settings.worker_business_metrics_address:
             server, _thread = metrics.serve_worker_metrics(settings.worker_business_metrics_address)
             resources.push_async_callback(asyncio.to_thread, server.server_close)
             resources.push_async_callback(asyncio.to_thread, server.shutdown)
-        async with worker:
+        async with worker, events_worker:
+            waking = asyncio.create_task(waker.run())
             log.info(
                 "worker started",
                 task_queue=settings.temporal_task_queue,
                 temporal=settings.temporal_address,
                 sdk_metrics=settings.worker_metrics_address or None,
                 business_metrics=settings.worker_business_metrics_address or None,
+                events_task_queue=settings.temporal_events_task_queue,
             )
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                waking.cancel()
             log.info("worker stopping")
 
 

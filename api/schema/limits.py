@@ -36,7 +36,9 @@ from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.extensions.query_depth_limiter import IgnoreContext
 
 from api.schema.profile import MAX_BENEFICIARIES
+from api.schema.subscriptions import ATTEMPTS_SHOWN
 from api.service import MAX_PAGE_SIZE
+from api.subscriptions import MAX_DELIVERIES_PAGE
 from db.customers import EVENTS_LIMIT
 
 # How long a list may be, where no `first` argument says it: the most its resolver returns.
@@ -44,10 +46,15 @@ LIST_SIZES: dict[str, int] = {
     "Customer.events": EVENTS_LIMIT,
     "CustomerConnection.edges": 1,  # sized by the connection's `first`
     "CompanyInfo.beneficiaries": MAX_BENEFICIARIES,
+    "EventDelivery.attempts": ATTEMPTS_SHOWN,
 }
 DEFAULT_LIST_SIZE = 100
 # `first` given as a variable is unknown while validating: count it as the most it may be.
-MAX_FIRST: dict[str, int] = {"Query.customers": MAX_PAGE_SIZE, "Query.undeliverableWebhooks": 500}
+MAX_FIRST: dict[str, int] = {
+    "Query.customers": MAX_PAGE_SIZE,
+    "Query.undeliverableWebhooks": 500,
+    "Query.eventDeliveries": MAX_DELIVERIES_PAGE,
+}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from api.schema.inputs import (
     valid_telegram_handle,
 )
 from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer, PortalOrOps, actor, is_staff, own_customer
+from api.schema.subscriptions import SubscriptionMutation
 from api.schema.types import Customer, CustomerKycLinkCreatePayload, CustomerPayload, StoredWebhookType
 from api.service import parse_customer_id
 from domain.customer import CustomerType
@@ -34,7 +35,7 @@ def _payload(state: CustomerState) -> CustomerPayload:
 
 
 @strawberry.type
-class Mutation(DocumentMutation):
+class Mutation(DocumentMutation, SubscriptionMutation):
     @strawberry.mutation(
         permission_classes=[PortalOpsOrCustomer],
         description="A fresh Sumsub verification link; for the portal, ops, or the customer themself (a customer's "

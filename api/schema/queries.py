@@ -18,12 +18,13 @@ from api.schema.permissions import (
     is_staff,
     own_customer,
 )
+from api.schema.subscriptions import SubscriptionQuery
 from api.schema.types import Customer, CustomerConnection, CustomerEdge, PageInfo, StoredWebhookType
 from api.service import cursor_for, decode_cursor, parse_customer_id
 
 
 @strawberry.type
-class Query(DocumentQuery):
+class Query(DocumentQuery, SubscriptionQuery):
     @strawberry.field(
         permission_classes=[PortalOpsOrCustomer],
         description="One customer, live (PostgreSQL when its workflow is not reachable); null when there is none. "

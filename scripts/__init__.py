@@ -1,0 +1,1 @@
+"""Benchmarks and maintenance scripts (run with `python -m scripts.<name>`)."""

@@ -1,0 +1,199 @@
+"""How long a lifecycle change takes to reach a webhook subscriber, with N customers onboarding at once.
+
+    make bench-events                                  # a stack of its own (free ports, temp dir), N=200
+    .venv/bin/python -m scripts.bench_events -n 50     # fewer customers
+
+A receiver on loopback (verifying every request with the `standardwebhooks` library) is subscribed to
+every event type; N customers are registered at once and each is taken through the emulator's WebSDK
+page (submit, approve) until ONBOARDED. The lag of a delivery is its arrival at the receiver minus the
+event's `time` (when the workflow made the change, before its activity even wrote it): p50, p99 and
+max, and deliveries per second while they arrived. Everything (stack, load, receiver) shares this
+machine. Exit status 1 when an event is missing or a request failed to verify. Goal: p99 under 1 s at 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+from standardwebhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dev.stack import DevStack, Ports, free_port
+from kit.settings import Settings
+from scripts.bench_api import portal_token
+
+GOAL_P99_SECONDS = 1.0
+REGISTER = "mutation($input: CustomerRegisterInput!) { customerRegister(input: $input) { customer { id } } }"
+STAGE = "query($id: ID!) { customer(id: $id) { onboarding { stage } kyc { verificationUrl } } }"
+SUBSCRIBE = """mutation($url: String!) {
+  eventSubscriptionCreate(input: {url: $url, eventTypes: []}) { subscription { id } secret }
+}"""
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.secret = ""
+        self.arrivals: dict[str, tuple[float, datetime]] = {}  # event id -> (arrival, event time)
+        self.duplicates = 0
+        self.refused = 0
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await request.body()
+        arrived = time.time()
+        try:
+            event = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.refused += 1
+            return Response(status_code=401)
+        if event["id"] in self.arrivals:
+            self.duplicates += 1
+        else:
+            self.arrivals[event["id"]] = (arrived, datetime.fromisoformat(event["time"]))
+        return Response(status_code=204)
+
+
+async def graphql(http: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    response = await http.post("/graphql", json={"query": query, "variables": variables})
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL error: {body['errors']}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+async def onboard(http: httpx.AsyncClient, pages: httpx.AsyncClient, run_id: str, i: int) -> str:
+    """Registers one customer and takes it through the WebSDK page until ONBOARDED."""
+    variables = {"input": {"email": f"bench-events-{run_id}-{i}@example.com", "customerType": "INDIVIDUAL"}}
+    registered = await graphql(http, REGISTER, variables)
+    customer_id = str(registered["customerRegister"]["customer"]["id"])
+
+    async def until(stage: str) -> str:
+        while True:
+            customer = (await graphql(http, STAGE, {"id": customer_id}))["customer"]
+            if customer["onboarding"]["stage"] == stage:
+                return str(customer["kyc"]["verificationUrl"])
+            await asyncio.sleep(0.25)
+
+    url = await until("AWAITING_KYC")
+    await pages.post(f"{url}/submit")
+    await until("KYC_IN_REVIEW")
+    await pages.post(f"{url}/approve")
+    await until("ONBOARDED")
+    return customer_id
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+async def bench(stack: DevStack, customers: int) -> int:
+    receiver = Receiver()
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    ops = await portal_token(stack.keycloak_url, "customers", "ops", "ops-dev-secret")
+    portal = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+    limits = httpx.Limits(max_connections=64)
+    async with (
+        httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {ops}"}, timeout=60) as as_ops,
+        httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {portal}"}, timeout=60, limits=limits
+        ) as as_portal,
+        httpx.AsyncClient(timeout=60, limits=limits) as pages,
+    ):
+        created = (await graphql(as_ops, SUBSCRIBE, {"url": f"http://127.0.0.1:{port}/hook"}))[
+            "eventSubscriptionCreate"
+        ]
+        receiver.secret = str(created["secret"])
+        run_id = uuid.uuid4().hex[:8]
+        print(f"onboarding {customers} customers at once ...", flush=True)
+        started = time.perf_counter()
+        ids = await asyncio.gather(*(onboard(as_portal, pages, run_id, i) for i in range(customers)))
+        onboarded = time.perf_counter() - started
+    pool = await asyncpg.connect(stack.child_env["DATABASE_URL"])
+    try:
+        expected = {
+            str(row["id"])
+            for row in await pool.fetch("SELECT id FROM lifecycle_events WHERE customer_id = ANY($1::uuid[])", ids)
+        }
+        deadline = time.monotonic() + 60
+        while not expected <= receiver.arrivals.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
+    server.should_exit = True
+    await serving
+
+    ours = {event_id: receiver.arrivals[event_id] for event_id in expected if event_id in receiver.arrivals}
+    lags = [arrived - at.timestamp() for arrived, at in ours.values()]
+    arrivals = sorted(arrived for arrived, _ in ours.values())
+    span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    missing = len(expected) - len(ours)
+    p50, p99 = percentile(lags, 0.50), percentile(lags, 0.99)
+    print()
+    print(
+        f"event webhooks, {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{datetime.now(UTC):%Y-%m-%d}; stack, load and receiver on one machine"
+    )
+    print(f"  customers onboarded at once    {customers} (all ONBOARDED in {onboarded:.1f} s)")
+    print(f"  events delivered               {len(ours)} of {len(expected)} ({missing} missing)")
+    print(f"  duplicates / refused           {receiver.duplicates} / {receiver.refused}")
+    print(
+        f"  lag change -> receiver         p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"
+    )
+    print(f"  deliveries per second          {len(arrivals) / span:.0f}/s over {span:.1f} s" if span else "")
+    print(f"  goal p99 < {GOAL_P99_SECONDS:g} s                 {'met' if p99 < GOAL_P99_SECONDS else 'NOT met'}")
+    return 1 if missing or receiver.refused else 0
+
+
+async def with_own_stack(customers: int) -> int:
+    root = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    settings_vars = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars} | {"LOG_FORMAT": "json"}
+    stack = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
+    print(f"starting a stack in {root} ...", flush=True)
+    try:
+        await stack.start()
+        return await bench(stack, customers)
+    finally:
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--customers", type=int, default=200, help="customers onboarding at once")
+    args = parser.parse_args(argv)
+    return asyncio.run(with_own_stack(args.customers))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
