@@ -8,9 +8,10 @@ out one after another in sequence order; customers, and subscriptions (each its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -27,9 +28,37 @@ from kit import metrics
 
 log = structlog.get_logger("activities.deliveries")
 
-ROUND_SIZE = 100  # deliveries one round takes
+ROUND_SIZE = 100  # deliveries one batch takes
 PARALLEL_CUSTOMERS = 16  # customers whose events are sent at once
-ROUND_BUDGET_SECONDS = 60.0  # no new send starts after this; the rest is the next round's
+BATCH_BUDGET_SECONDS = 60.0  # no new send of a batch starts after this; the rest is the next batch's
+ROUND_SECONDS = 60.0  # a round takes new batches for this long, then hands back to the workflow
+LINGER_SECONDS = 5.0  # a round with nothing due waits this long for new deliveries before it ends
+
+
+class DeliveryNotices:
+    """The rounds running in this process, by subscription, and how the worker's waker tells them that new
+    deliveries are due (instead of signalling their workflow)."""
+
+    def __init__(self) -> None:
+        self._listening: dict[str, list[asyncio.Event]] = {}
+
+    def tell(self, subscription_id: str) -> bool:
+        """True when a round here will see the new deliveries; False: wake the workflow."""
+        events = self._listening.get(subscription_id, [])
+        for event in events:
+            event.set()
+        return bool(events)
+
+    @contextlib.contextmanager
+    def listening(self, subscription_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._listening.setdefault(subscription_id, []).append(event)
+        try:
+            yield event
+        finally:
+            self._listening[subscription_id].remove(event)
+            if not self._listening[subscription_id]:
+                del self._listening[subscription_id]
 
 
 class DeliveryRound(BaseModel):
@@ -50,23 +79,61 @@ class DeliveryActivities:
         source: str,
         schedule: Sequence[timedelta],
         disable_after: timedelta,
+        notices: DeliveryNotices,
     ) -> None:
         self._pool = pool
         self._sender = sender
         self._source = source
         self._schedule = tuple(schedule)
         self._disable_after = disable_after
+        self._notices = notices
 
     @activity.defn
     async def deliver_due(self, subscription_id: str) -> DeliveryRound:
+        """Delivers what is due, and what becomes due while it runs (told by the worker's waker), for up to
+        ROUND_SECONDS or until nothing has come for LINGER_SECONDS: Temporal's pattern for frequent polling
+        (a long activity that heartbeats), which saves a signal, a workflow task and an activity task per
+        new event. Once it stops listening, new deliveries wake the workflow instead."""
+        attempted = 0
+        deadline = time.monotonic() + ROUND_SECONDS
+        with self._notices.listening(subscription_id) as notice:
+            while True:
+                notice.clear()
+                async with self._pool.acquire() as conn:
+                    subscription = await db.subscriptions.get_subscription(conn, subscription_id)
+                    if subscription is None:
+                        return DeliveryRound(gone=True, attempted=attempted)
+                    if not subscription.enabled:
+                        break  # enabling it wakes the workflow
+                    due = await db.subscriptions.due_deliveries(conn, subscription_id, limit=ROUND_SIZE)
+                    next_due = None if due else await db.subscriptions.next_due_at(conn, subscription_id)
+                attempted += await self._deliver(subscription, due)
+                activity.heartbeat()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if due:
+                    continue
+                until_retry = None if next_due is None else (next_due - datetime.now(UTC)).total_seconds()
+                retry_soon = until_retry is not None and until_retry <= LINGER_SECONDS
+                wait = max(until_retry or 0.0, 0.0) if retry_soon else min(LINGER_SECONDS, left)
+                try:
+                    async with asyncio.timeout(wait):
+                        await notice.wait()
+                except TimeoutError:
+                    if not retry_soon:
+                        break  # nothing came, no retry due soon: the workflow sleeps until one is
+        # No longer listening: whatever commits from now on signals the workflow; what committed before is here.
         async with self._pool.acquire() as conn:
-            subscription = await db.subscriptions.get_subscription(conn, subscription_id)
-            if subscription is None:
-                return DeliveryRound(gone=True)
-            if not subscription.enabled:
-                return DeliveryRound()  # enabling it wakes the workflow
-            due = await db.subscriptions.due_deliveries(conn, subscription_id, limit=ROUND_SIZE)
-        deadline = time.monotonic() + ROUND_BUDGET_SECONDS
+            next_due = await db.subscriptions.next_due_at(conn, subscription_id)
+        now = datetime.now(UTC)
+        return DeliveryRound(
+            attempted=attempted, more_due=next_due is not None and next_due <= now, next_due_at=next_due
+        )
+
+    async def _deliver(self, subscription: Subscription, due: list[DueDelivery]) -> int:
+        """Sends one batch, one customer's events in order, PARALLEL_CUSTOMERS customers at once."""
+        deadline = time.monotonic() + BATCH_BUDGET_SECONDS
         outcomes: list[bool] = []
         by_customer = itertools.groupby(sorted(due, key=lambda d: (d.customer_id, d.sequence)), lambda d: d.customer_id)
         slots = asyncio.Semaphore(PARALLEL_CUSTOMERS)
@@ -79,16 +146,10 @@ class DeliveryActivities:
                     outcomes.append(await self._attempt(subscription, delivery))
                     activity.heartbeat()
 
-        activity.heartbeat()
         await asyncio.gather(*(deliver_in_order(list(group)) for _, group in by_customer))
         if outcomes:
             await self._note_health(subscription, succeeded=any(outcomes))
-        async with self._pool.acquire() as conn:
-            next_due = await db.subscriptions.next_due_at(conn, subscription_id)
-        now = datetime.now(UTC)
-        return DeliveryRound(
-            attempted=len(outcomes), more_due=next_due is not None and next_due <= now, next_due_at=next_due
-        )
+        return len(outcomes)
 
     async def _attempt(self, subscription: Subscription, delivery: DueDelivery) -> bool:
         body = cloud_event_json(

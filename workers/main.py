@@ -21,7 +21,7 @@ from temporalio.worker import Interceptor, Worker
 
 import db.pool
 from activities.database import DatabaseActivities
-from activities.deliveries import DeliveryActivities
+from activities.deliveries import DeliveryActivities, DeliveryNotices
 from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
 from activities.profiles import ProfileActivities
@@ -127,12 +127,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         sender = WebhookSender(settings.event_webhook_policy, timeout=settings.event_delivery_timeout)
         resources.push_async_callback(sender.aclose)
+        notices = DeliveryNotices()
         deliveries = DeliveryActivities(
             pool,
             sender,
             source=settings.events_source,
             schedule=settings.event_delivery_retry_schedule,
             disable_after=settings.event_delivery_disable_after,
+            notices=notices,
         )
         # Its own task queue: endpoints, however slow, take no slot from a customer's activities.
         events_worker = Worker(
@@ -142,7 +144,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=interceptors(settings),
             activities=[deliveries.deliver_due],
         )
-        waker = DeliveryWaker(settings.database_url, client, task_queue=settings.temporal_events_task_queue)
+        waker = DeliveryWaker(
+            settings.database_url, client, task_queue=settings.temporal_events_task_queue, notices=notices
+        )
         if settings.worker_business_metrics_address:
             server, _thread = metrics.serve_worker_metrics(settings.worker_business_metrics_address)
             resources.push_async_callback(asyncio.to_thread, server.server_close)

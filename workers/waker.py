@@ -1,4 +1,5 @@
-"""Turns PostgreSQL's NOTIFY about new event deliveries into `wake` signals of the delivery workflows.
+"""Turns PostgreSQL's NOTIFY about new event deliveries into a notice to the subscription's delivery round
+running in this process, or else into a `wake` signal of its delivery workflow.
 
 The notice is sent by the transaction that wrote the event, on commit (db.events.append), so it never
 announces a delivery that does not exist. A notice sent while no waker listened is not lost work: on
@@ -17,6 +18,7 @@ import structlog
 from temporalio.client import Client
 
 import db.subscriptions
+from activities.deliveries import DeliveryNotices
 from db.events import DELIVERIES_CHANNEL
 from db.pool import DATABASE_OUTAGES
 from workflows.delivery import wake_delivery
@@ -28,8 +30,9 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (*DATABASE_OUTAGES, asyncpg.
 
 
 class DeliveryWaker:
-    def __init__(self, dsn: str, client: Client, *, task_queue: str) -> None:
+    def __init__(self, dsn: str, client: Client, *, task_queue: str, notices: DeliveryNotices) -> None:
         self._dsn = dsn
+        self._notices = notices
         self._client = client
         self._task_queue = task_queue
         self._pending: set[str] = set()
@@ -64,6 +67,8 @@ class DeliveryWaker:
                 await conn.close(timeout=2)
 
     def _want(self, subscription_id: str) -> None:
+        if self._notices.tell(subscription_id):
+            return  # a round in this process is listening: it sends them without a signal
         self._pending.add(subscription_id)
         self._kick.set()
 

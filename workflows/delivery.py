@@ -1,8 +1,9 @@
 """EventDeliveryWorkflow: one long-lived workflow per webhook subscription, delivering its events.
 
-It reads like the job: deliver what is due, then wait until the next retry is due or until told that new
-events are owed (the `wake` signal: the worker turns PostgreSQL's NOTIFY from the transaction that wrote
-the event into it, and the API sends it when ops create, enable or replay). One workflow per subscription
+It reads like the job: run a delivery round (an activity that sends what is due and, while it runs, what
+becomes due: the worker's waker tells it), then wait until the next retry is due or until told that new
+events are owed (the `wake` signal: the waker's answer to PostgreSQL's NOTIFY from the transaction that
+wrote the event, or from ops creating, enabling or replaying, when no round listens). One workflow per subscription
 means one round at a time per endpoint, however many workers run, and that a slow or dead endpoint holds
 up no other. Temporal retries a round that fails or whose worker dies (its heartbeat stops); history is
 kept short by continuing as new. The workflow ends when its subscription is deleted.
