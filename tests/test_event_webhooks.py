@@ -481,3 +481,38 @@ async def test_the_readme_receiver_sees_an_activation_arrive_verified(
     finally:
         receiver.kill()
         await receiver.wait()
+
+
+async def test_a_redirect_is_an_answer_not_followed(
+    portal: httpx.AsyncClient, ops: httpx.AsyncClient, subscriptions: list[str]
+) -> None:
+    followed: list[str] = []
+
+    async def redirect(request: Request) -> Response:
+        return Response(status_code=302, headers={"Location": f"http://127.0.0.1:{port}/elsewhere"})
+
+    async def elsewhere(request: Request) -> Response:
+        followed.append(request.url.path)
+        return Response(status_code=204)
+
+    port = free_port()
+    subscription_id, _ = await subscribe(ops, f"http://127.0.0.1:{port}/hook", ["customer.registered"])
+    subscriptions.append(subscription_id)
+    app = Starlette(
+        routes=[Route("/hook", redirect, methods=["POST"]), Route("/elsewhere", elsewhere, methods=["GET", "POST"])]
+    )
+    async with running_app(app, port):
+        customer = await register(portal, f"redirect.{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+
+        async def attempted() -> list[dict[str, Any]]:
+            return [d for d in await deliveries(ops, subscription_id) if d["customerId"] == customer["id"]]
+
+        (delivery,) = await eventually(lambda: _with_attempts(attempted), what="the redirected attempt")
+    attempt = delivery["attempts"][0]
+    assert attempt["statusCode"] == 302 and "not followed" in attempt["error"] and delivery["status"] == "RETRYING"
+    assert followed == []
+
+
+async def _with_attempts(found: Callable[[], Awaitable[list[dict[str, Any]]]]) -> list[dict[str, Any]] | None:
+    deliveries = await found()
+    return deliveries if deliveries and all(d["attemptCount"] for d in deliveries) else None
