@@ -1,7 +1,7 @@
 """The customer projection, its audit trail and deposit accounts: every SQL statement about a customer.
 
 The workflow owns a customer's state; the `customers` table is its projection, written by the
-workflow's activities, so the API can answer when the workflow is not reachable.
+workflow's activities in the transaction of each change, and what the API reads customers from.
 """
 
 from __future__ import annotations
@@ -167,6 +167,12 @@ def _customer_state(row: asyncpg.Record) -> CustomerState:
 
 async def get_customer(pool: asyncpg.Pool, customer_id: str) -> CustomerState | None:
     row = await pool.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.id = $1", customer_id)
+    return None if row is None else _customer_state(row)
+
+
+async def get_customer_by_email(pool: asyncpg.Pool, email: str) -> CustomerState | None:
+    """The customer holding this normalised email (unique, `customers_email_key`)."""
+    row = await pool.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.email = $1", email)
     return None if row is None else _customer_state(row)
 
 
