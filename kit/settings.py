@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        description="API processes sharing the port (forked by `python -m api.main`); process i serves its metrics "
+        "on API_METRICS_ADDRESS's port + i, and each has its own DATABASE_POOL_SIZE connections.",
+    )
     api_graphiql: bool = Field(
         default=False, description="Serve the GraphiQL IDE on GET /graphql and allow introspection (dev only)."
     )
