@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "customer-lifecycle"
     temporal_ui_port: int = 8233
+    worker_workflow_sandbox: bool = Field(
+        default=False,
+        description="Run workflows in the Temporal SDK's sandbox. Off: the sandbox re-imports the workflow module for "
+        "every new workflow (under a burst of registrations most of the worker's CPU) and keeps a copy per cached "
+        "workflow; the tests run the workflow in it, so non-deterministic code still fails there.",
+    )
     dev_temporal_port: int = Field(
         default=7233,
         description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset).",
