@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 
-.PHONY: dev test test-fast install clean bench-api bench-events
+.PHONY: dev test test-fast install clean bench bench-api bench-events
 
 install: $(INSTALLED)
 
@@ -34,6 +34,10 @@ test-fast: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -m "not stack"
+
+# Issue 13's table on a stack of its own (needs Debian's wrk; make test does not); BENCH_ARGS="--onboard 20" etc.
+bench: $(INSTALLED)
+	$(VENV)/bin/python -m scripts.bench $(BENCH_ARGS)
 
 # Load-tests webhook intake and the customer(id) read on a stack of its own; BENCH_ARGS="-n 500 -c 8" etc.
 bench-api: $(INSTALLED)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from cross_web import HTTPException, StarletteRequestAdapter  # what strawberry.asgi builds on
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -73,6 +74,12 @@ class AuthenticatedGraphQL(GraphQL[Context, None]):
         except AuthenticationError as exc:
             raise HTTPException(401, str(exc)) from None
         return Context(services=services, principal=principal)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)  # its JSONDecodeError is json's, which Strawberry answers with 400
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
 
     @property
     def graphql_ide_html(self) -> str:

@@ -2,7 +2,7 @@
 
 uvicorn times out an idle keep-alive connection, but not a client that sends its request a byte a
 second, before or after its first byte: a thousand of those would hold a thousand sockets forever.
-`HeadDeadlineH11Protocol` closes a connection whose request line and headers are not complete within
+`HeadDeadlineHttpToolsProtocol` (and its h11 twin) closes a connection whose request line and headers are not complete within
 `API_HEADER_TIMEOUT` of its opening (or of the previous response), answering 408; `BodyDeadline`
 answers 408 to a request whose body is not complete within `API_BODY_TIMEOUT` of its start.
 """
@@ -11,26 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Self
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-class HeadDeadlineH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's head. Set `head_timeout` on a subclass
-    (`with_head_timeout`), as uvicorn instantiates the class itself."""
+class _HeadDeadline(asyncio.Protocol):
+    """The deadline for each request's head, for either of uvicorn's HTTP protocols (mixed in before it).
+    Set `head_timeout` on a subclass (`with_head_timeout`), as uvicorn instantiates the class itself."""
 
     head_timeout: float = 10.0
+    # uvicorn's protocols have these; uvicorn starts a new cycle once a request line and headers are parsed.
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     @classmethod
-    def with_head_timeout(cls, seconds: float) -> type[HeadDeadlineH11Protocol]:
+    def with_head_timeout(cls, seconds: float) -> type[Self]:
         return type(cls.__name__, (cls,), {"head_timeout": seconds})
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head_deadline: asyncio.TimerHandle | None = None
         self._arm()
@@ -40,13 +45,19 @@ class HeadDeadlineH11Protocol(H11Protocol):
         self._disarm_once_the_head_is_in()
 
     def on_response_complete(self) -> None:
+        if self._next_head_is_in():
+            super().on_response_complete()  # type: ignore[misc]
+            return
         self._arm()  # before: the next, pipelined request may be read within the call
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._disarm_once_the_head_is_in()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def _next_head_is_in(self) -> bool:
+        return False
 
     def _arm(self) -> None:
         self._disarm()
@@ -60,7 +71,6 @@ class HeadDeadlineH11Protocol(H11Protocol):
             self._head_deadline = None
 
     def _disarm_once_the_head_is_in(self) -> None:
-        # uvicorn starts a new request/response cycle once the request line and headers are parsed.
         if self._head_deadline is not None and self.cycle is not self._cycle_before:
             self._disarm()
 
@@ -69,6 +79,18 @@ class HeadDeadlineH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self.transport.write(_TIMEOUT_RESPONSE)
             self.transport.close()
+
+
+class HeadDeadlineH11Protocol(_HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol (pure Python) with a deadline for each request's head."""
+
+
+class HeadDeadlineHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, C) with a deadline for each request's head: what the API runs."""
+
+    def _next_head_is_in(self) -> bool:
+        # httptools parses a pipelined request's head before the response ahead of it completes.
+        return bool(self.pipeline)
 
 
 class _BodyTooSlow(Exception):

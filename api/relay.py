@@ -3,12 +3,17 @@
 The webhook endpoint answers 200 once a webhook is stored and hands it to this relay's queue, so
 Sumsub never waits on Temporal. A few deliverers drain the queue; a sweep redelivers whatever is still
 pending (Temporal was down, the queue was full, the process died) until it lands.
+
+Every API process runs a relay. A stored row is leased to the process that stored it (`LEASE_SECONDS`);
+its deliverers leave a queued webhook whose lease is nearly over to the sweep, and a sweep leases the
+rows it takes (`FOR UPDATE SKIP LOCKED`), so no two processes deliver the same row at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +32,11 @@ from workflows.customer import CustomerWorkflow
 log = structlog.get_logger("relay")
 
 SWEEP_INTERVAL_SECONDS = 5.0
+LEASE_SECONDS = 30.0
+# A queued webhook with less of its lease left than this is left to a sweep: a delivery (its signal is
+# bounded by SIGNAL_TIMEOUT) must end while the lease still holds.
+LEASE_MARGIN_SECONDS = 10.0
+SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
 QUEUE_SIZE = 10_000
 MAX_UNDELIVERABLE_PAGE = 500
@@ -38,6 +48,8 @@ class StoredWebhook:
     payload: dict[str, Any]
     dedupe_key: str
     received_at: datetime
+    # time.monotonic() when this process's lease of the row ends; None: not leased (ops' replay)
+    lease_ends: float | None = None
 
 
 class WebhookRelay:
@@ -65,7 +77,7 @@ class WebhookRelay:
         )
         handle = self._temporal.get_workflow_handle(workflow_id_for(payload["externalUserId"]))
         try:
-            await handle.signal(CustomerWorkflow.kyc_event, event)
+            await handle.signal(CustomerWorkflow.kyc_event, event, rpc_timeout=SIGNAL_TIMEOUT)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 # No such customer, or its workflow has finished: acknowledged and kept for ops.
@@ -101,9 +113,9 @@ class WebhookRelay:
         return updated
 
     async def deliver_pending(self) -> int:
-        """One sweep over the inbox; returns how many rows were settled."""
+        """One sweep over the inbox (the rows it could lease); returns how many rows were settled."""
         settled = 0
-        for row in await db.inbox.pending_webhooks(self._pool, older_than_seconds=SWEEP_INTERVAL_SECONDS):
+        for row in await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS):
             webhook = StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"])
             try:
                 settled += await self.deliver(webhook)
@@ -115,6 +127,8 @@ class WebhookRelay:
     async def _deliver_queued(self) -> None:
         while True:
             webhook = await self._queue.get()
+            if webhook.lease_ends is not None and time.monotonic() > webhook.lease_ends - LEASE_MARGIN_SECONDS:
+                continue  # queued too long: a sweep may take the row now, and delivers it
             try:
                 await self.deliver(webhook)
             except Exception as exc:  # noqa: BLE001  (the relay must outlive any failure; the sweep retries)

@@ -1,5 +1,5 @@
 """What the API does with customers, one typed method per operation: register through the workflow,
-read live state or the projection, and run ops changes as the workflow's updates.
+read the PostgreSQL projection, and run ops changes as the workflow's updates.
 
 The GraphQL resolvers parse input and shape output; everything they do goes through this service, so
 they never see the workflow, Temporal or SQL.
@@ -63,7 +63,7 @@ from kit.temporal import is_unreachable
 from workflows.customer import CustomerWorkflow
 from workflows.visibility import initial_search_attributes
 
-# A query is answered by a worker; past this the projection in PostgreSQL answers instead.
+# A query (only for a customer the projection does not have yet) is answered by a worker; past this, none.
 QUERY_TIMEOUT = timedelta(seconds=2)
 REGISTER_TIMEOUT = timedelta(seconds=10)
 MAX_PAGE_SIZE = 100
@@ -274,7 +274,21 @@ class CustomerService:
             raise Unavailable("registration could not be completed now; retry") from exc
 
     async def get(self, customer_id: str) -> CustomerState | None:
-        """Live state from the workflow; the PostgreSQL projection when the workflow is not reachable."""
+        """The customer as its last recorded change left it, from the PostgreSQL projection.
+
+        Every change the workflow makes is recorded (`record_change`) before the update that made it
+        answers, so a mutation's caller reads its own write. The one thing only the workflow knows is a
+        registration whose first record has not committed yet (the `register` update answers from the
+        workflow's first task, one activity before the row exists): for an id the projection lacks, the
+        workflow is asked, so a customer the portal was just handed is never null."""
+        stored = await db.customers.get_customer(self._pool, customer_id)
+        if stored is not None:
+            return stored
+        return await self._live(customer_id)
+
+    async def _live(self, customer_id: str) -> CustomerState | None:
+        """The workflow's own state; None when there is no such workflow or it cannot answer now (the
+        projection, which has no row, is then the answer)."""
         handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
         try:
             # The client retries some failures inside one call: bound the whole call, not each try.
@@ -282,11 +296,17 @@ class CustomerService:
                 handle.query(CustomerWorkflow.state, rpc_timeout=QUERY_TIMEOUT), QUERY_TIMEOUT.total_seconds()
             )
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
-            return await db.customers.get_customer(self._pool, customer_id)
+            return None
         except RuntimeError as exc:
             if not is_unreachable(exc):
                 raise
-            return await db.customers.get_customer(self._pool, customer_id)
+            return None
+
+    async def current_step(self, customer_id: str) -> str | None:
+        """The side effect the customer's workflow is running or retrying now: not projected, as it changes
+        between records (a step retrying through an outage is recorded only when it ends)."""
+        state = await self._live(customer_id)
+        return None if state is None else state.current_step
 
     async def suspend(self, customer_id: str, *, reason: str, actor: str) -> CustomerState:
         request = SuspendRequest(reason=_required_reason(reason), actor=actor)
@@ -357,9 +377,8 @@ class CustomerService:
         return CustomerPage(customers=rows[:first], has_next_page=len(rows) > first)
 
     async def get_by_email(self, email: str) -> CustomerState | None:
-        """The customer registered with this email in any letter case, live like `get`."""
-        customer_id = await db.customers.find_customer_id(self._pool, email=normalise_email(email))
-        return None if customer_id is None else await self.get(customer_id)
+        """The customer registered with this email in any letter case, from the projection like `get`."""
+        return await db.customers.get_customer_by_email(self._pool, normalise_email(email))
 
     async def create_kyc_link(self, customer_id: str) -> str:
         """A fresh Sumsub WebSDK link for a customer who already has an applicant."""

@@ -8,10 +8,11 @@ answer is 503 (Sumsub retries), never a 500.
 from __future__ import annotations
 
 import hashlib
-import json
+import time
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse
 import db.inbox
 from api.bodies import read_limited
 from api.errors import error_response
-from api.relay import StoredWebhook
+from api.relay import LEASE_SECONDS, StoredWebhook
 from api.state import AppState
 from db.pool import DATABASE_OUTAGES
 from integrations.sumsub.webhooks import InvalidWebhook, parse_webhook, verify_webhook_digest, webhook_dedupe_key
@@ -57,7 +58,7 @@ async def _store(state: AppState, body: bytes) -> JSONResponse:
     try:
         if b"\x00" in body or b"\\u0000" in body:
             raise InvalidWebhook("NUL characters are not accepted")  # PostgreSQL text cannot hold them
-        payload = parse_webhook(json.loads(body))
+        payload = parse_webhook(orjson.loads(body))
     except (ValueError, RecursionError, InvalidWebhook) as exc:
         raw = {"raw": body.decode("utf-8", "replace").replace("\x00", "")}
         await db.inbox.store_webhook(
@@ -67,12 +68,15 @@ async def _store(state: AppState, body: bytes) -> JSONResponse:
         return error_response(400, f"invalid webhook body: {exc}")
     dedupe_key = webhook_dedupe_key(payload, body)
     try:
-        inbox_id = await db.inbox.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
+        inbox_id = await db.inbox.store_webhook(
+            state.pool, dedupe_key=dedupe_key, payload=payload, lease_seconds=LEASE_SECONDS
+        )
+        lease_ends = time.monotonic() + LEASE_SECONDS
     except asyncpg.DataError as exc:  # e.g. a lone surrogate escape PostgreSQL's jsonb refuses
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
         return error_response(400, f"invalid webhook body: {type(exc).__name__}")
     if inbox_id is None:
         metrics.WEBHOOKS_DUPLICATE.inc()
         return JSONResponse({"ok": True, "duplicate": True})
-    state.relay.submit(StoredWebhook(inbox_id, payload, dedupe_key, datetime.now(UTC)))
+    state.relay.submit(StoredWebhook(inbox_id, payload, dedupe_key, datetime.now(UTC), lease_ends))
     return JSONResponse({"ok": True})

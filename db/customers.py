@@ -1,7 +1,7 @@
 """The customer projection, its audit trail and deposit accounts: every SQL statement about a customer.
 
 The workflow owns a customer's state; the `customers` table is its projection, written by the
-workflow's activities, so the API can answer when the workflow is not reachable.
+workflow's activities in the transaction of each change, and what the API reads customers from.
 """
 
 from __future__ import annotations
@@ -174,6 +174,12 @@ async def lock_customer(conn: Conn, customer_id: str) -> CustomerState | None:
     """The customer, its projection row locked until the caller's transaction ends (appending a published
     event outside the workflow needs the lock that keeps the customer's event sequence gap-free)."""
     row = await conn.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.id = $1 FOR UPDATE OF c", customer_id)
+    return None if row is None else _customer_state(row)
+
+
+async def get_customer_by_email(pool: asyncpg.Pool, email: str) -> CustomerState | None:
+    """The customer holding this normalised email (unique, `customers_email_key`)."""
+    row = await pool.fetchrow(f"{_SELECT_CUSTOMER} WHERE c.email = $1", email)
     return None if row is None else _customer_state(row)
 
 

@@ -10,15 +10,22 @@ import asyncpg
 
 
 async def store_webhook(
-    pool: asyncpg.Pool, *, dedupe_key: str, payload: dict[str, Any], outcome: str | None = None
+    pool: asyncpg.Pool,
+    *,
+    dedupe_key: str,
+    payload: dict[str, Any],
+    outcome: str | None = None,
+    lease_seconds: float = 0.0,
 ) -> int | None:
     """Stores a webhook durably; returns its inbox id, or None when it is a duplicate already stored.
-    A row stored with an outcome needs no delivery (e.g. rejected after authentication)."""
+    A row stored with an outcome needs no delivery (e.g. rejected after authentication). The storing
+    process holds the row's lease for `lease_seconds` (it delivers the row itself meanwhile)."""
     return await pool.fetchval(
         """
         INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload,
-            outcome, delivered_at)
-        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END)
+            outcome, delivered_at, leased_until)
+        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END,
+            now() + make_interval(secs => $7))
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING id
         """,
@@ -28,16 +35,18 @@ async def store_webhook(
         payload.get("applicantId") if isinstance(payload.get("applicantId"), str) else None,
         payload,
         outcome,
+        lease_seconds,
     )
 
 
 async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
-    """Records a delivery attempt: with an outcome the row is done, without one it stays pending."""
+    """Records a delivery attempt: with an outcome the row is done, without one it stays pending and its
+    lease is given up (the next sweep, of any process, tries again)."""
     await pool.execute(
         """
         UPDATE sumsub_webhook_inbox
         SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
-            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
+            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END, leased_until = NULL
         WHERE id = $1
         """,
         inbox_id,
@@ -46,17 +55,24 @@ async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None
     )
 
 
-async def pending_webhooks(pool: asyncpg.Pool, *, older_than_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
-    """Stored webhooks not delivered yet and older than a moment (younger ones are still in the queue)."""
-    return await pool.fetch(
+async def lease_pending_webhooks(pool: asyncpg.Pool, *, lease_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
+    """Takes the lease of up to `limit` undelivered webhooks nobody holds, oldest first. Rows another
+    sweep is taking at this moment are skipped (SKIP LOCKED), and rows it took carry its lease, so
+    concurrent sweeps (of several API processes) never take the same row."""
+    rows = await pool.fetch(
         """
-        SELECT id, dedupe_key, payload, received_at FROM sumsub_webhook_inbox
-        WHERE delivered_at IS NULL AND received_at < now() - make_interval(secs => $2)
-        ORDER BY id LIMIT $1
+        UPDATE sumsub_webhook_inbox SET leased_until = now() + make_interval(secs => $2)
+        WHERE id IN (
+            SELECT id FROM sumsub_webhook_inbox
+            WHERE delivered_at IS NULL AND (leased_until IS NULL OR leased_until < now())
+            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, dedupe_key, payload, received_at
         """,
         limit,
-        older_than_seconds,
+        lease_seconds,
     )
+    return sorted(rows, key=lambda row: row["id"])
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "customer-lifecycle"
     temporal_ui_port: int = 8233
+    worker_workflow_sandbox: bool = Field(
+        default=False,
+        description="Run workflows in the Temporal SDK's sandbox. Off: the sandbox re-imports the workflow module for "
+        "every new workflow (under a burst of registrations most of the worker's CPU) and keeps a copy per cached "
+        "workflow; the tests run the workflow in it, so non-deterministic code still fails there.",
+    )
     dev_temporal_port: int = Field(
         default=7233,
         description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset).",
@@ -41,6 +47,12 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        description="API processes sharing the port (forked by `python -m api.main`); process i serves its metrics "
+        "on API_METRICS_ADDRESS's port + i, and each has its own DATABASE_POOL_SIZE connections.",
+    )
     api_graphiql: bool = Field(
         default=False, description="Serve the GraphiQL IDE on GET /graphql and allow introspection (dev only)."
     )

@@ -440,6 +440,57 @@ async def test_kyc_link_needs_an_existing_customer_with_an_applicant(
         await database.execute("DELETE FROM customers WHERE id = $1", customer_id)
 
 
+# --- the read model ------------------------------------------------------------------------------
+
+
+PROJECTED = """
+query Read($id: ID!) { customer(id: $id) { email kyc { moderationComment } onboarding { stage currentStep } } }
+"""
+EMAIL_UPDATE = """
+mutation Email($id: ID!, $email: String!) { customerEmailUpdate(input: {customerId: $id, email: $email}) { customer { email } } }
+"""
+
+
+async def test_reads_are_the_projection_and_a_callers_own_write_is_read_back(
+    portal: httpx.AsyncClient, ops: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    registered = await register(portal, f"read-model-{run}@projection.example", "INDIVIDUAL")
+    # The very next read finds the customer, whether the workflow's first record has committed yet or not.
+    first = await graphql(portal, PROJECTED, {"id": registered["id"]})
+    assert "errors" not in first and first["data"]["customer"] is not None, first
+    await wait_for_stage(portal, registered["id"], "AWAITING_KYC")
+
+    # What the API answers is the projection's document: a value written only there is what it shows. The row
+    # is dated ahead meanwhile, so a change the workflow records now (a Sumsub webhook) cannot overwrite it.
+    marker = f"only-in-the-projection-{run}"
+    recorded_at = await database.fetchval(
+        """
+        UPDATE customers SET state = jsonb_set(state, '{moderation_comment}', to_jsonb($2::text)),
+            updated_at = updated_at + interval '1 day'
+        WHERE id = $1 RETURNING updated_at - interval '1 day'
+        """,
+        registered["id"],
+        marker,
+    )
+    read = await graphql(portal, PROJECTED, {"id": registered["id"]})
+    await database.execute("UPDATE customers SET updated_at = $2 WHERE id = $1", registered["id"], recorded_at)
+    assert "errors" not in read, read
+    assert read["data"]["customer"]["kyc"]["moderationComment"] == marker
+    assert read["data"]["customer"]["onboarding"] == {"stage": "AWAITING_KYC", "currentStep": None}
+
+    # An update answers once its change is recorded, so its caller's next read shows it (no waiting).
+    moved = f"read-model-moved-{run}@projection.example"
+    changed = await graphql(ops, EMAIL_UPDATE, {"id": registered["id"], "email": moved})
+    assert changed == {"data": {"customerEmailUpdate": {"customer": {"email": moved}}}}, changed
+    after = (await graphql(ops, PROJECTED, {"id": registered["id"]}))["data"]["customer"]
+    assert after["email"] == moved
+    assert after["kyc"]["moderationComment"] is None  # the workflow's state replaced the document
+
+    unknown = await graphql(portal, PROJECTED, {"id": str(uuid.uuid4())})
+    assert unknown == {"data": {"customer": None}}
+
+
 # --- 100,000 customers: index use, page time, complete paging -------------------------------------------
 
 SEED_ROWS = 100_000

@@ -105,3 +105,21 @@ async def test_invalid_variables_are_refused_with_the_reason_unmasked(
     assert result.errors, result
     messages = [error.message for error in result.errors]
     assert any(expected in message for message in messages), messages
+
+
+async def test_a_repeated_document_is_validated_once() -> None:
+    """The limits' rules are the same classes on every request, so the validation cache (keyed on document
+    and rules) answers a document the API has seen; before, each request made new rule classes and missed."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from api.schema import build_schema
+
+    fresh = build_schema()  # a schema of its own: its documents are in no cache yet
+    cache = _get_validate_cache(256)
+    document = "query Again { __typename }"
+    before = cache.cache_info()
+    for _ in range(3):
+        result = await fresh.execute(document)
+        assert result.errors is None and result.data == {"__typename": "Query"}
+    after = cache.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)

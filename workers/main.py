@@ -17,7 +17,8 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import db.pool
 from activities.database import DatabaseActivities
@@ -107,6 +108,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             client,
             task_queue=settings.temporal_task_queue,
             workflows=[CustomerWorkflow],
+            # The sandbox re-imports the workflow module for each new workflow: 40% of this process's CPU under
+            # a burst of registrations (py-spy). Tests and the replay test keep it as the determinism guard.
+            workflow_runner=SandboxedWorkflowRunner()
+            if settings.worker_workflow_sandbox
+            else UnsandboxedWorkflowRunner(),
             interceptors=interceptors(settings),
             activities=[
                 database.record_change,

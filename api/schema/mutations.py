@@ -31,7 +31,7 @@ from domain.state import CustomerState
 
 
 def _payload(state: CustomerState) -> CustomerPayload:
-    return CustomerPayload(customer=Customer.from_state(state))
+    return CustomerPayload(customer=Customer.from_state(state, live=True))
 
 
 @strawberry.type

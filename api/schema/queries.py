@@ -27,7 +27,8 @@ from api.service import cursor_for, decode_cursor, parse_customer_id
 class Query(DocumentQuery, SubscriptionQuery):
     @strawberry.field(
         permission_classes=[PortalOpsOrCustomer],
-        description="One customer, live (PostgreSQL when its workflow is not reachable); null when there is none. "
+        description="One customer as its last recorded change left it (the PostgreSQL projection); null when "
+        "there is none. "
         "Portal and ops may name any id; a customer's own token only its own (any other id is FORBIDDEN, "
         "whether it exists or not).",
     )

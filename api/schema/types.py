@@ -51,11 +51,23 @@ class Onboarding:
     workflow_id: str
     run_id: str | None
     last_error: str | None
-    current_step: str | None
     next_reminder_at: datetime | None
     expires_at: datetime | None
     started_at: datetime
     updated_at: datetime
+    customer_id: strawberry.Private[str]
+    # A mutation's result is the workflow's own state, which knows its step; the projection does not.
+    known_step: strawberry.Private[str | None]
+    step_is_known: strawberry.Private[bool]
+
+    @strawberry.field(
+        description="The side effect running or retrying now (null between steps). Only the workflow knows it "
+        "(the projection is written between steps), so asking for it asks the workflow; null when it cannot answer."
+    )
+    async def current_step(self, info: Info[Context, Any]) -> str | None:
+        if self.step_is_known:
+            return self.known_step
+        return await info.context.services.customers.current_step(self.customer_id)
 
 
 @strawberry.type
@@ -121,7 +133,8 @@ class Customer:
         return await list_kyc_documents(info, str(self.id), self.kyc.applicant_id)
 
     @classmethod
-    def from_state(cls, state: CustomerState) -> Customer:
+    def from_state(cls, state: CustomerState, *, live: bool = False) -> Customer:
+        """`live`: the state is the workflow's own (an update's result), not the projection's."""
         reg = state.registration
         account = state.deposit_account
         return cls(
@@ -145,7 +158,9 @@ class Customer:
                 workflow_id=workflow_id_for(reg.customer_id),
                 run_id=state.run_id,
                 last_error=state.last_error,
-                current_step=state.current_step,
+                customer_id=reg.customer_id,
+                known_step=state.current_step,
+                step_is_known=live,
                 next_reminder_at=state.next_reminder_at,
                 expires_at=state.expires_at,
                 started_at=state.created_at,

@@ -1,0 +1,644 @@
+"""`make bench`: issue 13's table, measured on a stack of its own, each row beside its ceiling from the same run.
+
+    make bench                                   # needs Debian's wrk (apt-get install -y wrk)
+    make bench BENCH_ARGS="--json out.json"      # where the table goes as JSON too
+    .venv/bin/python -m scripts.bench --py-spy test-artifacts/profiles   # also profile the registration bursts
+
+Rows:
+- registrations at once (100, 200): p50, p99 and errors, each request on its own connection (httpx), against
+  as many update-with-starts of a bare workflow (its update answers at once) on the same server. Ratio =
+  ceiling p99 / ours.
+- Sumsub webhook intake and `customer(id)`: `wrk` (1 thread, 32 and 16 connections, 10 s), ours against a bare
+  Starlette + asyncpg endpoint (`scripts/bench_ceiling.py`: the same digest check and an insert; the same
+  row read) on the same uvicorn, PostgreSQL and generator. Ratio = ours / ceiling in requests per second.
+- onboarding throughput: N customers from registration to ACTIVE (the WebSDK's submit and approve pressed
+  as soon as each is possible), against N bare Temporal workflows with as many no-op activities as one of
+  our onboardings scheduled (counted from its history), on the same Temporal server.
+
+Everything (generator, stack, ceiling) shares this machine's CPUs: read the ratios, not the absolute numbers.
+A benchmark, not a test: nothing here passes or fails on time; exit status 1 only on wrong answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from dev.stack import REPO_ROOT, DevStack, Ports, free_port
+from domain.customer import workflow_id_for
+from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
+from kit.settings import Settings
+from kit.temporal import connect
+from scripts.bench_api import GET_CUSTOMER, REGISTER, portal_token
+from scripts.bench_bare_workflow import BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
+
+DEV_WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
+WRK_BODIES = 30_000
+ROWS = ("registrations", "webhooks", "reads", "onboarding")
+
+
+@dataclass
+class Row:
+    """One line of the table: our figure, the ceiling's (when there is one), the goal."""
+
+    name: str
+    ours: str
+    ceiling: str = "-"
+    ratio: float | None = None
+    goal: str = ""
+    details: dict[str, Any] | None = None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+# --- wrk ----------------------------------------------------------------------------------------------
+
+WEBHOOK_LUA = """
+local bodies, digests, i = {}, {}, 0
+local path
+init = function(args)
+  path = args[1]
+  for line in io.lines(args[2]) do
+    local tab = line:find("\\t", 1, true)
+    digests[#digests + 1] = line:sub(1, tab - 1)
+    bodies[#bodies + 1] = line:sub(tab + 1)
+  end
+end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", path, {["Content-Type"] = "application/json", ["X-Payload-Digest"] = digests[i],
+    ["X-Payload-Digest-Alg"] = "@ALG@"}, bodies[i])
+end
+""".replace("@ALG@", DEFAULT_WEBHOOK_DIGEST_ALG)
+
+READ_LUA = """
+local ids, i = {}, 0
+local mode, token
+init = function(args)
+  mode, token = args[1], args[2]
+  for line in io.lines(args[3]) do ids[#ids + 1] = line end
+end
+request = function()
+  i = i % #ids + 1
+  if mode == "ceiling" then return wrk.format("GET", "/customer/" .. ids[i]) end
+  local body = '{"query":"@QUERY@","variables":{"id":"' .. ids[i] .. '"}}'
+  return wrk.format("POST", "/graphql", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. token}, body)
+end
+""".replace("@QUERY@", json.dumps(" ".join(GET_CUSTOMER.split()))[1:-1].replace("\\", "\\\\"))
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output:\n{output}")
+        return match
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return WrkResult(
+        requests=int(find(r"(\d+) requests in").group(1)),
+        per_second=float(find(r"Requests/sec:\s+([\d.]+)").group(1)),
+        p50_ms=_ms(find(r"(?m)^\s+50%\s+(\S+)$").group(1)),
+        p99_ms=_ms(find(r"(?m)^\s+99%\s+(\S+)$").group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+
+
+async def run_wrk(wrk: str, url: str, script: Path, args: list[str], *, connections: int, seconds: int) -> WrkResult:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url, "--", *args]
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed: {out.decode(errors='replace')}")
+    return parse_wrk(out.decode())
+
+
+def write_webhook_bodies(path: Path, *, run_id: str, label: str, customers: list[str]) -> None:
+    """Validly signed bodies with unique correlationIds; half for known customers, half for unknown ids
+    (both are accepted intake). `applicantCreated` changes no customer's state."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    with path.open("w") as out:
+        for i in range(WRK_BODIES):
+            customer_id = customers[(i // 2) % len(customers)] if i % 2 == 0 else str(uuid.uuid4())
+            body = json.dumps(
+                {
+                    "applicantId": f"bench{run_id}{label}{i:06d}",
+                    "inspectionId": f"bench{run_id}{label}{i:06d}",
+                    "applicantType": "individual",
+                    "correlationId": f"bench-{run_id}-{label}-{i}",
+                    "levelName": "basic-kyc-level",
+                    "sandboxMode": True,
+                    "externalUserId": customer_id,
+                    "type": "applicantCreated",
+                    "reviewStatus": "init",
+                    "createdAtMs": stamp,
+                    "clientId": "bench",
+                },
+                separators=(",", ":"),
+            ).encode()
+            out.write(f"{webhook_digest(body, DEV_WEBHOOK_SECRET)}\t{body.decode()}\n")
+
+
+# --- registrations --------------------------------------------------------------------------------------
+
+
+async def registration_burst(api_url: str, token: str, *, run_id: str, count: int) -> Row:
+    """`count` registrations sent at once, each on a connection of its own (opened beforehand)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    clients = [httpx.AsyncClient(base_url=api_url, timeout=30, headers=headers) for _ in range(count)]
+    try:
+        await asyncio.gather(*(http.get("/healthz") for http in clients))  # connections open before the burst
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+
+        async def one(http: httpx.AsyncClient, i: int) -> None:
+            variables = {"input": {"email": f"burst-{run_id}-{count}-{i}@example.com", "customerType": "INDIVIDUAL"}}
+            started = time.perf_counter()
+            try:
+                response = await http.post("/graphql", json={"query": REGISTER, "variables": variables})
+                body = response.json()
+                outcome = (
+                    "ok"
+                    if response.status_code == 200 and not body.get("errors")
+                    else str((body.get("errors") or [{}])[0].get("extensions", {}).get("code", response.status_code))
+                )
+            except httpx.HTTPError as exc:
+                outcome = type(exc).__name__
+            if outcome == "ok":
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors[outcome] = errors.get(outcome, 0) + 1
+
+        await asyncio.gather(*(one(http, i) for i, http in enumerate(clients)))
+    finally:
+        await asyncio.gather(*(http.aclose() for http in clients))
+    p50, p99 = 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99)
+    return Row(
+        f"{count} registrations at once",
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, {sum(errors.values())} errors",
+        goal="0 errors, p99 < 1000 ms",
+        details={"p50_ms": p50, "p99_ms": p99, "errors": errors, "ok": len(latencies)},
+    )
+
+
+async def register_many(api_url: str, token: str, *, run_id: str, label: str, count: int) -> list[str]:
+    limit = asyncio.Semaphore(16)
+    async with httpx.AsyncClient(base_url=api_url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
+
+        async def one(i: int) -> str:
+            variables = {"input": {"email": f"{label}-{run_id}-{i}@example.com", "customerType": "INDIVIDUAL"}}
+            for attempt in range(10):
+                async with limit:
+                    body = (await http.post("/graphql", json={"query": REGISTER, "variables": variables})).json()
+                codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+                if codes != ["SERVICE_UNAVAILABLE"]:
+                    break
+                await asyncio.sleep(0.5 * 2**attempt)  # as the API asks: retry (the worker is busy)
+            if body.get("errors"):
+                raise RuntimeError(f"registration failed: {body['errors']}")
+            return str(body["data"]["customerRegister"]["customer"]["id"])
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def wait_for_stage(pool: asyncpg.Pool, ids: list[str], stage: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while await pool.fetchval(
+        "SELECT count(*) FROM customers WHERE id = any($1::uuid[]) AND onboarding_stage = $2", ids, stage
+    ) < len(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"customers did not all reach {stage} within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+# --- onboarding throughput ------------------------------------------------------------------------------
+
+
+async def onboard_all(api_url: str, token: str, pool: asyncpg.Pool, *, run_id: str, count: int) -> float:
+    """Seconds from the first registration until all `count` customers are ACTIVE; the WebSDK's buttons are
+    pressed as soon as each customer can take them."""
+    started = time.perf_counter()
+    ids = await register_many(api_url, token, run_id=run_id, label="onboard", count=count)
+    pressed: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=30) as http:
+        deadline = time.monotonic() + 600
+        while True:
+            rows = await pool.fetch(
+                "SELECT id::text, onboarding_stage, state->>'verification_url' AS url FROM customers "
+                "WHERE id = any($1::uuid[])",
+                ids,
+            )
+            if len(rows) == count and all(r["onboarding_stage"] == "ONBOARDED" for r in rows):
+                return time.perf_counter() - started
+            presses = []
+            for row in rows:
+                action = {"AWAITING_KYC": "submit", "KYC_IN_REVIEW": "approve"}.get(row["onboarding_stage"])
+                if action and pressed.get(row["id"]) != action:
+                    pressed[row["id"]] = action
+                    presses.append(http.post(f"{row['url']}/{action}"))
+            for response in await asyncio.gather(*presses):
+                if response.status_code != 303:
+                    raise RuntimeError(f"the WebSDK page refused a press: {response.status_code} {response.text}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("onboarding did not finish within 600 s")
+            await asyncio.sleep(0.1)
+
+
+async def activities_per_onboarding(temporal: Client, customer_id: str) -> int:
+    history = await temporal.get_workflow_handle(workflow_id_for(customer_id)).fetch_history()
+    return sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+
+
+async def bare_registrations(temporal_address: str, *, count: int) -> tuple[list[float], int]:
+    """Seconds each of `count` update-with-starts of a bare workflow took, sent at once, on their own worker,
+    and how many failed (past a 10 s RPC timeout, our API's REGISTER_TIMEOUT)."""
+    client = await Client.connect(temporal_address)
+    task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    worker = Worker(
+        client, task_queue=task_queue, workflows=[BareRegistrationWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+    )
+    async with worker:
+
+        async def one(i: int) -> float | None:
+            start = WithStartWorkflowOperation(
+                BareRegistrationWorkflow.run,
+                f"bare-{i}@example.com",
+                id=f"{task_queue}-{i}",
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+            started = time.perf_counter()
+            try:
+                await client.execute_update_with_start_workflow(
+                    BareRegistrationWorkflow.register,
+                    f"bare-{i}@example.com",
+                    start_workflow_operation=start,
+                    rpc_timeout=timedelta(seconds=10),
+                )
+            except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
+                with contextlib.suppress(Exception):  # the start's own outcome, so asyncio does not log it
+                    await start.workflow_handle()
+                return None
+            return time.perf_counter() - started
+
+        results = await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.gather(
+            *(
+                client.get_workflow_handle(f"{task_queue}-{i}").signal(BareRegistrationWorkflow.close)
+                for i in range(count)
+            ),
+            return_exceptions=True,
+        )
+    latencies = [r for r in results if r is not None]
+    return latencies, len(results) - len(latencies)
+
+
+async def bare_temporal(temporal_address: str, *, count: int, steps: int) -> float:
+    """Seconds for `count` bare workflows of `steps` activities each, started at once, on their own worker."""
+    client = await Client.connect(temporal_address)
+    task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BareOnboardingWorkflow],
+        activities=[bare_step],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    async with worker:
+        started = time.perf_counter()
+        handles = await asyncio.gather(
+            *(
+                client.start_workflow(BareOnboardingWorkflow.run, steps, id=f"{task_queue}-{i}", task_queue=task_queue)
+                for i in range(count)
+            )
+        )
+        await asyncio.gather(*(handle.result() for handle in handles))
+        return time.perf_counter() - started
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+
+async def bench(args: argparse.Namespace, stack: DevStack, wrk: str, work: Path) -> list[Row]:
+    run_id = uuid.uuid4().hex[:8]
+    rows: list[Row] = []
+    api = stack.api_url
+    pool = await asyncpg.create_pool(stack.child_env["DATABASE_URL"], min_size=1, max_size=4)
+    assert pool is not None
+    ceiling_port = free_port()
+    ceiling = subprocess.Popen(
+        [sys.executable, "-m", "scripts.bench_ceiling"],
+        env={**stack.child_env, "BENCH_CEILING_PORT": str(ceiling_port), "SUMSUB_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET},
+        cwd=REPO_ROOT,
+    )
+    ceiling_url = f"http://127.0.0.1:{ceiling_port}"
+    try:
+        await _wait_until_up(f"{ceiling_url}/customer/{uuid.uuid4()}", ceiling, expect=404)
+        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+
+        # Registrations at once, before anything else loads the worker.
+        profilers = _start_py_spy(args, stack)
+        for count in (100, 200) if "registrations" in args.rows else ():
+            print(f"{count} registrations at once ...", flush=True)
+            row = await registration_burst(api, token, run_id=run_id, count=count)
+            await asyncio.sleep(args.settle_seconds)  # their onboarding (Keycloak, Sumsub) settles
+            bare_latencies, bare_errors = await bare_registrations(stack.temporal_address, count=count)
+            p50, p99 = 1000 * percentile(bare_latencies, 0.5), 1000 * percentile(bare_latencies, 0.99)
+            row.ceiling = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, {bare_errors} errors (bare update-with-start)"
+            assert row.details is not None
+            row.ratio = p99 / row.details["p99_ms"] if row.details["p99_ms"] else None
+            row.details["ceiling"] = {"p50_ms": p50, "p99_ms": p99, "errors": bare_errors}
+            rows.append(row)
+            print(f"  ours: {row.ours}; ceiling: {row.ceiling}", flush=True)
+        _stop_py_spy(profilers)
+
+        if not {"webhooks", "reads", "onboarding"} & set(args.rows):
+            return rows
+        customers = await register_many(api, token, run_id=run_id, label="reads", count=20)
+        await wait_for_stage(pool, customers, "AWAITING_KYC")
+
+        # Webhook intake: the ceiling first, then ours, same generator and body shapes.
+        script = work / "webhook.lua"
+        script.write_text(WEBHOOK_LUA)
+        intake: dict[str, WrkResult] = {}
+        for label, url, path in (
+            (("ceiling", ceiling_url, "/webhook"), ("ours", api, "/webhooks/sumsub")) if "webhooks" in args.rows else ()
+        ):
+            bodies = work / f"bodies-{label}.tsv"
+            write_webhook_bodies(bodies, run_id=run_id, label=label, customers=customers)
+            print(f"webhook intake ({label}) with wrk ...", flush=True)
+            intake[label] = await run_wrk(wrk, url, script, [path, str(bodies)], connections=32, seconds=args.seconds)
+        if intake:
+            rows.append(_versus("Sumsub webhook intake, 32 connections", intake, goal="ratio >= 0.8, p99 < 50 ms"))
+            drained = await _drain_inbox(pool, timeout=args.drain_seconds)
+            print(f"webhook backlog delivered in {drained:.1f} s", flush=True)
+
+        # customer(id): the same rows, the same generator.
+        ids = work / "ids.txt"
+        ids.write_text("\n".join(customers) + "\n")
+        script = work / "read.lua"
+        script.write_text(READ_LUA)
+        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+        await _check_read(api, token, customers[0])
+        reads: dict[str, WrkResult] = {}
+        for label, url in (("ceiling", ceiling_url), ("ours", api)) if "reads" in args.rows else ():
+            print(f"customer(id) ({label}) with wrk ...", flush=True)
+            reads[label] = await run_wrk(
+                wrk, url, script, [label, token, str(ids)], connections=16, seconds=args.seconds
+            )
+        if reads:
+            rows.append(_versus("customer(id), 16 connections", reads, goal="ratio >= 0.5, p99 < 20 ms"))
+        if "onboarding" not in args.rows:
+            return rows
+
+        # Onboarding throughput against bare Temporal.
+        print(f"onboarding {args.onboard} customers ...", flush=True)
+        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+        ours = await onboard_all(api, token, pool, run_id=run_id, count=args.onboard)
+        temporal = await connect(
+            Settings.model_validate(
+                {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
+            )
+        )
+        one = await pool.fetchval(
+            "SELECT id::text FROM customers WHERE onboarding_stage = 'ONBOARDED' AND email LIKE $1 LIMIT 1",
+            f"onboard-{run_id}-%",
+        )
+        steps = await activities_per_onboarding(temporal, one)
+        print(f"{args.onboard} bare workflows of {steps} activities ...", flush=True)
+        bare = await bare_temporal(stack.temporal_address, count=args.onboard, steps=steps)
+        rows.append(
+            Row(
+                f"onboarding throughput ({args.onboard} customers, {steps} activities each)",
+                f"{args.onboard / ours:.2f}/s ({ours:.1f} s)",
+                f"{args.onboard / bare:.2f}/s ({bare:.1f} s)",
+                bare / ours,
+                "ratio >= 1.0",
+                {"ours_seconds": ours, "bare_seconds": bare, "activities": steps, "customers": args.onboard},
+            )
+        )
+    finally:
+        ceiling.terminate()
+        ceiling.wait(timeout=15)
+        await pool.close()
+    return rows
+
+
+def _versus(name: str, results: dict[str, WrkResult], *, goal: str) -> Row:
+    ours, ceiling = results["ours"], results["ceiling"]
+    for label, result in results.items():
+        if result.non_2xx or result.socket_errors:
+            print(f"warning: {name} ({label}): {result.non_2xx} non-2xx, {result.socket_errors} socket errors")
+    return Row(
+        name,
+        f"{ours.per_second:.0f}/s, p50 {ours.p50_ms:.1f} ms, p99 {ours.p99_ms:.1f} ms",
+        f"{ceiling.per_second:.0f}/s, p50 {ceiling.p50_ms:.1f} ms, p99 {ceiling.p99_ms:.1f} ms",
+        ours.per_second / ceiling.per_second if ceiling.per_second else None,
+        goal,
+        {label: asdict(result) for label, result in results.items()},
+    )
+
+
+async def _check_read(api: str, token: str, customer_id: str) -> None:
+    """wrk counts answers, not their content: one read through the same query, checked."""
+    async with httpx.AsyncClient(base_url=api, timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
+        body = (await http.post("/graphql", json={"query": GET_CUSTOMER, "variables": {"id": customer_id}})).json()
+    if body.get("errors") or not body["data"]["customer"]:
+        raise RuntimeError(f"customer(id) does not answer as the benchmark expects: {body}")
+
+
+async def _drain_inbox(pool: asyncpg.Pool, *, timeout: float) -> float:
+    """Seconds until every stored webhook is delivered (the worker took their signals), at most `timeout`."""
+    started = time.perf_counter()
+    while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
+        if time.perf_counter() - started > timeout:
+            break
+        await asyncio.sleep(0.5)
+    return time.perf_counter() - started
+
+
+async def _wait_until_up(url: str, proc: subprocess.Popen[bytes], *, expect: int) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            try:
+                if (await http.get(url)).status_code == expect:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the ceiling app did not start")
+            await asyncio.sleep(0.1)
+
+
+def _start_py_spy(args: argparse.Namespace, stack: DevStack) -> list[subprocess.Popen[bytes]]:
+    """py-spy (from PyPI, on PATH or beside this Python) on the worker and the API during the bursts."""
+    if not args.py_spy:
+        return []
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--py-spy needs py-spy on PATH (pip install py-spy)")
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name in ("worker", "api"):
+        pid = stack.pid(name)
+        assert pid is not None
+        out = args.py_spy / f"{name}.speedscope.json"
+        procs.append(
+            subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    "200",
+                    "--subprocesses",
+                    "--format",
+                    "speedscope",
+                    "-o",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+    time.sleep(1)  # attached before the burst
+    return procs
+
+
+def _stop_py_spy(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(2)  # SIGINT: py-spy writes its profile and exits
+        proc.wait(timeout=60)
+
+
+def table(rows: list[Row]) -> str:
+    header = ("row", "ours", "ceiling", "ratio", "goal")
+    cells = [header] + [(r.name, r.ours, r.ceiling, "-" if r.ratio is None else f"{r.ratio:.2f}", r.goal) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)
+
+
+async def _with_own_stack(args: argparse.Namespace, wrk: str) -> list[Row]:
+    root = Path(tempfile.mkdtemp(prefix="bench-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    settings_vars = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars} | {"LOG_FORMAT": "json"}
+    env |= {"API_WORKERS": str(args.api_workers)} | dict(setting.split("=", 1) for setting in args.env)
+    stack = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
+    print(f"starting a stack in {root} ...", flush=True)
+    try:
+        await stack.start()
+        return await bench(args, stack, wrk, root)
+    except BaseException:
+        for log in sorted((root / "logs").glob("*.log")):
+            print(f"--- {log.name} (last 20 lines)", file=sys.stderr)
+            print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=Path("test-artifacts/bench.json"), help="the table as JSON")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--onboard", type=int, default=50, help="customers onboarded for the throughput row")
+    parser.add_argument("--api-workers", type=int, default=1, help="API_WORKERS of the stack's API")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting for the stack (repeatable)"
+    )
+    parser.add_argument("--settle-seconds", type=float, default=10.0, help="pause after each registration burst")
+    parser.add_argument("--drain-seconds", type=float, default=120.0, help="most to wait for the webhook backlog")
+    parser.add_argument(
+        "--rows",
+        type=lambda text: text.split(","),
+        default=list(ROWS),
+        help=f"which rows, comma-separated (default all: {','.join(ROWS)})",
+    )
+    parser.add_argument("--py-spy", type=Path, default=None, help="profile worker and API during the bursts, into DIR")
+    args = parser.parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("make bench needs Debian's wrk on PATH: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    started = datetime.now(UTC)
+    rows = asyncio.run(_with_own_stack(args, wrk))
+    machine = f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()}"
+    print()
+    print(f"make bench, {started:%Y-%m-%d %H:%M} UTC, {machine}; generator, stack and ceiling on one machine")
+    print(table(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(),
+                "machine": machine,
+                "api_workers": args.api_workers,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
