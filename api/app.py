@@ -31,8 +31,10 @@ from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
 from api.state import AppState
 from api.webhooks import sumsub_webhook
+from db.data_keys import data_key_store
 from integrations.sumsub.images import SumsubImages
 from kit import metrics
+from kit.codec import EncryptionCodec
 from kit.logging import RequestIdMiddleware
 from kit.settings import Settings
 from kit.temporal import connect
@@ -120,7 +122,10 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         await db.pool.migrate(database_url)
         pool = await db.pool.create_pool(database_url, size=settings.database_pool_size)
         http = httpx.AsyncClient()
-        temporal = await connect(settings, lazy=True)
+        data_keys = data_key_store(pool, database_url, settings.payload_encryption_keys)
+        if data_keys is not None:
+            await data_keys.start()
+        temporal = await connect(settings, lazy=True, data_keys=data_keys)
         relay = WebhookRelay(pool=pool, temporal=temporal, event_time_tolerance=settings.sumsub_event_time_tolerance)
         sumsub_images = SumsubImages(
             base_url=settings.sumsub_base_url,
@@ -137,6 +142,8 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             relay=relay,
             documents=documents,
             sumsub_images=sumsub_images,
+            data_keys=data_keys,
+            codec=EncryptionCodec.from_spec(settings.payload_encryption_keys, data_keys=data_keys),
         )
         sweepers = [asyncio.create_task(relay.run()), asyncio.create_task(documents.run_sweeps())]
         try:
@@ -149,6 +156,8 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             await app.state.services.customers.aclose()
             await http.aclose()
             await sumsub_images.aclose()
+            if data_keys is not None:
+                await data_keys.aclose()
             await pool.close()
 
     limits = GraphQLLimits(

@@ -11,7 +11,9 @@ from api.auth import TokenVerifier
 from api.documents import DocumentService
 from api.relay import WebhookRelay
 from api.service import CustomerService
+from db.data_keys import DataKeyStore
 from integrations.sumsub.images import SumsubImages
+from kit.codec import EncryptionCodec
 from kit.settings import Settings
 
 
@@ -25,3 +27,5 @@ class AppState:
     relay: WebhookRelay
     documents: DocumentService
     sumsub_images: SumsubImages
+    data_keys: DataKeyStore | None  # customers' own payload keys (None: encryption off)
+    codec: EncryptionCodec | None  # the codec server's, with `data_keys`

@@ -31,9 +31,11 @@ from api.relay import WebhookRelay
 from api.schema import Context, schema
 from api.service import CustomerService, encode_cursor
 from api.state import AppState
+from db.data_keys import data_key_store
 from dev.stack import DevStack
 from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
 from integrations.sumsub.images import SumsubImages
+from kit.codec import EncryptionCodec
 from kit.settings import Settings
 from kit.temporal import connect
 from tests.support.graphql import graphql, press, register, wait_for_stage
@@ -165,7 +167,8 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
     settings = Settings(**{k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields})
     assert settings.database_url is not None
     pool = await db.pool.create_pool(settings.database_url, size=2)
-    temporal = await connect(settings)
+    data_keys = data_key_store(pool, settings.database_url, settings.payload_encryption_keys)
+    temporal = await connect(settings, data_keys=data_keys)
     async with httpx.AsyncClient() as http:
         customers = CustomerService(pool=pool, temporal=temporal, settings=settings)
         sumsub_images = SumsubImages(
@@ -184,6 +187,8 @@ async def services(stack: DevStack) -> AsyncIterator[AppState]:
                 pool=pool, store=object_store(settings), policy=DocumentPolicy.from_settings(settings)
             ),
             sumsub_images=sumsub_images,
+            data_keys=data_keys,
+            codec=EncryptionCodec.from_spec(settings.payload_encryption_keys, data_keys=data_keys),
         )
         await customers.aclose()
         await sumsub_images.aclose()
