@@ -22,6 +22,7 @@ import db.pool
 from api.auth import ANONYMOUS, AuthenticationError, IssuerUnavailable, TokenVerifier
 from api.bodies import BodyLimit
 from api.codec import codec_app
+from api.compliance import ComplianceService
 from api.documents import DocumentPolicy, DocumentService, object_store
 from api.edge import BodyDeadline
 from api.events_feed import events_feed
@@ -32,6 +33,8 @@ from api.service import CustomerService
 from api.state import AppState
 from api.webhooks import sumsub_webhook
 from db.data_keys import data_key_store
+from integrations.keycloak import keycloak_admin
+from integrations.sumsub.client import SumsubClient
 from integrations.sumsub.images import SumsubImages
 from kit import metrics
 from kit.codec import EncryptionCodec
@@ -132,18 +135,34 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             app_token=settings.sumsub_app_token,
             secret_key=settings.sumsub_secret_key,
         )
-        documents = DocumentService(pool=pool, store=object_store(settings), policy=document_policy)
+        store = object_store(settings)
+        documents = DocumentService(pool=pool, store=store, policy=document_policy)
+        customers = CustomerService(pool=pool, temporal=temporal, settings=settings)
+        # Erasure deletes the customer's Keycloak user and deactivates their applicant itself (api/compliance.py).
+        keycloak = keycloak_admin(settings)
+        sumsub = SumsubClient.from_settings(settings)
+        compliance = ComplianceService(
+            pool=pool,
+            customers=customers,
+            temporal=temporal,
+            keycloak=keycloak,
+            sumsub=sumsub,
+            store=store,
+            data_keys=data_keys,
+            request_expiry=settings.four_eyes_request_expiry,
+        )
         app.state.services = AppState(
             settings=settings,
             pool=pool,
             temporal=temporal,
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
-            customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
+            customers=customers,
             relay=relay,
             documents=documents,
             sumsub_images=sumsub_images,
             data_keys=data_keys,
             codec=EncryptionCodec.from_spec(settings.payload_encryption_keys, data_keys=data_keys),
+            compliance=compliance,
         )
         sweepers = [asyncio.create_task(relay.run()), asyncio.create_task(documents.run_sweeps())]
         try:
@@ -156,6 +175,10 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             await app.state.services.customers.aclose()
             await http.aclose()
             await sumsub_images.aclose()
+            await sumsub.aclose()
+            await keycloak.connection.aclose()
+            # python-keycloak fetches tokens with a second httpx client that conn.aclose() leaves open.
+            await keycloak.connection.keycloak_openid.connection.aclose()
             if data_keys is not None:
                 await data_keys.aclose()
             await pool.close()

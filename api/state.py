@@ -8,6 +8,7 @@ import asyncpg
 from temporalio.client import Client
 
 from api.auth import TokenVerifier
+from api.compliance import ComplianceService
 from api.documents import DocumentService
 from api.relay import WebhookRelay
 from api.service import CustomerService
@@ -29,3 +30,4 @@ class AppState:
     sumsub_images: SumsubImages
     data_keys: DataKeyStore | None  # customers' own payload keys (None: encryption off)
     codec: EncryptionCodec | None  # the codec server's, with `data_keys`
+    compliance: ComplianceService

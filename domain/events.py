@@ -29,7 +29,11 @@ PUBLISHED_TYPES: dict[str, str] = {
     "customer.email_changed": "customer.email_changed",
     # Published so that a consumer told of a change Keycloak or Sumsub then refused learns it was undone.
     "customer.email_change_reverted": "customer.email_change_reverted",
+    # Written by erasure (api/compliance.py), not the workflow: the id, status and the fact remain.
+    "customer.erased": "customer.erased",
 }
+
+CUSTOMER_ERASED = "customer.erased"
 
 
 def published_type(audit_type: str) -> str | None:

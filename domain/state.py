@@ -80,6 +80,9 @@ class CustomerState(BaseModel):
     applied_kyc_events: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = Field(
+        default=None, description="Set by erasure (never by the workflow): personal data replaced by tombstones."
+    )
     run_id: str | None = Field(default=None, description="The run answering a query (set on read, not carried).")
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from api.schema.compliance import ComplianceQuery
 from api.schema.documents import DocumentQuery
 from api.schema.inputs import CustomerFilter, CustomerSort, SortDirection, valid_email
 from api.schema.permissions import (
@@ -23,7 +24,7 @@ from api.service import cursor_for, decode_cursor, parse_customer_id
 
 
 @strawberry.type
-class Query(DocumentQuery):
+class Query(DocumentQuery, ComplianceQuery):
     @strawberry.field(
         permission_classes=[PortalOpsOrCustomer],
         description="One customer, live (PostgreSQL when its workflow is not reachable); null when there is none. "

@@ -86,6 +86,9 @@ class Customer:
     onboarding: Onboarding
     deposit_account: DepositAccount | None
     suspension_reason: str | None
+    erased_at: datetime | None = strawberry.field(
+        description="When compliance erased the customer's personal data (four eyes); the id and statuses remain."
+    )
     provided: strawberry.Private[ProvidedProfile]
 
     @strawberry.field(
@@ -131,6 +134,7 @@ class Customer:
             telegram_handle=reg.telegram_handle,
             status=state.status,
             suspension_reason=state.suspension_reason,
+            erased_at=state.erased_at,
             provided=ProvidedProfile.from_registration(reg),
             created_at=state.created_at,
             kyc=Kyc(
