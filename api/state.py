@@ -10,6 +10,7 @@ from temporalio.client import Client
 from api.auth import TokenVerifier
 from api.compliance import ComplianceService
 from api.documents import DocumentService
+from api.export import DataExport
 from api.relay import WebhookRelay
 from api.service import CustomerService
 from db.data_keys import DataKeyStore
@@ -31,3 +32,4 @@ class AppState:
     data_keys: DataKeyStore | None  # customers' own payload keys (None: encryption off)
     codec: EncryptionCodec | None  # the codec server's, with `data_keys`
     compliance: ComplianceService
+    export: DataExport

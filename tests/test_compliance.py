@@ -4,6 +4,7 @@ leaves behind in PostgreSQL, Keycloak, the object store, the logs and Temporal's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ REJECT = """mutation($id: ID!, $r: String!) { complianceRequestReject(input: {re
 CLOSE = 'mutation($id: ID!) { customerClose(input: {customerId: $id, reason: "customer request"}) { customer { id } } }'
 CUSTOMER = "query($id: ID!) { customer(id: $id) { id email status erasedAt onboarding { stage workflowId } } }"
 REQUESTS = "query($id: ID!) { complianceRequests(customerId: $id) { id state } }"
+EXPORT = "mutation($id: ID!) { customerDataExport(input: {customerId: $id}) { exportedAt document } }"
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -235,6 +237,11 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     (event,) = [e for e in published if e["subject"] == cid]
     validator("customer.erased").validate(event)
 
+    # What an export now holds: the facts, no personal value.
+    left = (await graphql(maker, EXPORT, {"id": cid}))["data"]["customerDataExport"]["document"]
+    assert left["customer"]["erased_at"] and left["keycloakUser"] is None and left["profile"]["verified"] is None
+    assert [needle for needle in needles if needle.lower() in json.dumps(left).lower()] == []
+
     # The logs of every process: no personal value either.
     assert stack.log_dir is not None
     for log in stack.log_dir.glob("*.log"):
@@ -312,3 +319,41 @@ async def test_a_request_nobody_confirmed_in_time_expires(
     await admin.connection.aclose()
     await admin.connection.keycloak_openid.connection.aclose()
     await database.close()
+
+
+async def test_the_export_holds_registration_profile_trail_documents_webhooks_and_the_keycloak_user(
+    ops: httpx.AsyncClient, maker: httpx.AsyncClient
+) -> None:
+    customer, person = await _onboarded_person(ops, uuid.uuid4().hex[:8])
+    assert _code(await graphql(ops, EXPORT, {"id": customer["id"]})) == "FORBIDDEN"
+    assert _code(await graphql(maker, EXPORT, {"id": "not-an-id"})) == "BAD_USER_INPUT"
+    assert _code(await graphql(maker, EXPORT, {"id": str(uuid.uuid4())})) == "NOT_FOUND"
+
+    exported = (await graphql(maker, EXPORT, {"id": customer["id"]}))["data"]["customerDataExport"]["document"]
+    assert exported["customerId"] == customer["id"]
+    assert exported["customer"]["registration"]["email"] == person["email"]
+    assert (exported["customer"]["status"], exported["customer"]["stage"]) == ("ACTIVE", "ONBOARDED")
+    assert exported["profile"]["provided"] == {
+        "first_name": person["firstName"],
+        "last_name": person["lastName"],
+        "company_name": None,
+    }
+    verified = exported["profile"]["verified"]["personal_info"]
+    assert (verified["first_name"], verified["date_of_birth"]) == (person["firstName"], person["dob"])
+    types = [event["type"] for event in exported["auditTrail"]]
+    assert types[0] == "customer.registered" and {"kyc.approved", "customer.activated", "document.uploaded"} <= set(
+        types
+    )
+    (document,) = exported["documents"]
+    async with httpx.AsyncClient() as http:
+        downloaded = await http.get(document["downloadUrl"])
+    assert downloaded.status_code == 200 and hashlib.sha256(downloaded.content).hexdigest() == document["sha256"]
+    assert document["originalFilename"] == f"contract-{person['lastName']}.pdf"
+    webhooks = {webhook["type"] for webhook in exported["sumsubWebhooks"]}
+    assert {"applicantCreated", "applicantReviewed"} <= webhooks
+    assert exported["keycloakUser"]["email"] == person["email"]
+    assert exported["keycloakUser"]["attributes"]["customer_id"] == [customer["id"]]
+    trail = await graphql(
+        ops, "query($id: ID!) { customer(id: $id) { events { type actor } } }", {"id": customer["id"]}
+    )
+    assert {"type": "customer.data_exported", "actor": "compliance"} in trail["data"]["customer"]["events"]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api.compliance import Officer
@@ -58,6 +59,20 @@ class ComplianceRequest:
         )
 
 
+@strawberry.type
+class CustomerDataExportPayload:
+    exported_at: datetime
+    document: JSON = strawberry.field(
+        description="Everything held about the customer: registration, profile, statuses, audit trail, documents "
+        "with fresh download links, Sumsub webhooks received, compliance requests, the Keycloak user."
+    )
+
+
+@strawberry.input
+class CustomerDataExportInput:
+    customer_id: strawberry.ID
+
+
 @strawberry.input
 class CustomerEraseInput:
     customer_id: strawberry.ID
@@ -93,6 +108,19 @@ def _officer(info: Info[Context, Any]) -> Officer:
 
 @strawberry.type
 class ComplianceMutation:
+    @strawberry.mutation(
+        permission_classes=[ComplianceOnly],
+        description="The data subject's export: one JSON document (audited as customer.data_exported).",
+    )
+    async def customer_data_export(
+        self, info: Info[Context, Any], input: CustomerDataExportInput
+    ) -> CustomerDataExportPayload:
+        customer_id = parse_customer_id(input.customer_id, field="customerId")
+        document = await info.context.services.export.export(customer_id, actor=info.context.principal.actor)
+        return CustomerDataExportPayload(
+            exported_at=datetime.fromisoformat(document["exportedAt"]), document=JSON(document)
+        )
+
     @strawberry.mutation(
         permission_classes=[ComplianceOnly],
         description="Requests the erasure of a CLOSED, KYC_DECLINED, EXPIRED or FAILED customer (an active one must "
