@@ -1,4 +1,4 @@
-"""Compliance officers' four-eyes requests and the erasure a confirmed ERASE request carries out.
+"""Compliance officers' four-eyes requests: KYC overrides (the workflow's `kyc_override` update) and erasure.
 
 The rules (who may confirm, expiry, which customers qualify) are `domain/four_eyes.py`; this is the shell:
 PostgreSQL (`db/four_eyes.py`), the audit trail, and the erasure's side effects. Erasure spans systems
@@ -45,7 +45,7 @@ from domain import four_eyes
 from domain.customer import OnboardingStage, workflow_id_for
 from domain.events import CUSTOMER_ERASED, event_data
 from domain.four_eyes import FourEyesError, RequestKind, RequestState
-from domain.state import CustomerState
+from domain.state import CustomerState, KycOverrideRequest
 from integrations.sumsub.client import SumsubClient, SumsubError
 
 log = structlog.get_logger("compliance")
@@ -155,13 +155,14 @@ class ComplianceService:
                 why = four_eyes.refusal(decided.kind, state.stage, state.kyc_status, erased=state.erased_at is not None)
                 if why is not None:
                     raise Conflict(f"the customer no longer qualifies: {why}")
-                if decided.kind is not RequestKind.ERASE:
-                    raise Conflict("KYC overrides cannot be confirmed yet: the workflow does not act on them")
                 await db.four_eyes.save_decision(conn, decided, actor=by.actor)
                 stored = StoredRequest(decided, stored.requested_by_actor, by.actor, None)
                 await self._audit(conn, stored, "compliance.request_confirmed", actor=by.actor, at=now)
-        if stored.request.kind is RequestKind.ERASE and stored.executed_at is None:
-            await self._erase(stored, actor=by.actor)
+        if stored.executed_at is None:
+            if stored.request.kind is RequestKind.ERASE:
+                await self._erase(stored, actor=by.actor)
+            else:
+                await self._override(stored, actor=by.actor)
             refreshed = await db.four_eyes.get(self._pool, request_id)
             assert refreshed is not None
             stored = refreshed
@@ -191,6 +192,29 @@ class ComplianceService:
             run_id=None,
             idempotency_key=f"four-eyes:{stored.request.id}:{event_type}",
         )
+
+    # --- KYC override -------------------------------------------------------------------------------
+
+    async def _override(self, stored: StoredRequest, *, actor: str) -> None:
+        """The workflow acts as on the matching Sumsub verdict and records both officers (its update's audit
+        row); then the request is marked executed."""
+        request = stored.request
+        assert request.decided_by is not None and request.decided_at is not None
+        await self._customers.kyc_override(
+            request.customer_id,
+            KycOverrideRequest(
+                approve=request.kind is RequestKind.OVERRIDE_APPROVE,
+                request_id=request.id,
+                reason=request.reason,
+                requested_by=request.requested_by,
+                requested_at=request.requested_at,
+                decided_by=request.decided_by,
+                decided_at=request.decided_at,
+                actor=actor,
+            ),
+        )
+        async with self._pool.acquire() as conn:
+            await db.four_eyes.mark_executed(conn, request.id, self._now())
 
     # --- erasure ------------------------------------------------------------------------------------
 

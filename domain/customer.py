@@ -82,6 +82,13 @@ class KycStatus(StrEnum):
     DECLINED = "DECLINED"
 
 
+class KycDecidedBy(StrEnum):
+    """Who made the KYC outcome that stands: Sumsub's review, or compliance officers under four eyes."""
+
+    SUMSUB = "SUMSUB"
+    MANUAL_OVERRIDE = "MANUAL_OVERRIDE"
+
+
 class KycLevel(StrEnum):
     NOT_KYCED = "NOT_KYCED"
     BASIC = "BASIC"

@@ -61,7 +61,9 @@ class NotPending(FourEyesError):
 ERASABLE_STAGES = frozenset(
     {OnboardingStage.CLOSED, OnboardingStage.KYC_DECLINED, OnboardingStage.EXPIRED, OnboardingStage.FAILED}
 )
-_OVERRIDE_APPROVABLE_KYC = frozenset({KycStatus.DECLINED, KycStatus.RESUBMISSION_REQUESTED})
+OVERRIDE_APPROVABLE_STAGES = frozenset(
+    {OnboardingStage.KYC_DECLINED, OnboardingStage.EXPIRED, OnboardingStage.KYC_RESUBMISSION_REQUESTED}
+)
 
 
 def refusal(kind: RequestKind, stage: OnboardingStage, kyc_status: KycStatus, *, erased: bool = False) -> str | None:
@@ -80,14 +82,17 @@ def refusal(kind: RequestKind, stage: OnboardingStage, kyc_status: KycStatus, *,
     if stage is OnboardingStage.CLOSED:
         return "the customer is closed"
     if kind is RequestKind.OVERRIDE_APPROVE:
-        if kyc_status in _OVERRIDE_APPROVABLE_KYC or stage is OnboardingStage.EXPIRED:
-            return None
+        if stage in OVERRIDE_APPROVABLE_STAGES or (
+            stage is OnboardingStage.ONBOARDED and kyc_status is KycStatus.DECLINED
+        ):
+            return None  # an onboarded one suspended by a RED review or a declining override is reactivated
         return (
-            f"only a DECLINED, EXPIRED or RESUBMISSION_REQUESTED customer can be approved (KYC is {kyc_status.value})"
+            "only a DECLINED, EXPIRED or RESUBMISSION_REQUESTED customer can be approved"
+            f" (stage is {stage.value}, KYC {kyc_status.value})"
         )
-    if kyc_status is KycStatus.APPROVED:
+    if stage is OnboardingStage.ONBOARDED and kyc_status is KycStatus.APPROVED:
         return None
-    return f"only an approved customer can be declined (KYC is {kyc_status.value})"
+    return f"only an onboarded, approved customer can be declined (stage is {stage.value}, KYC {kyc_status.value})"
 
 
 @dataclass(frozen=True)

@@ -357,3 +357,46 @@ async def test_the_export_holds_registration_profile_trail_documents_webhooks_an
         ops, "query($id: ID!) { customer(id: $id) { events { type actor } } }", {"id": customer["id"]}
     )
     assert {"type": "customer.data_exported", "actor": "compliance"} in trail["data"]["customer"]["events"]
+
+
+OVERRIDE = """mutation($id: ID!, $d: KycOverrideDecision!, $r: String!) {
+  customerKycOverride(input: {customerId: $id, decision: $d, reason: $r}) { id kind state requestedBy } }"""
+KYC = """query($id: ID!) { customer(id: $id) { status kyc { status decidedBy } onboarding { stage }
+  events { type actor details } } }"""
+
+
+async def test_a_kyc_override_requested_and_confirmed_by_two_officers_approves_a_declined_customer(
+    ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+) -> None:
+    customer = await register(ops, f"override-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    early = await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "checked"})
+    assert _code(early) == "CONFLICT"  # nothing to override before a verdict
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await wait_for_stage(ops, customer["id"], "KYC_IN_REVIEW")
+    await press(waiting["kyc"]["verificationUrl"], "reject")
+    await wait_for_stage(ops, customer["id"], "KYC_DECLINED")
+    declined = (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]
+    assert declined["kyc"] == {"status": "DECLINED", "decidedBy": "SUMSUB"}
+
+    assert _code(await graphql(ops, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "checked"})) == "FORBIDDEN"
+    assert _code(await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "DECLINE", "r": "x"})) == "CONFLICT"
+    requested = await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "documents checked by hand"})
+    request = requested["data"]["customerKycOverride"]
+    assert (request["kind"], request["state"]) == ("OVERRIDE_APPROVE", "PENDING")
+    assert _code(await graphql(maker, CONFIRM, {"id": request["id"]})) == "CONFLICT"  # the same officer
+    assert (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]["onboarding"][
+        "stage"
+    ] == "KYC_DECLINED"
+
+    confirmed = (await graphql(checker, CONFIRM, {"id": request["id"]}))["data"]["complianceRequestConfirm"]
+    assert confirmed["state"] == "CONFIRMED" and confirmed["executedAt"] is not None
+    active = await wait_for_stage(ops, customer["id"], "ONBOARDED")
+    assert active["status"] == "ACTIVE"
+    after = (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]
+    assert after["kyc"] == {"status": "APPROVED", "decidedBy": "MANUAL_OVERRIDE"}
+    (row,) = [e for e in after["events"] if e["type"] == "kyc.override_approved"]
+    details = row["details"]
+    assert details["requested_by"] == request["requestedBy"] and details["decided_by"] == confirmed["decidedBy"]
+    assert details["requested_at"] and details["decided_at"] and details["reason"] == "documents checked by hand"
+    assert row["actor"] == "compliance-checker"

@@ -98,9 +98,12 @@ S, K = OnboardingStage, KycStatus
         (RequestKind.OVERRIDE_APPROVE, S.KYC_RESUBMISSION_REQUESTED, K.RESUBMISSION_REQUESTED, True),
         (RequestKind.OVERRIDE_APPROVE, S.ONBOARDED, K.APPROVED, False),
         (RequestKind.OVERRIDE_APPROVE, S.CLOSED, K.DECLINED, False),
+        (RequestKind.OVERRIDE_APPROVE, S.ONBOARDED, K.DECLINED, True),  # suspended by a RED review or an override
+        (RequestKind.OVERRIDE_APPROVE, S.AWAITING_KYC, K.STARTED, False),
         (RequestKind.OVERRIDE_DECLINE, S.ONBOARDED, K.APPROVED, True),
         (RequestKind.OVERRIDE_DECLINE, S.KYC_DECLINED, K.DECLINED, False),
         (RequestKind.OVERRIDE_DECLINE, S.CLOSED, K.APPROVED, False),
+        (RequestKind.OVERRIDE_DECLINE, S.KYC_APPROVED, K.APPROVED, False),  # not activated yet
     ],
 )
 def test_which_customers_each_kind_applies_to(kind: RequestKind, stage: S, kyc: K, allowed: bool) -> None:

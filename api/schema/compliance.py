@@ -1,9 +1,11 @@
-"""What compliance officers can do: four-eyes requests (erasure), their confirmation or rejection."""
+"""What compliance officers can do: four-eyes requests (KYC overrides, erasure), their confirmation or rejection,
+and the data subject's export."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -73,6 +75,19 @@ class CustomerDataExportInput:
     customer_id: strawberry.ID
 
 
+@strawberry.enum
+class KycOverrideDecision(Enum):
+    APPROVE = "APPROVE"
+    DECLINE = "DECLINE"
+
+
+@strawberry.input
+class CustomerKycOverrideInput:
+    customer_id: strawberry.ID
+    decision: KycOverrideDecision
+    reason: str
+
+
 @strawberry.input
 class CustomerEraseInput:
     customer_id: strawberry.ID
@@ -120,6 +135,25 @@ class ComplianceMutation:
         return CustomerDataExportPayload(
             exported_at=datetime.fromisoformat(document["exportedAt"]), document=JSON(document)
         )
+
+    @strawberry.mutation(
+        permission_classes=[ComplianceOnly],
+        description="Requests a KYC override: APPROVE a KYC_DECLINED, EXPIRED or KYC_RESUBMISSION_REQUESTED customer "
+        "(or one suspended by a RED review), DECLINE an onboarded approved one; a different officer confirms it.",
+    )
+    async def customer_kyc_override(
+        self, info: Info[Context, Any], input: CustomerKycOverrideInput
+    ) -> ComplianceRequest:
+        customer_id = parse_customer_id(input.customer_id, field="customerId")
+        kind = (
+            RequestKind.OVERRIDE_APPROVE
+            if input.decision is KycOverrideDecision.APPROVE
+            else RequestKind.OVERRIDE_DECLINE
+        )
+        stored = await info.context.services.compliance.request(
+            kind, customer_id=customer_id, reason=input.reason, by=_officer(info)
+        )
+        return ComplianceRequest.from_stored(stored, _now())
 
     @strawberry.mutation(
         permission_classes=[ComplianceOnly],

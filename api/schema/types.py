@@ -18,6 +18,7 @@ from domain.customer import (
     CustomerStatus,
     CustomerType,
     DepositAccountStatus,
+    KycDecidedBy,
     KycLevel,
     KycStatus,
     OnboardingStage,
@@ -31,6 +32,7 @@ strawberry.enum(CustomerType, name="CustomerType")
 strawberry.enum(CustomerStatus, name="CustomerStatus")
 strawberry.enum(KycStatus, name="KycStatus")
 strawberry.enum(KycLevel, name="KycLevel")
+strawberry.enum(KycDecidedBy, name="KycDecidedBy")
 strawberry.enum(OnboardingStage, name="OnboardingStage")
 strawberry.enum(AccountCategory, name="AccountCategory")
 strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
@@ -40,6 +42,9 @@ strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
 class Kyc:
     status: KycStatus
     level: KycLevel
+    decided_by: KycDecidedBy | None = strawberry.field(
+        description="Whose outcome stands: SUMSUB's review, or a MANUAL_OVERRIDE two compliance officers confirmed."
+    )
     applicant_id: str | None
     verification_url: str | None
     moderation_comment: str | None
@@ -140,6 +145,7 @@ class Customer:
             kyc=Kyc(
                 status=state.kyc_status,
                 level=state.kyc_level,
+                decided_by=state.kyc_decided_by,
                 applicant_id=state.applicant_id,
                 verification_url=state.verification_url,
                 moderation_comment=state.moderation_comment,
