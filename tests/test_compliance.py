@@ -7,7 +7,8 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,15 +23,16 @@ from temporalio.client import Client
 import db.pool
 from api.compliance import ComplianceService, Officer
 from api.documents import object_store
-from api.errors import Conflict
+from api.errors import Conflict, Unavailable
 from api.service import CustomerService
 from db.data_keys import DataKeyStore
 from dev.stack import DevStack
-from domain.four_eyes import RequestKind
+from domain.four_eyes import RequestKind, RequestState
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from kit.settings import Settings
 from kit.temporal import connect
+from tests.helpers import free_port
 from tests.support.emulators import client_token, service_account_client
 from tests.support.event_schemas import validator
 from tests.support.graphql import fill_in, graphql, press, register, wait_for_stage
@@ -277,48 +279,92 @@ async def test_a_declined_customer_is_erased_without_closing_first_and_a_rejecti
     assert after["erasedAt"] is not None and after["onboarding"]["stage"] == "CLOSED"  # the erasure closed it
 
 
+@asynccontextmanager
+async def _service(
+    stack: DevStack,
+    data_keys: DataKeyStore,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    keycloak_url: str | None = None,
+) -> AsyncIterator[ComplianceService]:
+    """The API's compliance service on the stack (its database, Temporal, Sumsub, bucket), with a clock of the
+    test's or a Keycloak URL nothing answers at."""
+    settings: Settings = settings_of(stack)
+    assert settings.database_url is not None
+    database = await db.pool.create_pool(settings.database_url, size=2)  # with the API's JSON codec
+    temporal = await connect(settings, data_keys=data_keys)
+    admin = keycloak_admin(settings.model_copy(update={"keycloak_url": keycloak_url or settings.keycloak_url}))
+    try:
+        async with SumsubClient.from_settings(settings) as sumsub:
+            yield ComplianceService(
+                pool=database,
+                customers=CustomerService(pool=database, temporal=temporal, settings=settings),
+                temporal=temporal,
+                keycloak=admin,
+                sumsub=sumsub,
+                store=object_store(settings),
+                data_keys=data_keys,
+                request_expiry=settings.four_eyes_request_expiry,
+                **({"clock": clock} if clock else {}),
+            )
+    finally:
+        await admin.connection.aclose()
+        await admin.connection.keycloak_openid.connection.aclose()
+        await database.close()
+
+
+MAKER = Officer(subject="maker-sub", actor="compliance")
+CHECKER = Officer(subject="checker-sub", actor="compliance-checker")
+
+
+async def _closed_customer(ops: httpx.AsyncClient, prefix: str) -> str:
+    customer = await register(ops, f"{prefix}-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    await wait_for_stage(ops, customer["id"], "AWAITING_KYC")  # its Keycloak user and applicant exist
+    assert "errors" not in await graphql(ops, CLOSE, {"id": customer["id"]})
+    return str(customer["id"])
+
+
 async def test_a_request_nobody_confirmed_in_time_expires(
     stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore
 ) -> None:
     """The service with its clock moved past the expiry (FOUR_EYES_REQUEST_EXPIRY), on the stack's database."""
-    customer = await register(ops, f"expiry-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
-    await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
-    assert "errors" not in await graphql(ops, CLOSE, {"id": customer["id"]})
-    settings: Settings = settings_of(stack)
-    assert settings.database_url is not None
-    database = await db.pool.create_pool(settings.database_url, size=2)  # with the API's JSON codec
+    customer_id = await _closed_customer(ops, "expiry")
     now = [datetime.now(UTC)]
-    temporal = await connect(settings, data_keys=data_keys)
-    admin = keycloak_admin(settings)
-    async with SumsubClient.from_settings(settings) as sumsub:
-        service = ComplianceService(
-            pool=database,
-            customers=CustomerService(pool=database, temporal=temporal, settings=settings),
-            temporal=temporal,
-            keycloak=admin,
-            sumsub=sumsub,
-            store=object_store(settings),
-            data_keys=data_keys,
-            request_expiry=settings.four_eyes_request_expiry,
-            clock=lambda: now[0],
-        )
-        stored = await service.request(
-            RequestKind.ERASE,
-            customer_id=customer["id"],
-            reason="asked",
-            by=Officer(subject="maker-sub", actor="compliance"),
-        )
-        now[0] += settings.four_eyes_request_expiry + timedelta(seconds=1)
+    expiry = settings_of(stack).four_eyes_request_expiry
+    async with _service(stack, data_keys, clock=lambda: now[0]) as service:
+        stored = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        now[0] += expiry + timedelta(seconds=1)
         with pytest.raises(Conflict, match="EXPIRED"):
-            await service.confirm(stored.request.id, by=Officer(subject="checker-sub", actor="compliance-checker"))
+            await service.confirm(stored.request.id, by=CHECKER)
         # An expired request no longer blocks a new one.
-        renewed = await service.request(
-            stored.request.kind, customer_id=customer["id"], reason="asked again", by=Officer("maker-sub", "compliance")
-        )
+        renewed = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="again", by=MAKER)
         assert renewed.request.id != stored.request.id
-    await admin.connection.aclose()
-    await admin.connection.keycloak_openid.connection.aclose()
-    await database.close()
+
+
+async def test_an_erasure_cut_short_by_a_keycloak_outage_is_unavailable_and_resumes_when_confirmed_again(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore, database: asyncpg.Pool
+) -> None:
+    customer_id = await _closed_customer(ops, "outage")
+    async with _service(stack, data_keys, keycloak_url=f"http://127.0.0.1:{free_port()}") as keycloak_down:
+        stored = await keycloak_down.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        with pytest.raises(Unavailable, match="Keycloak"):
+            await keycloak_down.confirm(stored.request.id, by=CHECKER)
+        interrupted = await keycloak_down.get(stored.request.id)
+    assert interrupted is not None
+    assert interrupted.request.state is RequestState.CONFIRMED and interrupted.executed_at is None
+    # Nothing of the PostgreSQL part happened: the customer is whole, the key intact.
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is None
+    assert await database.fetchval(
+        "SELECT wrapped_key IS NOT NULL FROM customer_data_keys WHERE customer_id = $1", customer_id
+    )
+
+    async with _service(stack, data_keys) as service:
+        resumed = await service.confirm(stored.request.id, by=MAKER)  # any officer resumes a confirmed request
+    assert resumed.executed_at is not None and resumed.request.decided_by == CHECKER.subject
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+    assert not await database.fetchval(
+        "SELECT wrapped_key IS NOT NULL FROM customer_data_keys WHERE customer_id = $1", customer_id
+    )
 
 
 async def test_the_export_holds_registration_profile_trail_documents_webhooks_and_the_keycloak_user(
