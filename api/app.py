@@ -23,9 +23,11 @@ import db.pool
 from api.auth import ANONYMOUS, AuthenticationError, IssuerUnavailable, TokenVerifier
 from api.bodies import BodyLimit
 from api.codec import codec_app
+from api.compliance import ComplianceService
 from api.documents import DocumentPolicy, DocumentService, object_store
 from api.edge import BodyDeadline
 from api.events_feed import events_feed
+from api.export import DataExport
 from api.kyc_documents import kyc_document_download
 from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
@@ -33,8 +35,12 @@ from api.service import CustomerService
 from api.state import AppState
 from api.subscriptions import SubscriptionService
 from api.webhooks import sumsub_webhook
+from db.data_keys import data_key_store
+from integrations.keycloak import keycloak_admin
+from integrations.sumsub.client import SumsubClient
 from integrations.sumsub.images import SumsubImages
 from kit import metrics
+from kit.codec import EncryptionCodec
 from kit.logging import RequestIdMiddleware
 from kit.settings import Settings
 from kit.temporal import connect
@@ -126,41 +132,16 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.pool.migrate(database_url)
-        pool = await db.pool.create_pool(database_url, size=settings.database_pool_size)
-        http = httpx.AsyncClient()
-        temporal = await connect(settings, lazy=True)
-        relay = WebhookRelay(pool=pool, temporal=temporal, event_time_tolerance=settings.sumsub_event_time_tolerance)
-        sumsub_images = SumsubImages(
-            base_url=settings.sumsub_base_url,
-            app_token=settings.sumsub_app_token,
-            secret_key=settings.sumsub_secret_key,
-        )
-        documents = DocumentService(pool=pool, store=object_store(settings), policy=document_policy)
-        app.state.services = AppState(
-            settings=settings,
-            pool=pool,
-            temporal=temporal,
-            verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
-            customers=CustomerService(pool=pool, temporal=temporal, settings=settings),
-            relay=relay,
-            documents=documents,
-            subscriptions=SubscriptionService(
-                pool, policy=settings.event_webhook_policy, secret_grace=settings.event_webhook_secret_grace
-            ),
-            sumsub_images=sumsub_images,
-        )
-        sweepers = [asyncio.create_task(relay.run()), asyncio.create_task(documents.run_sweeps())]
-        try:
-            yield
-        finally:
-            for sweeper in sweepers:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
-            await app.state.services.customers.aclose()
-            await http.aclose()
-            await sumsub_images.aclose()
-            await pool.close()
+        async with app_services(settings, lazy_temporal=True) as services:
+            app.state.services = services
+            sweepers = [asyncio.create_task(services.relay.run()), asyncio.create_task(services.documents.run_sweeps())]
+            try:
+                yield
+            finally:
+                for sweeper in sweepers:
+                    sweeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeper
 
     limits = GraphQLLimits(
         max_depth=settings.api_graphql_max_depth,
@@ -199,3 +180,63 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+@contextlib.asynccontextmanager
+async def app_services(settings: Settings, *, lazy_temporal: bool = False) -> AsyncIterator[AppState]:
+    """Everything the routes and resolvers use, built once (the lifespan; tests that run the schema directly),
+    closed newest first however far start-up got. `lazy_temporal` lets the API start while Temporal is down."""
+    assert settings.database_url is not None
+    async with contextlib.AsyncExitStack() as resources:
+        pool = await db.pool.create_pool(settings.database_url, size=settings.database_pool_size)
+        resources.push_async_callback(pool.close)
+        data_keys = data_key_store(pool, settings.database_url, settings.payload_encryption_keys)
+        if data_keys is not None:
+            await data_keys.start()
+            resources.push_async_callback(data_keys.aclose)
+        http = await resources.enter_async_context(httpx.AsyncClient())
+        temporal = await connect(settings, lazy=lazy_temporal, data_keys=data_keys)
+        relay = WebhookRelay(pool=pool, temporal=temporal, event_time_tolerance=settings.sumsub_event_time_tolerance)
+        sumsub_images = SumsubImages(
+            base_url=settings.sumsub_base_url,
+            app_token=settings.sumsub_app_token,
+            secret_key=settings.sumsub_secret_key,
+        )
+        resources.push_async_callback(sumsub_images.aclose)
+        store = object_store(settings)
+        documents = DocumentService(pool=pool, store=store, policy=DocumentPolicy.from_settings(settings))
+        customers = CustomerService(pool=pool, temporal=temporal, settings=settings)
+        resources.push_async_callback(customers.aclose)
+        # Erasure deletes the customer's Keycloak user and deactivates their applicant itself (api/compliance.py).
+        keycloak = keycloak_admin(settings)
+        resources.push_async_callback(keycloak.connection.aclose)
+        # python-keycloak fetches tokens with a second httpx client that conn.aclose() leaves open.
+        resources.push_async_callback(keycloak.connection.keycloak_openid.connection.aclose)
+        sumsub = SumsubClient.from_settings(settings)
+        resources.push_async_callback(sumsub.aclose)
+        yield AppState(
+            settings=settings,
+            pool=pool,
+            temporal=temporal,
+            verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
+            customers=customers,
+            relay=relay,
+            documents=documents,
+            subscriptions=SubscriptionService(
+                pool, policy=settings.event_webhook_policy, secret_grace=settings.event_webhook_secret_grace
+            ),
+            sumsub_images=sumsub_images,
+            data_keys=data_keys,
+            codec=EncryptionCodec.from_spec(settings.payload_encryption_keys, data_keys=data_keys),
+            compliance=ComplianceService(
+                pool=pool,
+                customers=customers,
+                temporal=temporal,
+                keycloak=keycloak,
+                sumsub=sumsub,
+                store=store,
+                data_keys=data_keys,
+                request_expiry=settings.four_eyes_request_expiry,
+            ),
+            export=DataExport(pool=pool, customers=customers, documents=documents, keycloak=keycloak),
+        )

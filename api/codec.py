@@ -25,7 +25,7 @@ from api.auth import authorize
 from api.bodies import read_limited
 from api.errors import error_response
 from api.state import AppState
-from kit.codec import EncryptionCodec, PayloadDecryptionError
+from kit.codec import EncryptionCodec, PayloadDecryptionError, parse_keys
 from kit.settings import Settings
 
 ALLOWED_HEADERS = ("X-Namespace", "Content-Type", "Authorization")
@@ -38,9 +38,8 @@ Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 
 def codec_app(settings: Settings) -> ASGIApp:
     """The `/codec` routes, to mount in the API; raises KeyConfigError on bad PAYLOAD_ENCRYPTION_KEYS."""
-    endpoints = _CodecEndpoints(
-        EncryptionCodec.from_spec(settings.payload_encryption_keys), settings.codec_auth_required
-    )
+    parse_keys(settings.payload_encryption_keys)  # a bad value stops the start, not the first request
+    endpoints = _CodecEndpoints(settings.codec_auth_required)
     router = Router(
         routes=[
             Route("/decode", endpoints.decode, methods=["POST"]),
@@ -63,15 +62,17 @@ def ui_origins(settings: Settings) -> list[str]:
 
 
 class _CodecEndpoints:
-    def __init__(self, codec: EncryptionCodec | None, auth_required: bool) -> None:
-        self._codec = codec  # None: encryption is off, payloads pass through
+    def __init__(self, auth_required: bool) -> None:
         self._auth_required = auth_required
 
     async def decode(self, request: Request) -> Response:
-        return await self._handle(request, self._codec.decode if self._codec else _unchanged)
+        codec = _codec(request)  # None: encryption is off, payloads pass through
+        return await self._handle(request, codec.decode if codec else _unchanged)
 
     async def encode(self, request: Request) -> Response:
-        return await self._handle(request, self._codec.encode if self._codec else _unchanged)
+        # Without a workflow's context: the UI's encode (a signal it sends, say) uses the master key.
+        codec = _codec(request)
+        return await self._handle(request, codec.encode if codec else _unchanged)
 
     async def _handle(self, request: Request, transform: Transform) -> Response:
         refused = await self._refuse(request)
@@ -97,6 +98,12 @@ class _CodecEndpoints:
         services: AppState = request.app.state.services
         caller = await authorize(request, services.verifier, CODEC_ROLE, what="the codec")
         return caller if isinstance(caller, Response) else None
+
+
+def _codec(request: Request) -> EncryptionCodec | None:
+    """The API's codec: the master keys and the customers' own keys (from PostgreSQL, cached)."""
+    services: AppState = request.app.state.services
+    return services.codec
 
 
 async def _unchanged(payloads: Sequence[Payload]) -> list[Payload]:

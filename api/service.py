@@ -49,6 +49,7 @@ from domain.state import (
     CloseRequest,
     CustomerState,
     CustomerWorkflowInput,
+    KycOverrideRequest,
     OnboardingPolicy,
     ReactivateRequest,
     RegisterRequest,
@@ -314,6 +315,10 @@ class CustomerService:
 
     async def reactivate(self, customer_id: str, *, actor: str) -> CustomerState:
         return await self._update(customer_id, CustomerWorkflow.reactivate, ReactivateRequest(actor=actor))
+
+    async def kyc_override(self, customer_id: str, request: KycOverrideRequest) -> CustomerState:
+        """A four-eyes override a second compliance officer confirmed (api/compliance.py)."""
+        return await self._update(customer_id, CustomerWorkflow.kyc_override, request)
 
     async def close(self, customer_id: str, *, reason: str, actor: str) -> CustomerState:
         request = CloseRequest(reason=_required_reason(reason), actor=actor)

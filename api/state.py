@@ -8,11 +8,15 @@ import asyncpg
 from temporalio.client import Client
 
 from api.auth import TokenVerifier
+from api.compliance import ComplianceService
 from api.documents import DocumentService
+from api.export import DataExport
 from api.relay import WebhookRelay
 from api.service import CustomerService
 from api.subscriptions import SubscriptionService
+from db.data_keys import DataKeyStore
 from integrations.sumsub.images import SumsubImages
+from kit.codec import EncryptionCodec
 from kit.settings import Settings
 
 
@@ -27,3 +31,7 @@ class AppState:
     documents: DocumentService
     subscriptions: SubscriptionService
     sumsub_images: SumsubImages
+    data_keys: DataKeyStore | None  # customers' own payload keys (None: encryption off)
+    codec: EncryptionCodec | None  # the codec server's, with `data_keys`
+    compliance: ComplianceService
+    export: DataExport

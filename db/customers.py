@@ -183,6 +183,62 @@ async def get_customer_by_email(pool: asyncpg.Pool, email: str) -> CustomerState
     return None if row is None else _customer_state(row)
 
 
+# The audit details that stay after erasure: ids, kinds and statuses, never a value someone typed.
+_KEPT_AFTER_ERASURE = ("document_id", "request_id", "kind", "from_stage", "to_stage", "status", "stage", "fields")
+
+
+async def tombstone_customer(conn: Conn, tombstone: CustomerState, *, erased_reason: str) -> None:
+    """Erasure in PostgreSQL, in the caller's transaction (holding `lock_customer`'s lock): the projection
+    becomes `tombstone`; the verified profile is deleted; documents' names and digests, the audit trail's
+    details (types, actors and times stay), the Sumsub webhooks' bodies and other compliance requests'
+    reasons lose every personal value."""
+    customer_id = tombstone.customer_id
+    await conn.execute(
+        "UPDATE customers SET state = $2, updated_at = $3 WHERE id = $1",
+        customer_id,
+        tombstone.model_dump(mode="json", exclude=_NOT_PROJECTED),
+        tombstone.updated_at,
+    )
+    await conn.execute("DELETE FROM customer_profiles WHERE customer_id = $1", customer_id)
+    await conn.execute(
+        """
+        UPDATE customer_documents SET filename = $2, original_filename = $2, sha256 = $2, status = 'DELETED',
+            updated_at = now()
+        WHERE customer_id = $1
+        """,
+        customer_id,
+        erased_reason,
+    )
+    await conn.execute(
+        """
+        UPDATE customer_events
+        SET details = (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(details)
+                       WHERE key = ANY($2::text[])) || '{"erased": true}'::jsonb
+        WHERE customer_id = $1
+        """,
+        customer_id,
+        list(_KEPT_AFTER_ERASURE),
+    )
+    await conn.execute(
+        """
+        UPDATE sumsub_webhook_inbox SET payload = jsonb_build_object('type', event_type, 'erased', true),
+            last_error = NULL
+        WHERE external_user_id = $1 OR applicant_id = $2
+        """,
+        customer_id,
+        tombstone.applicant_id,
+    )
+    await conn.execute(
+        """
+        UPDATE four_eyes_requests SET reason = $2, decision_reason = CASE WHEN decision_reason IS NULL THEN NULL
+            ELSE $2 END
+        WHERE customer_id = $1 AND kind <> 'ERASE'
+        """,
+        customer_id,
+        erased_reason,
+    )
+
+
 async def find_customer_id(
     pool: asyncpg.Pool,
     *,

@@ -110,3 +110,20 @@ async def undeliverable_webhooks(pool: asyncpg.Pool, *, limit: int = 50) -> list
 async def get_webhook(pool: asyncpg.Pool, inbox_id: int) -> InboxEntry | None:
     row = await pool.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox WHERE id = $1", inbox_id)
     return None if row is None else InboxEntry(**row)
+
+
+async def webhooks_for_customer(
+    pool: asyncpg.Pool, customer_id: str, applicant_id: str | None, *, limit: int = 10_000
+) -> list[InboxEntry]:
+    """Every stored Sumsub webhook about a customer (by our id or its applicant's), oldest first (the export)."""
+    rows = await pool.fetch(
+        f"""
+        SELECT {_WEBHOOK_COLUMNS} FROM sumsub_webhook_inbox
+        WHERE external_user_id = $1 OR (applicant_id IS NOT NULL AND applicant_id = $2)
+        ORDER BY id LIMIT $3
+        """,
+        customer_id,
+        applicant_id,
+        limit,
+    )
+    return [InboxEntry(**row) for row in rows]

@@ -700,7 +700,9 @@ def _banner(stack: DevStack) -> str:
         "",
         "  Dev credentials (client_credentials grant at the Keycloak token endpoint):",
         "    portal / portal-dev-secret        (role portal: register and read customers)",
-        "    ops / ops-dev-secret              (role ops: everything)",
+        "    ops / ops-dev-secret              (role ops: everything but compliance decisions)",
+        "    compliance / compliance-dev-secret, compliance-checker / compliance-checker-dev-secret"
+        "  (role compliance: two officers for four eyes)",
         "    customer-lifecycle / customer-lifecycle-dev-secret  (the worker's Keycloak admin account)",
         f"  Token: curl -s -d grant_type=client_credentials -d client_id=portal -d client_secret=portal-dev-secret "
         f"{env['KEYCLOAK_URL']}/realms/{env.get('KEYCLOAK_REALM', 'customers')}/protocol/openid-connect/token",

@@ -5,6 +5,7 @@ Nothing in `domain/` does I/O or imports Temporal, so workflow code can use it a
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -81,6 +82,13 @@ class KycStatus(StrEnum):
     DECLINED = "DECLINED"
 
 
+class KycDecidedBy(StrEnum):
+    """Who made the KYC outcome that stands: Sumsub's review, or compliance officers under four eyes."""
+
+    SUMSUB = "SUMSUB"
+    MANUAL_OVERRIDE = "MANUAL_OVERRIDE"
+
+
 class KycLevel(StrEnum):
     NOT_KYCED = "NOT_KYCED"
     BASIC = "BASIC"
@@ -118,6 +126,20 @@ def mask_email(email: str) -> str:
     return f"{local[:1]}***@{domain}" if domain else "***"
 
 
+WORKFLOW_ID_PREFIX = "customer-"
+
+
 def workflow_id_for(customer_id: str) -> str:
     """One workflow per customer, named after it, so anyone holding the id can address it."""
-    return f"customer-{customer_id}"
+    return f"{WORKFLOW_ID_PREFIX}{customer_id}"
+
+
+def customer_id_of_workflow(workflow_id: str) -> str | None:
+    """The customer a workflow id names (`workflow_id_for`'s inverse), or None for any other workflow."""
+    name = workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+    if name == workflow_id:
+        return None
+    try:
+        return str(uuid.UUID(name))  # customer ids are UUIDs (api.service.customer_id_for_email)
+    except ValueError:
+        return None

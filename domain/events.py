@@ -42,8 +42,12 @@ PUBLISHED_TYPES: dict[str, str] = {
     "document.uploaded": "customer.document_added",
     "document.archived": "customer.document_archived",
     "document.deleted": "customer.document_deleted",
+    # Written by erasure (api/compliance.py), not the workflow: the id, status and the fact remain.
+    "customer.erased": "customer.erased",
 }
 _PROFILE_AUDIT_TYPES = ("profile.verified", "kyc.personal_info_changed")
+
+CUSTOMER_ERASED = "customer.erased"
 
 
 def published_type(audit_type: str, details: dict[str, Any] | None = None) -> str | None:

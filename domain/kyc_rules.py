@@ -13,13 +13,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from domain.customer import CustomerStatus, KycStatus, OnboardingStage
+from domain.customer import CustomerStatus, KycDecidedBy, KycStatus, OnboardingStage
 from domain.kyc import KYC_EVENT_EFFECTS, KycEvent, KycEventKind
 from domain.state import CustomerState, OnboardingPolicy
 from domain.transitions import WAITING_FOR_KYC_STAGES, IllegalTransition, next_stage
 
 # The suspension a RED review of an active customer causes; only a later GREEN lifts it by itself.
 KYC_REVIEW_SUSPENSION = "kyc_review_declined"
+# Why a Sumsub verdict after a manual override changed nothing (its audit row says so; ops decide).
+AFTER_OVERRIDE = "a manual KYC override decided this customer: recorded for ops, not applied"
 # Remember this many applied Sumsub deliveries to drop duplicates; older ones are also older by createdAtMs.
 REMEMBERED_EVENTS = 200
 # Kinds that show the customer has submitted documents (no more reminders).
@@ -96,6 +98,9 @@ def decide(state: CustomerState, event: KycEvent) -> KycDecision:
         return KycDecision(ignored=reason)
     if event.kind is KycEventKind.PERSONAL_INFO_CHANGED:
         return _personal_info_changed(state)
+    if state.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE and KYC_EVENT_EFFECTS[event.kind] is not None:
+        # Compliance decided under four eyes: Sumsub's later word is recorded for ops, never applied by itself.
+        return KycDecision(ignored=AFTER_OVERRIDE)
     if state.stage in WAITING_FOR_KYC_STAGES:
         return _while_waiting(state, event)
     return _after_onboarding(state, event)

@@ -15,6 +15,7 @@ from domain.customer import (
     CustomerStatus,
     CustomerType,
     DepositAccountStatus,
+    KycDecidedBy,
     KycLevel,
     KycStatus,
     OnboardingStage,
@@ -80,6 +81,12 @@ class CustomerState(BaseModel):
     applied_kyc_events: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    kyc_decided_by: KycDecidedBy | None = Field(
+        default=None, description="Who made the KYC outcome that stands (None until a verdict)."
+    )
+    erased_at: datetime | None = Field(
+        default=None, description="Set by erasure (never by the workflow): personal data replaced by tombstones."
+    )
     run_id: str | None = Field(default=None, description="The run answering a query (set on read, not carried).")
 
     @property
@@ -124,6 +131,19 @@ class CloseRequest(BaseModel):
 
 class ChangeEmailRequest(BaseModel):
     email: str
+    actor: str
+
+
+class KycOverrideRequest(BaseModel):
+    """A confirmed four-eyes override (domain/four_eyes.py): both officers, both times, the reason."""
+
+    approve: bool  # True: approve (profile, deposit account, ACTIVE); False: decline (suspend)
+    request_id: str
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str
+    decided_at: datetime
     actor: str
 
 

@@ -27,8 +27,9 @@ STAGE_TRANSITIONS: dict[OnboardingStage, frozenset[OnboardingStage]] = {
     **{stage: frozenset((_WAITING - {stage}) | {_S.KYC_APPROVED} | _TERMINAL_EXITS) for stage in _WAITING},
     _S.KYC_APPROVED: frozenset({_S.ONBOARDED, _S.FAILED, _S.CLOSED}),
     _S.ONBOARDED: frozenset({_S.CLOSED}),
-    _S.KYC_DECLINED: frozenset({_S.CLOSED}),
-    _S.EXPIRED: frozenset({_S.CLOSED}),
+    # A confirmed four-eyes override approves a declined or expired customer (domain/four_eyes.py).
+    _S.KYC_DECLINED: frozenset({_S.KYC_APPROVED, _S.CLOSED}),
+    _S.EXPIRED: frozenset({_S.KYC_APPROVED, _S.CLOSED}),
     _S.FAILED: frozenset({_S.REGISTERED, _S.CLOSED}),
     _S.CLOSED: frozenset(),
 }

@@ -11,10 +11,18 @@ Rotation: `PAYLOAD_ENCRYPTION_KEYS` lists `id:base64key` pairs, newest first. Ne
 first key; any listed key decrypts. To rotate, prepend a new key and keep the old ones for as long
 as histories (retention) or running workflows may hold payloads they sealed.
 
+Per-customer keys (crypto-shredding): with a `DataKeys` source (`db.data_keys.DataKeyStore`), the SDK
+hands the codec its serialization context (`WithSerializationContext`); a payload of a customer's
+workflow (`customer-<id>`, workflow or activity context) is sealed with that customer's own key, whose
+id (`customer/...`) it carries, so any codec with the source opens it without context. Erasing the
+customer shreds the key: its payloads open nowhere after that. Payloads without a customer, and every
+payload written before, keep the master keys.
+
 Errors::
 
     KeyConfigError (ValueError)   PAYLOAD_ENCRYPTION_KEYS is malformed
     PayloadDecryptionError        a payload names an unknown key, or fails authentication
+    └── DataKeyErased             the customer's key was shredded (erasure): nothing opens or seals for them
 """
 
 from __future__ import annotations
@@ -25,20 +33,33 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
+
+from domain.customer import customer_id_of_workflow
 
 if TYPE_CHECKING:
     from kit.settings import Settings
 
 __all__ = [
+    "CUSTOMER_KEY_PREFIX",
     "DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS",
+    "DataKeyErased",
+    "DataKeys",
     "ENCRYPTED_ENCODING",
     "KEY_ID_METADATA",
     "EncryptionCodec",
@@ -53,6 +74,8 @@ KEY_ID_METADATA = "encryption-key-id"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A customer's key id; "/" is not allowed in master key ids, so the two never collide.
+CUSTOMER_KEY_PREFIX = "customer/"
 
 # Public, in the repository: encrypts the dev stack's and the tests' histories, protects nothing.
 DEV_ONLY_KEY_ID = "dev-only-insecure"
@@ -67,6 +90,18 @@ class KeyConfigError(ValueError):
 
 class PayloadDecryptionError(Exception):
     """An encrypted payload names a key we do not hold, or its ciphertext does not authenticate."""
+
+
+class DataKeyErased(PayloadDecryptionError):
+    """The customer was erased and their key shredded: their payloads neither open nor are sealed again."""
+
+
+class DataKeys(Protocol):
+    """Where customers' own keys come from (`db.data_keys.DataKeyStore`)."""
+
+    async def key_for_customer(self, customer_id: str) -> tuple[str, AESGCM]: ...
+
+    async def key_by_id(self, key_id: str) -> AESGCM: ...
 
 
 def parse_keys(spec: str) -> dict[str, bytes]:
@@ -92,50 +127,83 @@ def parse_keys(spec: str) -> dict[str, bytes]:
     return keys
 
 
-class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM over whole payloads; encrypts with the first key, decrypts with any by key id."""
+class EncryptionCodec(PayloadCodec, WithSerializationContext):
+    """AES-256-GCM over whole payloads; encrypts with the first key (or the customer's, in a customer's
+    context), decrypts with any by key id."""
 
-    def __init__(self, keys: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, keys: Mapping[str, bytes], *, data_keys: DataKeys | None = None, customer_id: str | None = None
+    ) -> None:
         if not keys:
             raise KeyConfigError("an encryption codec needs at least one key")
         for key_id, key in keys.items():
             if not KEY_ID.fullmatch(key_id) or len(key) != KEY_BYTES:
                 raise KeyConfigError(f"key {key_id!r}: ids are 1-64 of A-Z a-z 0-9 . _ -, keys {KEY_BYTES} bytes")
+        self._keys = dict(keys)
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self.key_id = next(iter(keys))
         self._key_id_bytes = self.key_id.encode()
+        self.data_keys = data_keys
+        self.customer_id = customer_id if data_keys is not None else None
 
     @classmethod
-    def from_spec(cls, spec: str) -> EncryptionCodec | None:
+    def from_spec(cls, spec: str, *, data_keys: DataKeys | None = None) -> EncryptionCodec | None:
         """The codec for a PAYLOAD_ENCRYPTION_KEYS value, or None when it is blank."""
         keys = parse_keys(spec)
-        return cls(keys) if keys else None
+        return cls(keys, data_keys=data_keys) if keys else None
+
+    @property
+    def master_keys(self) -> Mapping[str, bytes]:
+        return self._keys
+
+    def with_context(self, context: SerializationContext) -> EncryptionCodec:
+        """The SDK calls this per workflow and activity: a customer's workflow gets the customer's key."""
+        workflow_id = (
+            context.workflow_id
+            if isinstance(context, (WorkflowSerializationContext, ActivitySerializationContext))
+            else None
+        )
+        customer_id = customer_id_of_workflow(workflow_id) if workflow_id else None
+        if self.data_keys is None or customer_id == self.customer_id:
+            return self
+        return EncryptionCodec(self._keys, data_keys=self.data_keys, customer_id=customer_id)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self._encrypt(payload) for payload in payloads]
+        if self.customer_id is None or self.data_keys is None or not payloads:
+            return [self._seal(payload, self._ciphers[self.key_id], self._key_id_bytes) for payload in payloads]
+        key_id, cipher = await self.data_keys.key_for_customer(self.customer_id)
+        return [self._seal(payload, cipher, key_id.encode()) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self._decrypt(payload) for payload in payloads]
+        return [await self._decrypt(payload) for payload in payloads]
 
-    def _encrypt(self, payload: Payload) -> Payload:
+    @staticmethod
+    def _seal(payload: Payload, cipher: AESGCM, key_id: bytes) -> Payload:
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self.key_id].encrypt(nonce, payload.SerializeToString(), self._key_id_bytes)
-        return Payload(
-            metadata={"encoding": ENCRYPTED_ENCODING, KEY_ID_METADATA: self._key_id_bytes},
-            data=nonce + sealed,
-        )
+        sealed = cipher.encrypt(nonce, payload.SerializeToString(), key_id)
+        return Payload(metadata={"encoding": ENCRYPTED_ENCODING, KEY_ID_METADATA: key_id}, data=nonce + sealed)
 
-    def _decrypt(self, payload: Payload) -> Payload:
-        if payload.metadata.get("encoding") != ENCRYPTED_ENCODING:
-            return payload  # written before encryption was enabled, or by a client without it
-        key_id_bytes = payload.metadata.get(KEY_ID_METADATA, b"")
-        key_id = key_id_bytes.decode("utf-8", "replace")
+    async def _cipher_for(self, key_id: str) -> AESGCM:
+        if key_id.startswith(CUSTOMER_KEY_PREFIX):
+            if self.data_keys is None:
+                raise PayloadDecryptionError(
+                    f"payload encrypted with customer key {key_id!r}; this codec has no access to customer keys"
+                )
+            return await self.data_keys.key_by_id(key_id)
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise PayloadDecryptionError(
                 f"payload encrypted with key id {key_id!r}, which is not in PAYLOAD_ENCRYPTION_KEYS"
                 f" (known: {', '.join(self._ciphers)})"
             )
+        return cipher
+
+    async def _decrypt(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") != ENCRYPTED_ENCODING:
+            return payload  # written before encryption was enabled, or by a client without it
+        key_id_bytes = payload.metadata.get(KEY_ID_METADATA, b"")
+        key_id = key_id_bytes.decode("utf-8", "replace")
+        cipher = await self._cipher_for(key_id)
         if len(payload.data) <= NONCE_BYTES:
             raise PayloadDecryptionError(f"encrypted payload (key {key_id!r}) is truncated")
         try:
@@ -145,9 +213,15 @@ class EncryptionCodec(PayloadCodec):
         return Payload.FromString(plain)
 
 
-def data_converter(settings: Settings) -> DataConverter:
-    """The one data converter: pydantic, plus encryption (and encrypted failure messages) when keys are set."""
-    codec = EncryptionCodec.from_spec(settings.payload_encryption_keys)
+def data_converter(settings: Settings, *, data_keys: DataKeys | None = None) -> DataConverter:
+    """The one data converter: pydantic, plus encryption (and encrypted failure messages) when keys are set;
+    with `data_keys`, each customer's payloads under the customer's own key."""
+    codec = EncryptionCodec.from_spec(settings.payload_encryption_keys, data_keys=data_keys)
+    return converter_for(codec)
+
+
+def converter_for(codec: EncryptionCodec | None) -> DataConverter:
+    """The pydantic converter with this codec (None: encryption off)."""
     if codec is None:
         log.warning("payload encryption is OFF: PAYLOAD_ENCRYPTION_KEYS is empty")
         return pydantic_data_converter

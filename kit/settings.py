@@ -145,6 +145,10 @@ class Settings(BaseSettings):
         description="Remind a customer who has not submitted KYC after each of these (JSON list).",
     )
     kyc_expires_after: timedelta = Field(default=timedelta(days=30), description="Give up on KYC after this.")
+    four_eyes_request_expiry: timedelta = Field(
+        default=timedelta(days=3),
+        description="A compliance request (override, erasure) nobody confirmed or rejected by then is EXPIRED.",
+    )
     kyc_status_poll_interval: timedelta = Field(
         default=timedelta(hours=6), description="While waiting, ask Sumsub for the review status this often."
     )

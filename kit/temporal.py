@@ -11,20 +11,22 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from kit.codec import data_converter
+from kit.codec import DataKeys, data_converter
 from kit.settings import Settings
 from workflows.visibility import ALL_KEYS
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client with the pydantic converter, encrypting payloads with `settings.payload_encryption_keys`.
+async def connect(settings: Settings, *, lazy: bool = False, data_keys: DataKeys | None = None) -> Client:
+    """A client with the pydantic converter, encrypting payloads with `settings.payload_encryption_keys`,
+    and each customer's under the customer's own key from `data_keys` (without it, a customer's payloads
+    are sealed with the master key and those sealed with a customer key do not open).
 
     `lazy` lets the API start (and report 503) while Temporal is down.
     """
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
+        data_converter=data_converter(settings, data_keys=data_keys),
         lazy=lazy,
     )
 

@@ -15,8 +15,10 @@ import pytest
 import pytest_asyncio
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 
+from db.data_keys import DataKeyStore
 from dev.stack import DevStack
 from integrations.sumsub.client import SumsubClient
+from kit.codec import parse_keys
 from tests.helpers import running_stack
 from tests.support.emulators import service_account_client
 
@@ -58,6 +60,18 @@ async def database(stack: DevStack) -> AsyncIterator[asyncpg.Pool]:
     assert pool is not None
     yield pool
     await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def data_keys(stack: DevStack, database: asyncpg.Pool) -> AsyncIterator[DataKeyStore]:
+    """The customers' own payload keys, as the stack's processes hold them: a test's Temporal client needs
+    them to read a customer's payloads."""
+    store = DataKeyStore(
+        database, stack.child_env["DATABASE_URL"], parse_keys(stack.child_env["PAYLOAD_ENCRYPTION_KEYS"])
+    )
+    await store.start()
+    yield store
+    await store.aclose()
 
 
 @pytest_asyncio.fixture(scope="session")

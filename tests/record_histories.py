@@ -38,6 +38,9 @@ PATHS = {
     "personal_info_changed_after_activation": (
         paths.test_personal_info_changed_after_activation_reads_the_profile_again_and_a_duplicate_does_not
     ),
+    "declined_then_approved_by_override": (
+        paths.test_a_declined_customer_approved_by_override_activates_and_a_later_verdict_is_only_recorded
+    ),
 }
 
 # EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.

@@ -247,6 +247,20 @@ async def test_a_portal_token_from_keycloak_is_accepted(keycloak: Keycloak, keyc
     assert ops.client_id == "ops" and ops.roles == {"ops"}
 
 
+async def test_two_compliance_identities_carry_the_role_under_different_subjects(
+    keycloak: Keycloak, keycloak_verifier: TokenVerifier
+) -> None:
+    """Four eyes needs two officers: the realm's `compliance` client and the dev-only `compliance-checker`."""
+    maker = await keycloak_verifier.verify(await keycloak.token("compliance", "compliance-dev-secret"))
+    checker = await keycloak_verifier.verify(
+        await keycloak.token("compliance-checker", "compliance-checker-dev-secret")
+    )
+    assert maker.roles == {"compliance"} and checker.roles == {"compliance"}
+    assert maker.subject != checker.subject
+    ops = await keycloak_verifier.verify(await keycloak.token("ops", "ops-dev-secret"))
+    assert not ops.has_role("compliance")
+
+
 async def test_a_keycloak_token_for_another_client_is_rejected(
     keycloak: Keycloak, keycloak_verifier: TokenVerifier
 ) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from google.protobuf import json_format
@@ -26,8 +27,10 @@ from temporalio.exceptions import ApplicationError
 
 from api.auth import AuthenticationError, Principal
 from api.codec import codec_app
+from db.data_keys import DataKeyStore
 from dev.stack import DevStack
 from kit.codec import (
+    CUSTOMER_KEY_PREFIX,
     DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS,
     ENCRYPTED_ENCODING,
     KEY_ID_METADATA,
@@ -181,12 +184,13 @@ async def codec_http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.Asyn
     )
     app = Starlette(routes=[Mount("/codec", app=codec_app(settings))])
     app.state.services = SimpleNamespace(
+        codec=EncryptionCodec.from_spec(settings.payload_encryption_keys),
         verifier=StubVerifier(
             {
                 "ops-token": Principal(subject="ops", client_id="ops", roles=frozenset({"ops"})),
                 "portal-token": Principal(subject="portal", client_id="portal", roles=frozenset({"portal"})),
             }
-        )
+        ),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
         yield http
@@ -303,7 +307,9 @@ async def _raw_history(stack: DevStack, workflow_id: str) -> list[HistoryEvent]:
     return list(history.events)
 
 
-async def test_no_plaintext_email_in_the_temporal_history(stack: DevStack, portal: httpx.AsyncClient) -> None:
+async def test_no_plaintext_email_in_the_temporal_history(
+    stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
     local = f"codec-{uuid.uuid4().hex[:12]}"
     email = f"{local}@example.com"
     tag = uuid.uuid4().hex[:8]
@@ -361,8 +367,27 @@ async def test_no_plaintext_email_in_the_temporal_history(stack: DevStack, porta
         "marker_recorded_event_attributes",  # the verified-profile patch
     } <= kinds
 
+    # Every payload (the API's start, the worker's activities, signals, updates) is under the customer's own key.
+    key_id = await database.fetchval("SELECT key_id FROM customer_data_keys WHERE customer_id = $1", registered["id"])
+    assert key_id is not None and key_id.startswith(CUSTOMER_KEY_PREFIX)
+    key_ids = {
+        payload.metadata[KEY_ID_METADATA].decode()
+        for event in events
+        for payload, is_search_attribute in _all_payloads(event)
+        if not is_search_attribute and payload.metadata.get("encoding") == ENCRYPTED_ENCODING
+    }
+    assert key_ids == {key_id}
+
     started = events[0].workflow_execution_started_event_attributes
-    converter = data_converter(Settings(payload_encryption_keys=stack.child_env["PAYLOAD_ENCRYPTION_KEYS"]))
+    master_only = data_converter(Settings(payload_encryption_keys=stack.child_env["PAYLOAD_ENCRYPTION_KEYS"]))
+    with pytest.raises(PayloadDecryptionError, match="no access to customer keys"):
+        await master_only.decode(started.input.payloads)
+    store = DataKeyStore(
+        database, stack.child_env["DATABASE_URL"], parse_keys(stack.child_env["PAYLOAD_ENCRYPTION_KEYS"])
+    )
+    converter = data_converter(
+        Settings(payload_encryption_keys=stack.child_env["PAYLOAD_ENCRYPTION_KEYS"]), data_keys=store
+    )
     (workflow_input,) = await converter.decode(started.input.payloads)
     assert workflow_input["registration"]["email"] == email
 

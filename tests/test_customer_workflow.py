@@ -26,7 +26,8 @@ from activities.keycloak import ChangeUserEmailInput, ProvisionedUser, Provision
 from activities.notifications import Notification
 from activities.profiles import StoredProfileFields, StoreVerifiedProfileInput
 from activities.sumsub import ApplicantRef, ChangeApplicantEmailInput, CreateApplicantInput, CreateKycLinkInput
-from domain.customer import CustomerType
+from domain import kyc_rules
+from domain.customer import CustomerType, KycDecidedBy
 from domain.errors import ErrorType
 from domain.kyc import KycEvent, KycEventKind
 from domain.state import (
@@ -34,6 +35,7 @@ from domain.state import (
     CloseRequest,
     CustomerState,
     CustomerWorkflowInput,
+    KycOverrideRequest,
     OnboardingPolicy,
     ReactivateRequest,
     Registration,
@@ -394,6 +396,70 @@ async def test_final_rejection_declines_disables_the_user_and_keeps_the_customer
     assert closed.stage.value == "CLOSED"
     assert (await handle.result()).stage.value == "CLOSED"
     assert case.world.accounts == [] and case.world.deactivated_applicants == ["applicant-1"]
+
+
+def override(approve: bool) -> KycOverrideRequest:
+    """What the API sends once a second compliance officer confirmed (api/compliance.py)."""
+    at = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
+    return KycOverrideRequest(
+        approve=approve,
+        request_id="req-1",
+        reason="documents checked by hand",
+        requested_by="officer-a",
+        requested_at=at,
+        decided_by="officer-b",
+        decided_at=at + timedelta(hours=1),
+        actor="compliance-checker",
+    )
+
+
+async def test_a_declined_customer_approved_by_override_activates_and_a_later_verdict_is_only_recorded(
+    case: Case,
+) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    with pytest.raises(WorkflowUpdateFailedError):  # nothing to override while waiting for a first verdict
+        await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=True))
+    await case.send(event(KycEventKind.DECLINED, 1))
+    await case.wait_for("KYC_DECLINED")
+    await eventually(lambda: case.world.user_enabled == [False])
+    approved = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=True))
+    assert (approved.kyc_status.value, approved.kyc_decided_by) == ("APPROVED", KycDecidedBy.MANUAL_OVERRIDE)
+    state = await case.wait_for("ONBOARDED")
+    assert (state.status.value, state.kyc_level.value) == ("ACTIVE", "BASIC")
+    assert case.world.user_enabled == [False, True] and len(case.world.accounts) == 1
+    index = case.world.recorded.index("kyc.override_approved")
+    details = case.world.details[index]
+    assert (details["requested_by"], details["decided_by"], details["reason"]) == (
+        "officer-a",
+        "officer-b",
+        "documents checked by hand",
+    )
+    assert details["requested_at"] and details["decided_at"] and case.world.actors[index] == "compliance-checker"
+    # Sumsub's later RED review does not undo the override: recorded for ops, the customer stays ACTIVE.
+    late = event(KycEventKind.DECLINED, 30)
+    await case.send(late)
+    after = await applied(handle, late)
+    assert (after.status.value, after.kyc_status.value) == ("ACTIVE", "APPROVED")
+    await eventually(lambda: "kyc.event_ignored" in case.world.recorded)  # its audit row is written after
+    ignored = [d for t, d in zip(case.world.recorded, case.world.details, strict=True) if t == "kyc.event_ignored"]
+    assert ignored and ignored[-1]["ignored"] == kyc_rules.AFTER_OVERRIDE
+
+
+async def test_a_declining_override_suspends_an_active_customer_and_an_approving_one_lifts_it(case: Case) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.APPROVED, 1))
+    await case.wait_for("ONBOARDED")
+    declined = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=False))
+    assert (declined.status.value, declined.kyc_status.value) == ("SUSPENDED", "DECLINED")
+    assert (
+        declined.suspension_reason == "kyc_override_declined"
+        and declined.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE
+    )
+    assert declined.deposit_account is not None and declined.deposit_account.status.value == "FROZEN"
+    lifted = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=True))
+    assert (lifted.status.value, lifted.kyc_status.value, lifted.suspension_reason) == ("ACTIVE", "APPROVED", None)
 
 
 async def test_permanent_failure_compensates_in_reverse_order_and_ops_can_retry(case: Case) -> None:

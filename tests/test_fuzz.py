@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
+from db.data_keys import DataKeyStore
 from dev.stack import DevStack
 from domain.customer import CustomerType
 from integrations.sumsub.webhooks import WEBHOOK_DIGEST_ALGORITHMS, webhook_digest
@@ -122,8 +123,8 @@ def assert_no_internal_error(body: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-async def temporal(stack: DevStack) -> Client:
-    return await connect(Settings(temporal_address=stack.temporal_address))
+async def temporal(stack: DevStack, data_keys: DataKeyStore) -> Client:
+    return await connect(Settings(temporal_address=stack.temporal_address), data_keys=data_keys)
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,13 @@ import pytest_asyncio
 
 import db.customers
 import db.pool
-from api.auth import Principal, TokenVerifier
-from api.documents import DocumentPolicy, DocumentService, object_store
-from api.relay import WebhookRelay
+from api.app import app_services
+from api.auth import Principal
 from api.schema import Context, schema
-from api.service import CustomerService, encode_cursor
+from api.service import encode_cursor
 from api.state import AppState
-from api.subscriptions import SubscriptionService
 from dev.stack import DevStack
 from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
-from integrations.sumsub.images import SumsubImages
-from kit.temporal import connect
 from tests.helpers import settings_of
 from tests.support.graphql import graphql, press, register, wait_for_stage
 
@@ -164,34 +160,8 @@ def window(listed: dict[str, Known]) -> dict[str, str]:
 async def services(stack: DevStack) -> AsyncIterator[AppState]:
     """The services the API builds in its lifespan, built here so the schema runs with any Principal."""
     settings = settings_of(stack)
-    assert settings.database_url is not None
-    pool = await db.pool.create_pool(settings.database_url, size=2)
-    temporal = await connect(settings)
-    async with httpx.AsyncClient() as http:
-        customers = CustomerService(pool=pool, temporal=temporal, settings=settings)
-        sumsub_images = SumsubImages(
-            base_url=settings.sumsub_base_url,
-            app_token=settings.sumsub_app_token,
-            secret_key=settings.sumsub_secret_key,
-        )
-        yield AppState(
-            settings=settings,
-            pool=pool,
-            temporal=temporal,
-            verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
-            customers=customers,
-            relay=WebhookRelay(pool=pool, temporal=temporal),
-            documents=DocumentService(
-                pool=pool, store=object_store(settings), policy=DocumentPolicy.from_settings(settings)
-            ),
-            subscriptions=SubscriptionService(
-                pool, policy=settings.event_webhook_policy, secret_grace=settings.event_webhook_secret_grace
-            ),
-            sumsub_images=sumsub_images,
-        )
-        await customers.aclose()
-        await sumsub_images.aclose()
-    await pool.close()
+    async with app_services(settings.model_copy(update={"database_pool_size": 2})) as services:
+        yield services
 
 
 def as_customer(

@@ -439,7 +439,7 @@ async def test_discovery_document_points_at_the_emulators_own_endpoints(keycloak
 
 def test_realm_export_declares_the_clients_roles_and_profile_the_service_relies_on() -> None:
     assert EXPORT["realm"] == REALM
-    assert {role["name"] for role in EXPORT["roles"]["realm"]} == {"portal", "ops", "customer", "events"}
+    assert {role["name"] for role in EXPORT["roles"]["realm"]} == {"portal", "ops", "customer", "events", "compliance"}
 
     clients = {client["clientId"]: client for client in EXPORT["clients"]}
     service_clients = (
@@ -447,11 +447,12 @@ def test_realm_export_declares_the_clients_roles_and_profile_the_service_relies_
         ("portal", "portal-dev-secret"),
         ("ops", "ops-dev-secret"),
         ("events-reader", "events-dev-secret"),
+        ("compliance", "compliance-dev-secret"),
     )
     for client_id, secret in service_clients:
         client = clients[client_id]
         assert (client["secret"], client["publicClient"], client["serviceAccountsEnabled"]) == (secret, False, True)
-    for client_id in ("portal", "ops", "events-reader"):
+    for client_id in ("portal", "ops", "events-reader", "compliance"):
         [mapper] = clients[client_id]["protocolMappers"]
         assert mapper["protocolMapper"] == "oidc-audience-mapper"
         assert mapper["config"]["included.custom.audience"] == API_AUDIENCE
@@ -468,6 +469,7 @@ def test_realm_export_declares_the_clients_roles_and_profile_the_service_relies_
     assert _service_account("portal")["realmRoles"] == ["portal"]
     assert _service_account("ops")["realmRoles"] == ["ops"]
     assert _service_account("events-reader")["realmRoles"] == ["events"]
+    assert _service_account("compliance")["realmRoles"] == ["compliance"]
 
     [profile_component] = EXPORT["components"]["org.keycloak.userprofile.UserProfileProvider"]
     [profile_json] = profile_component["config"]["kc.user.profile.config"]

@@ -476,8 +476,12 @@ def test_no_client_of_the_production_realm_allows_the_password_grant() -> None:
     assert portal_login["attributes"]["pkce.code.challenge.method"] == "S256" and portal_login["publicClient"]
     assert (EXPORT["accessTokenLifespan"], EXPORT["accessCodeLifespan"]) == (300, 60)
 
-    assert DEV_CLIENTS["realm"] == EXPORT["realm"] and set(DEV_CLIENTS) == {"realm", "clients"}
-    [dev_login] = DEV_CLIENTS["clients"]
+    assert DEV_CLIENTS["realm"] == EXPORT["realm"] and set(DEV_CLIENTS) == {"realm", "clients", "users"}
+    dev_login, checker = DEV_CLIENTS["clients"]
+    # The second compliance officer (four eyes in dev): a service account, no login of any kind.
+    assert checker["clientId"] == "compliance-checker" and checker["serviceAccountsEnabled"]
+    assert not checker["directAccessGrantsEnabled"] and not checker["standardFlowEnabled"]
+    assert [u["serviceAccountClientId"] for u in DEV_CLIENTS["users"]] == ["compliance-checker"]
     assert (dev_login["clientId"], dev_login["publicClient"], dev_login["directAccessGrantsEnabled"]) == (
         DEV_LOGIN_CLIENT,
         True,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from domain import kyc_rules
-from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
+from domain.customer import CustomerStatus, CustomerType, KycDecidedBy, KycStatus, OnboardingStage
 from domain.errors import ErrorType
 from domain.kyc import KycEvent, KycEventKind
 from domain.kyc_rules import KYC_REVIEW_SUSPENSION, KycDecision, KycEffect, TimerDue
@@ -391,3 +391,24 @@ def test_an_ordinary_reordering_is_still_applied_oldest_first() -> None:
     # Applied in that order, the stale submission arriving last would be ignored.
     after = state(stage=OnboardingStage.KYC_APPROVED, last_kyc_event_at=approved.occurred_at)
     assert kyc_rules.reason_to_ignore(after, submitted) == "older than the newest event applied"
+
+
+@pytest.mark.parametrize(
+    "kind", [KycEventKind.APPROVED, KycEventKind.DECLINED, KycEventKind.RESUBMISSION_REQUESTED, KycEventKind.ON_HOLD]
+)
+def test_after_a_manual_override_sumsubs_verdicts_are_recorded_not_applied(kind: KycEventKind) -> None:
+    overridden = state(
+        stage=OnboardingStage.ONBOARDED,
+        status=CustomerStatus.ACTIVE,
+        kyc_status=KycStatus.APPROVED,
+        kyc_decided_by=KycDecidedBy.MANUAL_OVERRIDE,
+    )
+    decision = kyc_rules.decide(overridden, event(kind))
+    assert decision.ignored == kyc_rules.AFTER_OVERRIDE and decision.effect is None
+    assert decision.audit(event(kind))[0] == "kyc.event_ignored"
+    # Decided by Sumsub, the same RED review suspends as before.
+    by_sumsub = overridden.model_copy(update={"kyc_decided_by": KycDecidedBy.SUMSUB})
+    if kind is KycEventKind.DECLINED:
+        assert kyc_rules.decide(by_sumsub, event(kind)).effect is KycEffect.SUSPEND
+    # A personal-info change still refreshes the profile.
+    assert kyc_rules.decide(overridden, event(KycEventKind.PERSONAL_INFO_CHANGED)).effect is KycEffect.REFRESH_PROFILE

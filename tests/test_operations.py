@@ -18,6 +18,7 @@ import pytest
 from temporalio.client import Client
 
 from api.app import create_app
+from db.data_keys import DataKeyStore
 from dev.stack import DevStack
 from kit.settings import Settings
 from kit.temporal import connect
@@ -47,9 +48,9 @@ async def eventually_listed(client: Client, query: str, workflow_id: str) -> set
 
 
 @pytest.fixture
-async def temporal(stack: DevStack) -> Client:
+async def temporal(stack: DevStack, data_keys: DataKeyStore) -> Client:
     """A client configured as the stack's processes are (same converter and payload keys)."""
-    return await connect(Settings(temporal_address=stack.temporal_address))
+    return await connect(Settings(temporal_address=stack.temporal_address), data_keys=data_keys)
 
 
 async def test_search_attributes_find_exactly_the_matching_customers(

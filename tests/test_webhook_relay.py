@@ -20,7 +20,7 @@ from dev.stack import DevStack, free_port
 from integrations.sumsub.webhooks import webhook_digest
 from kit.settings import Settings
 from kit.temporal import connect
-from tests.helpers import running_app
+from tests.helpers import running_app, settings_of
 from tests.support.graphql import register, wait_for_stage
 
 
@@ -87,7 +87,7 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
 async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevStack, database: asyncpg.Pool) -> None:
     """Two relays (as two API processes run them) sweep the same inbox at the same moment, beside the stack
     API's own: every row is delivered exactly once (one attempt), none twice, none left."""
-    settings = Settings(**{k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields})
+    settings = settings_of(stack)
     assert settings.database_url is not None
     run = uuid.uuid4().hex[:8]
     pools = [await db.pool.create_pool(settings.database_url, size=4) for _ in range(2)]

@@ -27,6 +27,7 @@ from activities.keycloak import KeycloakActivities
 from activities.notifications import LogNotifier, NotificationActivities
 from activities.profiles import ProfileActivities
 from activities.sumsub import SumsubActivities
+from db.data_keys import data_key_store
 from integrations.event_webhooks import WebhookSender
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
@@ -95,7 +96,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             from kit.tracing import shutdown_tracing
 
             resources.callback(shutdown_tracing)
-        client = await connect(settings)
+        data_keys = data_key_store(pool, settings.database_url, settings.payload_encryption_keys)
+        if data_keys is not None:
+            await data_keys.start()
+            resources.push_async_callback(data_keys.aclose)
+        client = await connect(settings, data_keys=data_keys)
         await ensure_search_attributes(client, settings.temporal_namespace)
         database, identity, kyc, notifications = (
             DatabaseActivities(pool),

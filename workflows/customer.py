@@ -48,12 +48,14 @@ with workflow.unsafe.imports_passed_through():
         CUSTOMER_TYPES,
         CustomerStatus,
         DepositAccountStatus,
+        KycDecidedBy,
         KycLevel,
         KycStatus,
         OnboardingStage,
         normalise_email,
     )
     from domain.errors import ErrorType
+    from domain.four_eyes import OVERRIDE_APPROVABLE_STAGES
     from domain.kyc import KycEvent
     from domain.kyc_rules import KycDecision, KycEffect, TimerDue
     from domain.state import (
@@ -61,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         CloseRequest,
         CustomerState,
         CustomerWorkflowInput,
+        KycOverrideRequest,
         ReactivateRequest,
         RegisterRequest,
         RetryOnboardingRequest,
@@ -76,6 +79,9 @@ ACTIVITY_ATTEMPT_TIMEOUT = timedelta(seconds=15)
 # Patch ids (`workflow.patched`): histories recorded before a change replay without it.
 VERIFIED_PROFILE_PATCH = "verified-profile"  # read and store the verified profile before activating
 PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalInfoChanged
+KYC_OVERRIDE_PATCH = "kyc-override"  # the four-eyes KYC override update
+# A decline by override suspends an active customer; only a later approving override lifts it.
+KYC_OVERRIDE_SUSPENSION = "kyc_override_declined"
 
 ActivityInput = TypeVar("ActivityInput")
 ActivityResult = TypeVar("ActivityResult")
@@ -215,6 +221,59 @@ class CustomerWorkflow:
                 )
                 raise ApplicationError(_reason(err), type=ErrorType.EMAIL_CONFLICT, non_retryable=True) from None
         return self._state
+
+    @workflow.update
+    async def kyc_override(self, request: KycOverrideRequest) -> CustomerState:
+        """A confirmed four-eyes override acts as the matching Sumsub verdict would: approve goes on to the
+        profile, the deposit account and ACTIVE (the main loop activates from KYC_APPROVED); decline
+        suspends the active customer. Later Sumsub verdicts are recorded and not applied (kyc_rules)."""
+        async with self._lock:
+            self._refuse_override(request)
+            workflow.patched(KYC_OVERRIDE_PATCH)
+            self._state.kyc_decided_by = KycDecidedBy.MANUAL_OVERRIDE
+            if request.approve and self._state.stage is OnboardingStage.ONBOARDED:
+                self._state.kyc_status = KycStatus.APPROVED
+                # Lifts only what a RED review or a declining override suspended, never an ops suspension.
+                if self._state.suspension_reason in (kyc_rules.KYC_REVIEW_SUSPENSION, KYC_OVERRIDE_SUSPENSION):
+                    await self._reactivate(actor=request.actor)
+            elif request.approve:
+                await self._set_user_enabled(True)  # a decline or expiry disabled the sign-in
+                self._state.kyc_status = KycStatus.APPROVED
+                self._state.kyc_submitted = True
+                self._state.next_reminder_at = self._state.next_poll_at = self._state.expires_at = None
+                self._move_to(OnboardingStage.KYC_APPROVED)
+            else:
+                self._state.kyc_status = KycStatus.DECLINED
+                await self._suspend(KYC_OVERRIDE_SUSPENSION, actor=request.actor)
+            await self._record(
+                "kyc.override_approved" if request.approve else "kyc.override_declined",
+                actor=request.actor,
+                details={
+                    "request_id": request.request_id,
+                    "reason": request.reason,
+                    "requested_by": request.requested_by,
+                    "requested_at": request.requested_at.isoformat(),
+                    "decided_by": request.decided_by,
+                    "decided_at": request.decided_at.isoformat(),
+                },
+            )
+        return self._state
+
+    @kyc_override.validator
+    def _validate_kyc_override(self, request: KycOverrideRequest) -> None:
+        self._refuse_override(request)
+
+    def _refuse_override(self, request: KycOverrideRequest) -> None:
+        stage, kyc = self._state.stage, self._state.kyc_status
+        onboarded_declined = stage is OnboardingStage.ONBOARDED and kyc is KycStatus.DECLINED
+        if request.approve and stage not in OVERRIDE_APPROVABLE_STAGES and not onboarded_declined:
+            reason: str | None = f"cannot approve by override in {stage.value}"
+        elif not request.approve and not (stage is OnboardingStage.ONBOARDED and kyc is KycStatus.APPROVED):
+            reason = f"cannot decline by override in {stage.value} with KYC {kyc.value}"
+        else:
+            reason = None
+        if reason is not None:
+            raise ApplicationError(reason, type=ErrorType.ILLEGAL_TRANSITION, non_retryable=True)
 
     @change_email.validator
     def _validate_change_email(self, request: ChangeEmailRequest) -> None:
@@ -409,6 +468,8 @@ class CustomerWorkflow:
         if decision.stage is not None:
             self._move_to(decision.stage)
         self._state.kyc_status = decision.kyc_status
+        if decision.kyc_status in (KycStatus.APPROVED, KycStatus.DECLINED):
+            self._state.kyc_decided_by = KycDecidedBy.SUMSUB
         self._state.last_kyc_event_at = decision.occurred_at
         self._state.moderation_comment = decision.moderation_comment
         if decision.submitted:

@@ -8,6 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from api.errors import BadUserInput
+from api.schema.compliance import ComplianceMutation
 from api.schema.documents import DocumentMutation
 from api.schema.inputs import (
     CustomerCloseInput,
@@ -35,7 +36,7 @@ def _payload(state: CustomerState) -> CustomerPayload:
 
 
 @strawberry.type
-class Mutation(DocumentMutation, SubscriptionMutation):
+class Mutation(DocumentMutation, SubscriptionMutation, ComplianceMutation):
     @strawberry.mutation(
         permission_classes=[PortalOpsOrCustomer],
         description="A fresh Sumsub verification link; for the portal, ops, or the customer themself (a customer's "

@@ -1,6 +1,7 @@
 """Who may call what: the resolver context (the caller's principal) and the role checks on fields.
 
-    ops       everything
+    ops         everything but the compliance decisions
+    compliance  four-eyes KYC overrides and erasure (one officer requests, another confirms), the export
     portal    the portal's server: register, read one customer by id (no audit trail), a KYC link;
               no listing, no lookup by email, no events
     customer  a customer's own token: `me`, its own `customer(id)` and KYC link, never another's
@@ -23,6 +24,7 @@ from api.state import AppState
 from domain.state import CustomerState
 
 STAFF_ROLES = ("portal", "ops")
+COMPLIANCE_ROLE = "compliance"
 NOT_YOURS = "a customer may see and act on their own customer only"
 
 
@@ -53,6 +55,12 @@ class PortalOpsOrCustomer(_RolePermission):
 
 class OpsOnly(_RolePermission):
     roles = ("ops",)
+
+
+class ComplianceOnly(_RolePermission):
+    """Decisions about a person's data and KYC outcome: ops without the role may not take them."""
+
+    roles = (COMPLIANCE_ROLE,)
 
 
 class Authenticated(BasePermission):

@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from api.schema.compliance import ComplianceQuery
 from api.schema.documents import DocumentQuery
 from api.schema.inputs import CustomerFilter, CustomerSort, SortDirection, valid_email
 from api.schema.permissions import (
@@ -24,7 +25,7 @@ from api.service import cursor_for, decode_cursor, parse_customer_id
 
 
 @strawberry.type
-class Query(DocumentQuery, SubscriptionQuery):
+class Query(DocumentQuery, SubscriptionQuery, ComplianceQuery):
     @strawberry.field(
         permission_classes=[PortalOpsOrCustomer],
         description="One customer as its last recorded change left it (the PostgreSQL projection); null when "

@@ -18,6 +18,7 @@ from domain.customer import (
     CustomerStatus,
     CustomerType,
     DepositAccountStatus,
+    KycDecidedBy,
     KycLevel,
     KycStatus,
     OnboardingStage,
@@ -31,6 +32,7 @@ strawberry.enum(CustomerType, name="CustomerType")
 strawberry.enum(CustomerStatus, name="CustomerStatus")
 strawberry.enum(KycStatus, name="KycStatus")
 strawberry.enum(KycLevel, name="KycLevel")
+strawberry.enum(KycDecidedBy, name="KycDecidedBy")
 strawberry.enum(OnboardingStage, name="OnboardingStage")
 strawberry.enum(AccountCategory, name="AccountCategory")
 strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
@@ -40,6 +42,9 @@ strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
 class Kyc:
     status: KycStatus
     level: KycLevel
+    decided_by: KycDecidedBy | None = strawberry.field(
+        description="Whose outcome stands: SUMSUB's review, or a MANUAL_OVERRIDE two compliance officers confirmed."
+    )
     applicant_id: str | None
     verification_url: str | None
     moderation_comment: str | None
@@ -98,6 +103,9 @@ class Customer:
     onboarding: Onboarding
     deposit_account: DepositAccount | None
     suspension_reason: str | None
+    erased_at: datetime | None = strawberry.field(
+        description="When compliance erased the customer's personal data (four eyes); the id and statuses remain."
+    )
     provided: strawberry.Private[ProvidedProfile]
 
     @strawberry.field(
@@ -144,11 +152,13 @@ class Customer:
             telegram_handle=reg.telegram_handle,
             status=state.status,
             suspension_reason=state.suspension_reason,
+            erased_at=state.erased_at,
             provided=ProvidedProfile.from_registration(reg),
             created_at=state.created_at,
             kyc=Kyc(
                 status=state.kyc_status,
                 level=state.kyc_level,
+                decided_by=state.kyc_decided_by,
                 applicant_id=state.applicant_id,
                 verification_url=state.verification_url,
                 moderation_comment=state.moderation_comment,

@@ -1345,16 +1345,30 @@ def _read_export(source: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
 
 
 def _with_dev_clients(export: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The realm export with the clients of `extra` added; anything else in `extra` is refused."""
+    """The realm export with the clients of `extra` added, and the service-account users of those clients
+    (their realm roles); anything else in `extra` is refused."""
     if extra is None:
         return export
-    if extra.get("realm") != export["realm"] or not set(extra) <= {"realm", "clients"}:
-        raise ValueError(f"dev clients must be {{realm: {export['realm']!r}, clients: [...]}}, got {sorted(extra)}")
+    if extra.get("realm") != export["realm"] or not set(extra) <= {"realm", "clients", "users"}:
+        raise ValueError(
+            f"dev clients must be {{realm: {export['realm']!r}, clients: [...], users: [...]}}, got {sorted(extra)}"
+        )
     known = {client["clientId"] for client in export.get("clients", [])}
-    clashing = sorted(known & {client["clientId"] for client in extra.get("clients", [])})
+    added = {client["clientId"] for client in extra.get("clients", [])}
+    clashing = sorted(known & added)
     if clashing:
         raise ValueError(f"dev clients {clashing} are already in the realm export")
-    return {**export, "clients": [*export.get("clients", []), *extra.get("clients", [])]}
+    # Only a dev client's own service account: dev users with passwords or of production clients stay out.
+    strays = sorted(
+        u.get("username", "?") for u in extra.get("users", []) if u.get("serviceAccountClientId") not in added
+    )
+    if strays:
+        raise ValueError(f"dev users {strays} are not service accounts of dev clients")
+    return {
+        **export,
+        "clients": [*export.get("clients", []), *extra.get("clients", [])],
+        "users": [*export.get("users", []), *extra.get("users", [])],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

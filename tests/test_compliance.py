@@ -1,0 +1,448 @@
+"""Compliance through the real stack: four-eyes erasure by two officers (and its refusals), and what an erasure
+leaves behind in PostgreSQL, Keycloak, the object store, the logs and Temporal's history (crypto-shredded)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import obstore
+import pytest
+import pytest_asyncio
+from google.protobuf import json_format
+from temporalio.client import Client
+
+import db.pool
+from api.compliance import ComplianceService, Officer
+from api.documents import object_store
+from api.errors import Conflict, Unavailable
+from api.service import CustomerService
+from db.data_keys import DataKeyStore
+from dev.stack import DevStack
+from domain.four_eyes import RequestKind, RequestState
+from integrations.keycloak import keycloak_admin
+from integrations.sumsub.client import SumsubClient
+from kit.settings import Settings
+from kit.temporal import connect
+from tests.helpers import free_port
+from tests.support.emulators import client_token, service_account_client
+from tests.support.event_schemas import validator
+from tests.support.graphql import fill_in, graphql, press, register, wait_for_stage
+from tests.test_documents import PDF, settings_of, upload
+
+ERASE = """mutation($id: ID!, $r: String!) { customerErase(input: {customerId: $id, reason: $r}) {
+  id kind state requestedBy requestedByActor requestedAt expiresAt } }"""
+CONFIRM = """mutation($id: ID!) { complianceRequestConfirm(input: {requestId: $id}) {
+  id state decidedBy decidedByActor decidedAt executedAt } }"""
+REJECT = """mutation($id: ID!, $r: String!) { complianceRequestReject(input: {requestId: $id, reason: $r}) {
+  id state decidedBy decisionReason } }"""
+CLOSE = 'mutation($id: ID!) { customerClose(input: {customerId: $id, reason: "customer request"}) { customer { id } } }'
+CUSTOMER = "query($id: ID!) { customer(id: $id) { id email status erasedAt onboarding { stage workflowId } } }"
+REQUESTS = "query($id: ID!) { complianceRequests(customerId: $id) { id state } }"
+EXPORT = "mutation($id: ID!) { customerDataExport(input: {customerId: $id}) { exportedAt document } }"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def maker(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_account_client(stack, "compliance", "compliance-dev-secret") as http:
+        yield http
+
+
+@pytest_asyncio.fixture(scope="module")
+async def checker(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_account_client(stack, "compliance-checker", "compliance-checker-dev-secret") as http:
+        yield http
+
+
+def _code(body: dict[str, Any]) -> str:
+    assert body.get("errors"), body
+    return str(body["errors"][0]["extensions"]["code"])
+
+
+async def _onboarded_person(ops: httpx.AsyncClient, tag: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """An INDIVIDUAL with provided names, a verified profile (names, date of birth, address) and a document."""
+    person = {
+        "email": f"erase-{tag}@example.com",
+        "firstName": f"Erasefirst{tag}",
+        "lastName": f"Eraselast{tag}",
+        # A date no other test's customer has (the second customer here gets another one).
+        "dob": f"19{int(tag[:2], 16) % 60 + 30}-{int(tag[2], 16) % 12 + 1:02d}-{int(tag[3], 16) % 28 + 1:02d}",
+        "address.street": f"{tag} Erasure Street",
+    }
+    body = await graphql(
+        ops,
+        "mutation($input: CustomerRegisterInput!) { customerRegister(input: $input) { customer { id } } }",
+        {
+            "input": {
+                "email": person["email"],
+                "customerType": "INDIVIDUAL",
+                "firstName": person["firstName"],
+                "lastName": person["lastName"],
+                "telegramHandle": f"er_{tag}",
+            }
+        },
+    )
+    customer_id = body["data"]["customerRegister"]["customer"]["id"]
+    waiting = await wait_for_stage(ops, customer_id, "AWAITING_KYC")
+    url = waiting["kyc"]["verificationUrl"]
+    await fill_in(url, {k: v for k, v in person.items() if k != "email"})
+    await press(url, "submit")
+    await wait_for_stage(ops, customer_id, "KYC_IN_REVIEW")
+    await press(url, "approve")
+    customer = await wait_for_stage(ops, customer_id, "ONBOARDED")
+    uploaded = await upload(ops, customer_id, PDF, f"contract-{person['lastName']}.pdf", "application/pdf")
+    assert "errors" not in uploaded.json(), uploaded.text
+    return customer, person
+
+
+async def _tables_holding(database: asyncpg.Pool, needles: list[str]) -> dict[str, list[str]]:
+    """Every table of the database, each row as text, searched for each needle (case-insensitive)."""
+    tables = await database.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    )
+    found: dict[str, list[str]] = {}
+    for (table,) in tables:
+        for needle in needles:
+            hits = await database.fetchval(
+                f'SELECT count(*) FROM "{table}" t WHERE position(lower($1) IN lower(t::text)) > 0', needle
+            )
+            if hits:
+                found.setdefault(table, []).append(needle)
+    return found
+
+
+async def _decode(stack: DevStack, payloads: Any) -> httpx.Response:
+    token = await client_token(stack, "ops", "ops-dev-secret")
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        return await http.post(
+            "/codec/decode",
+            json=json_format.MessageToDict(payloads),
+            headers={"Authorization": f"Bearer {token}", "X-Namespace": "default"},
+        )
+
+
+async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_personal_value(
+    stack: DevStack,
+    ops: httpx.AsyncClient,
+    maker: httpx.AsyncClient,
+    checker: httpx.AsyncClient,
+    database: asyncpg.Pool,
+    keycloak_admin: Any,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    customer, person = await _onboarded_person(ops, tag)
+    kept, other_person = await _onboarded_person(ops, uuid.uuid4().hex[:8])  # another customer, untouched
+    cid = customer["id"]
+    keycloak_user = (await keycloak_admin.a_get_users({"email": person["email"], "exact": True}))[0]["id"]
+
+    # Refusals first, each changing nothing: ops lack the role; an active customer must be closed first.
+    assert _code(await graphql(ops, ERASE, {"id": cid, "r": "asked"})) == "FORBIDDEN"
+    active = await graphql(maker, ERASE, {"id": cid, "r": "customer asked (GDPR art. 17)"})
+    assert _code(active) == "CONFLICT" and "close the customer first" in active["errors"][0]["message"]
+    assert _code(await graphql(maker, ERASE, {"id": cid, "r": "  "})) == "BAD_USER_INPUT"
+    assert _code(await graphql(maker, ERASE, {"id": "nope", "r": "x"})) == "BAD_USER_INPUT"
+    assert (await graphql(maker, REQUESTS, {"id": cid}))["data"]["complianceRequests"] == []
+
+    assert "errors" not in await graphql(ops, CLOSE, {"id": cid})
+    requested = (await graphql(maker, ERASE, {"id": cid, "r": "customer asked (GDPR art. 17)"}))["data"][
+        "customerErase"
+    ]
+    assert (requested["kind"], requested["state"], requested["requestedByActor"]) == ("ERASE", "PENDING", "compliance")
+    again = await graphql(maker, ERASE, {"id": cid, "r": "twice"})
+    assert _code(again) == "CONFLICT" and "pending" in again["errors"][0]["message"]
+    # Four eyes: the requester cannot confirm, ops cannot either; nothing is erased by trying.
+    same = await graphql(maker, CONFIRM, {"id": requested["id"]})
+    assert _code(same) == "CONFLICT" and "second compliance officer" in same["errors"][0]["message"]
+    assert _code(await graphql(ops, CONFIRM, {"id": requested["id"]})) == "FORBIDDEN"
+    assert (await graphql(ops, CUSTOMER, {"id": cid}))["data"]["customer"]["erasedAt"] is None
+
+    needles = [person["email"], person["email"].split("@")[0], person["firstName"], person["lastName"]]
+    needles += [person["dob"], person["address.street"], f"er_{tag}"]
+    # The search below finds what is there: before the erasure, the personal values are in these tables.
+    before = await _tables_holding(database, needles)
+    assert {"customers", "customer_profiles", "customer_documents", "customer_events"} <= set(before), before
+
+    confirmed = (await graphql(checker, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
+    assert confirmed["state"] == "CONFIRMED" and confirmed["executedAt"] is not None
+    assert confirmed["decidedByActor"] == "compliance-checker" and confirmed["decidedBy"] != requested["requestedBy"]
+
+    # What remains: the id, the status, the fact of erasure.
+    after = (await graphql(ops, CUSTOMER, {"id": cid}))["data"]["customer"]
+    assert after["erasedAt"] is not None and after["onboarding"]["stage"] == "CLOSED"
+    assert person["email"] not in after["email"]
+
+    # PostgreSQL: no table holds the email (or its local part), the names, the date of birth, the street.
+    if other_person["dob"] == person["dob"]:
+        needles.remove(person["dob"])  # one chance in ~20,000: the kept customer's date is rightly still there
+    assert await _tables_holding(database, needles) == {}
+    trail = await database.fetch(
+        "SELECT event_type, actor, occurred_at, details FROM customer_events WHERE customer_id = $1 ORDER BY id", cid
+    )
+    types = [row["event_type"] for row in trail]
+    assert {"customer.registered", "kyc.approved", "document.uploaded", "customer.closed"} <= set(types)
+    assert types[-1] == "customer.erased" and all(row["actor"] and row["occurred_at"] for row in trail)
+    erased = json.loads(trail[-1]["details"]) if isinstance(trail[-1]["details"], str) else trail[-1]["details"]
+    assert erased["requested_by"] == requested["requestedBy"] and erased["decided_by"] == confirmed["decidedBy"]
+    assert erased["requested_at"] and erased["decided_at"] and erased["reason"] == "customer asked (GDPR art. 17)"
+    assert erased["sumsub_deletion"] == "to be requested from Sumsub by the bank" and erased["payload_key_shredded"]
+
+    # Keycloak: the user is gone. Sumsub: the applicant is deactivated (deleting it is the bank's request).
+    assert await keycloak_admin.a_get_users({"email": person["email"], "exact": True}) == []
+    with pytest.raises(Exception, match="404"):
+        await keycloak_admin.a_get_user(keycloak_user)
+    applicant_id = await database.fetchval("SELECT sumsub_applicant_id FROM customers WHERE id = $1", cid)
+    assert applicant_id is not None and erased["sumsub_applicant_deactivated"] == applicant_id
+    async with asyncio.timeout(30):  # Sumsub says so with its applicantDeactivated webhook
+        while not await database.fetchval(
+            "SELECT 1 FROM sumsub_webhook_inbox WHERE applicant_id = $1 AND event_type = 'applicantDeactivated'",
+            applicant_id,
+        ):
+            await asyncio.sleep(0.1)
+    settings = settings_of(stack)
+    # The object store: nothing left under the customer, and no object anywhere holds the email.
+    store = object_store(settings)
+    assert [meta async for batch in obstore.list(store, f"customers/{cid}/") for meta in batch] == []
+    for batch in [b async for b in obstore.list(store)]:
+        for meta in batch:
+            content = bytes(await (await obstore.get_async(store, meta["path"])).bytes_async())
+            assert person["email"].encode() not in content and person["lastName"].encode() not in content
+
+    # Temporal: the history is still there, and no payload of it decodes any more; the other customer's do.
+    raw = await Client.connect(stack.temporal_address)
+    history = await raw.get_workflow_handle(after["onboarding"]["workflowId"]).fetch_history()
+    refused = await _decode(stack, history.events[0].workflow_execution_started_event_attributes.input)
+    assert refused.status_code == 422 and "shredded" in refused.text
+    other = await raw.get_workflow_handle(kept["onboarding"]["workflowId"]).fetch_history()
+    assert (await _decode(stack, other.events[0].workflow_execution_started_event_attributes.input)).status_code == 200
+
+    # The event feed says it, valid against its schema.
+    events_token = await client_token(stack, "events-reader", "events-dev-secret")
+    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {events_token}"}) as feed:
+        published: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = (
+                await feed.get("/events", params={"types": "customer.erased", **({"after": cursor} if cursor else {})})
+            ).json()
+            published += page["events"]
+            if not page["events"]:
+                break
+            cursor = page["next"]
+    (event,) = [e for e in published if e["subject"] == cid]
+    validator("customer.erased").validate(event)
+
+    # What an export now holds: the facts, no personal value.
+    left = (await graphql(maker, EXPORT, {"id": cid}))["data"]["customerDataExport"]["document"]
+    assert left["customer"]["erased_at"] and left["keycloakUser"] is None and left["profile"]["verified"] is None
+    assert [needle for needle in needles if needle.lower() in json.dumps(left).lower()] == []
+
+    # The logs of every process: no personal value either.
+    assert stack.log_dir is not None
+    for log in stack.log_dir.glob("*.log"):
+        text = log.read_text(errors="replace")
+        for needle in needles:
+            assert needle not in text, f"{needle!r} in {log.name}"
+
+    # Erasure is once: a second request is refused.
+    assert "erased" in (await graphql(maker, ERASE, {"id": cid, "r": "again"}))["errors"][0]["message"]
+
+
+async def test_a_declined_customer_is_erased_without_closing_first_and_a_rejection_erases_nothing(
+    stack: DevStack, ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+) -> None:
+    customer = await register(ops, f"declined-erase-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await wait_for_stage(ops, customer["id"], "KYC_IN_REVIEW")
+    await press(waiting["kyc"]["verificationUrl"], "reject")
+    await wait_for_stage(ops, customer["id"], "KYC_DECLINED")
+
+    first = (await graphql(maker, ERASE, {"id": customer["id"], "r": "asked"}))["data"]["customerErase"]
+    rejected = (await graphql(checker, REJECT, {"id": first["id"], "r": "wrong customer"}))["data"]
+    assert rejected["complianceRequestReject"]["state"] == "REJECTED"
+    late = await graphql(checker, CONFIRM, {"id": first["id"]})
+    assert _code(late) == "CONFLICT" and "REJECTED" in late["errors"][0]["message"]
+    assert (await graphql(ops, CUSTOMER, {"id": customer["id"]}))["data"]["customer"]["erasedAt"] is None
+
+    second = (await graphql(checker, ERASE, {"id": customer["id"], "r": "asked, checked"}))["data"]["customerErase"]
+    done = (await graphql(maker, CONFIRM, {"id": second["id"]}))["data"]["complianceRequestConfirm"]
+    assert done["executedAt"] is not None
+    after = (await graphql(ops, CUSTOMER, {"id": customer["id"]}))["data"]["customer"]
+    assert after["erasedAt"] is not None and after["onboarding"]["stage"] == "CLOSED"  # the erasure closed it
+
+
+@asynccontextmanager
+async def _service(
+    stack: DevStack,
+    data_keys: DataKeyStore,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    keycloak_url: str | None = None,
+) -> AsyncIterator[ComplianceService]:
+    """The API's compliance service on the stack (its database, Temporal, Sumsub, bucket), with a clock of the
+    test's or a Keycloak URL nothing answers at."""
+    settings: Settings = settings_of(stack)
+    assert settings.database_url is not None
+    database = await db.pool.create_pool(settings.database_url, size=2)  # with the API's JSON codec
+    temporal = await connect(settings, data_keys=data_keys)
+    admin = keycloak_admin(settings.model_copy(update={"keycloak_url": keycloak_url or settings.keycloak_url}))
+    try:
+        async with SumsubClient.from_settings(settings) as sumsub:
+            yield ComplianceService(
+                pool=database,
+                customers=CustomerService(pool=database, temporal=temporal, settings=settings),
+                temporal=temporal,
+                keycloak=admin,
+                sumsub=sumsub,
+                store=object_store(settings),
+                data_keys=data_keys,
+                request_expiry=settings.four_eyes_request_expiry,
+                **({"clock": clock} if clock else {}),
+            )
+    finally:
+        await admin.connection.aclose()
+        await admin.connection.keycloak_openid.connection.aclose()
+        await database.close()
+
+
+MAKER = Officer(subject="maker-sub", actor="compliance")
+CHECKER = Officer(subject="checker-sub", actor="compliance-checker")
+
+
+async def _closed_customer(ops: httpx.AsyncClient, prefix: str) -> str:
+    customer = await register(ops, f"{prefix}-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    await wait_for_stage(ops, customer["id"], "AWAITING_KYC")  # its Keycloak user and applicant exist
+    assert "errors" not in await graphql(ops, CLOSE, {"id": customer["id"]})
+    return str(customer["id"])
+
+
+async def test_a_request_nobody_confirmed_in_time_expires(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore
+) -> None:
+    """The service with its clock moved past the expiry (FOUR_EYES_REQUEST_EXPIRY), on the stack's database."""
+    customer_id = await _closed_customer(ops, "expiry")
+    now = [datetime.now(UTC)]
+    expiry = settings_of(stack).four_eyes_request_expiry
+    async with _service(stack, data_keys, clock=lambda: now[0]) as service:
+        stored = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        now[0] += expiry + timedelta(seconds=1)
+        with pytest.raises(Conflict, match="EXPIRED"):
+            await service.confirm(stored.request.id, by=CHECKER)
+        # An expired request no longer blocks a new one.
+        renewed = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="again", by=MAKER)
+        assert renewed.request.id != stored.request.id
+
+
+async def test_an_erasure_cut_short_by_a_keycloak_outage_is_unavailable_and_resumes_when_confirmed_again(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore, database: asyncpg.Pool
+) -> None:
+    customer_id = await _closed_customer(ops, "outage")
+    async with _service(stack, data_keys, keycloak_url=f"http://127.0.0.1:{free_port()}") as keycloak_down:
+        stored = await keycloak_down.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        with pytest.raises(Unavailable, match="Keycloak"):
+            await keycloak_down.confirm(stored.request.id, by=CHECKER)
+        interrupted = await keycloak_down.get(stored.request.id)
+    assert interrupted is not None
+    assert interrupted.request.state is RequestState.CONFIRMED and interrupted.executed_at is None
+    # Nothing of the PostgreSQL part happened: the customer is whole, the key intact.
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is None
+    assert await database.fetchval(
+        "SELECT wrapped_key IS NOT NULL FROM customer_data_keys WHERE customer_id = $1", customer_id
+    )
+
+    async with _service(stack, data_keys) as service:
+        resumed = await service.confirm(stored.request.id, by=MAKER)  # any officer resumes a confirmed request
+    assert resumed.executed_at is not None and resumed.request.decided_by == CHECKER.subject
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+    assert not await database.fetchval(
+        "SELECT wrapped_key IS NOT NULL FROM customer_data_keys WHERE customer_id = $1", customer_id
+    )
+
+
+async def test_the_export_holds_registration_profile_trail_documents_webhooks_and_the_keycloak_user(
+    ops: httpx.AsyncClient, maker: httpx.AsyncClient
+) -> None:
+    customer, person = await _onboarded_person(ops, uuid.uuid4().hex[:8])
+    assert _code(await graphql(ops, EXPORT, {"id": customer["id"]})) == "FORBIDDEN"
+    assert _code(await graphql(maker, EXPORT, {"id": "not-an-id"})) == "BAD_USER_INPUT"
+    assert _code(await graphql(maker, EXPORT, {"id": str(uuid.uuid4())})) == "NOT_FOUND"
+
+    exported = (await graphql(maker, EXPORT, {"id": customer["id"]}))["data"]["customerDataExport"]["document"]
+    assert exported["customerId"] == customer["id"]
+    assert exported["customer"]["registration"]["email"] == person["email"]
+    assert (exported["customer"]["status"], exported["customer"]["stage"]) == ("ACTIVE", "ONBOARDED")
+    assert exported["profile"]["provided"] == {
+        "first_name": person["firstName"],
+        "last_name": person["lastName"],
+        "company_name": None,
+    }
+    verified = exported["profile"]["verified"]["personal_info"]
+    assert (verified["first_name"], verified["date_of_birth"]) == (person["firstName"], person["dob"])
+    types = [event["type"] for event in exported["auditTrail"]]
+    assert types[0] == "customer.registered" and {"kyc.approved", "customer.activated", "document.uploaded"} <= set(
+        types
+    )
+    (document,) = exported["documents"]
+    async with httpx.AsyncClient() as http:
+        downloaded = await http.get(document["downloadUrl"])
+    assert downloaded.status_code == 200 and hashlib.sha256(downloaded.content).hexdigest() == document["sha256"]
+    assert document["originalFilename"] == f"contract-{person['lastName']}.pdf"
+    webhooks = {webhook["type"] for webhook in exported["sumsubWebhooks"]}
+    assert {"applicantCreated", "applicantReviewed"} <= webhooks
+    assert exported["keycloakUser"]["email"] == person["email"]
+    assert exported["keycloakUser"]["attributes"]["customer_id"] == [customer["id"]]
+    trail = await graphql(
+        ops, "query($id: ID!) { customer(id: $id) { events { type actor } } }", {"id": customer["id"]}
+    )
+    assert {"type": "customer.data_exported", "actor": "compliance"} in trail["data"]["customer"]["events"]
+
+
+OVERRIDE = """mutation($id: ID!, $d: KycOverrideDecision!, $r: String!) {
+  customerKycOverride(input: {customerId: $id, decision: $d, reason: $r}) { id kind state requestedBy } }"""
+KYC = """query($id: ID!) { customer(id: $id) { status kyc { status decidedBy } onboarding { stage }
+  events { type actor details } } }"""
+
+
+async def test_a_kyc_override_requested_and_confirmed_by_two_officers_approves_a_declined_customer(
+    ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+) -> None:
+    customer = await register(ops, f"override-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    early = await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "checked"})
+    assert _code(early) == "CONFLICT"  # nothing to override before a verdict
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await wait_for_stage(ops, customer["id"], "KYC_IN_REVIEW")
+    await press(waiting["kyc"]["verificationUrl"], "reject")
+    await wait_for_stage(ops, customer["id"], "KYC_DECLINED")
+    declined = (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]
+    assert declined["kyc"] == {"status": "DECLINED", "decidedBy": "SUMSUB"}
+
+    assert _code(await graphql(ops, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "checked"})) == "FORBIDDEN"
+    assert _code(await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "DECLINE", "r": "x"})) == "CONFLICT"
+    requested = await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "documents checked by hand"})
+    request = requested["data"]["customerKycOverride"]
+    assert (request["kind"], request["state"]) == ("OVERRIDE_APPROVE", "PENDING")
+    assert _code(await graphql(maker, CONFIRM, {"id": request["id"]})) == "CONFLICT"  # the same officer
+    assert (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]["onboarding"][
+        "stage"
+    ] == "KYC_DECLINED"
+
+    confirmed = (await graphql(checker, CONFIRM, {"id": request["id"]}))["data"]["complianceRequestConfirm"]
+    assert confirmed["state"] == "CONFIRMED" and confirmed["executedAt"] is not None
+    active = await wait_for_stage(ops, customer["id"], "ONBOARDED")
+    assert active["status"] == "ACTIVE"
+    after = (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]
+    assert after["kyc"] == {"status": "APPROVED", "decidedBy": "MANUAL_OVERRIDE"}
+    (row,) = [e for e in after["events"] if e["type"] == "kyc.override_approved"]
+    details = row["details"]
+    assert details["requested_by"] == request["requestedBy"] and details["decided_by"] == confirmed["decidedBy"]
+    assert details["requested_at"] and details["decided_at"] and details["reason"] == "documents checked by hand"
+    assert row["actor"] == "compliance-checker"
