@@ -54,6 +54,15 @@ async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def timers_started(handle: WorkflowHandle[Any, Any]) -> list[timedelta]:
+    history = await handle.fetch_history()
+    return [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+
+
 async def rounds_then_gone(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, Any]:
     """More due -> a retry due in 1 s -> nothing due (idle) -> woken -> the subscription is gone."""
     script = ScriptedRounds(
@@ -71,6 +80,9 @@ async def rounds_then_gone(env: WorkflowEnvironment, task_queue: str) -> Workflo
         await wake_delivery(env.client, task_queue=task_queue, subscription_id=subscription_id)
         handle = env.client.get_workflow_handle(delivery_workflow_id(subscription_id))
         await until(lambda: script.calls == 3)  # the third round came by itself, after the 1 s retry timer
+        async with asyncio.timeout(20):  # then the workflow sleeps: its idle timer is running
+            while IDLE_CHECK not in await timers_started(handle):
+                await asyncio.sleep(0.05)
         await wake_delivery(env.client, task_queue=task_queue, subscription_id=subscription_id)
         await handle.result()
         assert script.calls == 4
@@ -82,11 +94,7 @@ async def test_a_delivery_workflow_retries_on_time_sleeps_until_woken_and_ends_w
 ) -> None:
     handle = await rounds_then_gone(env, f"delivery-{uuid.uuid4().hex[:8]}")
     history = await handle.fetch_history()
-    timers = [
-        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-    ]
+    timers = await timers_started(handle)
     # No timer after "more due" (straight on); about a second until the retry; then the idle check.
     assert len(timers) == 2, timers
     assert timedelta(milliseconds=100) <= timers[0] <= timedelta(seconds=1)
