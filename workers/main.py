@@ -41,6 +41,8 @@ from workflows.delivery import EventDeliveryWorkflow
 
 log = structlog.get_logger("worker")
 
+EVENT_ROUND_SLOTS = 1000  # delivery rounds one worker runs at once (subscriptions with deliveries in flight)
+
 
 def install_temporal_runtime(settings: Settings) -> None:
     """Before any client: the SDK core's own metrics (workflow tasks, activities, polls, ...) in Prometheus
@@ -154,6 +156,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             workflows=[EventDeliveryWorkflow],
             interceptors=interceptors(settings),
             activities=[deliveries.deliver_due],
+            # A round holds its slot while it lingers (up to 60 s): one per active subscription, all waiting on I/O.
+            max_concurrent_activities=EVENT_ROUND_SLOTS,
         )
         waker = DeliveryWaker(
             settings.database_url, client, task_queue=settings.temporal_events_task_queue, notices=notices
