@@ -4,27 +4,17 @@ Every customer must end in the state its newest event says, and the inbox must h
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 
 from dev.stack import DevStack
-from integrations.sumsub.webhooks import webhook_digest
 from tests.support.graphql import get_customer, register, wait_for_stage
+from tests.support.webhooks import post_webhook, storm_bodies
 
 CUSTOMERS = 40
-# Per customer, oldest first: the newest (a GREEN review) decides where the customer ends.
-SCRIPT = [
-    ("applicantPending", None),
-    ("applicantOnHold", None),
-    ("applicantReviewed", {"reviewAnswer": "RED", "reviewRejectType": "RETRY", "moderationComment": "blurry"}),
-    ("applicantPending", None),
-    ("applicantReviewed", {"reviewAnswer": "GREEN"}),
-]
 
 
 async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right(
@@ -36,24 +26,7 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
     )
     waiting = await asyncio.gather(*(wait_for_stage(portal, c["id"], "AWAITING_KYC") for c in customers))
 
-    bodies: list[bytes] = []
-    stamped = datetime.now(UTC) - timedelta(seconds=len(SCRIPT))
-    for customer in waiting:
-        for step, (event_type, review) in enumerate(SCRIPT):
-            payload = {
-                "applicantId": customer["kyc"]["applicantId"],
-                "inspectionId": "i" * 24,
-                "correlationId": f"req-storm-{run}-{customer['id']}-{step}",
-                "externalUserId": customer["id"],
-                "levelName": "basic-kyc-level",
-                "type": event_type,
-                "reviewStatus": "completed" if review else "pending",
-                # Sumsub's own order, a second apart, all before receipt (a later stamp would be bounded).
-                "createdAtMs": (stamped + timedelta(seconds=step)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-                "sandboxMode": True,
-                **({"reviewResult": review} if review else {}),
-            }
-            bodies.append(json.dumps(payload).encode())
+    bodies = storm_bodies(run, waiting)
     assert len(bodies) == 200
     deliveries = bodies * 3
     random.Random(11).shuffle(deliveries)
@@ -63,16 +36,7 @@ async def test_a_storm_of_duplicated_shuffled_webhooks_ends_every_customer_right
 
         async def deliver(body: bytes) -> int:
             async with semaphore:
-                response = await http.post(
-                    "/webhooks/sumsub",
-                    content=body,
-                    headers={
-                        "X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret", "HMAC_SHA512_HEX"),
-                        "X-Payload-Digest-Alg": "HMAC_SHA512_HEX",
-                        "Content-Type": "application/json",
-                    },
-                )
-                return response.status_code
+                return await post_webhook(http, body)
 
         started = time.monotonic()
         statuses = await asyncio.gather(*(deliver(body) for body in deliveries))
