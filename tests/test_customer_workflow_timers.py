@@ -33,6 +33,8 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+        # The SDK's 5 s default is too short for a JVM start on a busy 2-core machine (seen failing there).
+        test_server_startup_timeout=timedelta(seconds=60),
     ) as environment:
         yield environment
 
