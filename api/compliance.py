@@ -266,6 +266,8 @@ class ComplianceService:
                 idempotency_key=f"four-eyes:{request.id}:{CUSTOMER_ERASED}",
             )
             await db.four_eyes.mark_executed(conn, request.id, now)
+        # A webhook stored while the transaction ran saw neither the tombstone nor the shredded key.
+        await db.customers.tombstone_webhooks(self._pool, customer_id, state.applicant_id)
         log.info("customer erased", customer_id=customer_id, request_id=request.id)
 
     async def _step(self, what: str, step: Awaitable[None]) -> None:

@@ -219,15 +219,7 @@ async def tombstone_customer(conn: Conn, tombstone: CustomerState, *, erased_rea
         customer_id,
         list(_KEPT_AFTER_ERASURE),
     )
-    await conn.execute(
-        """
-        UPDATE sumsub_webhook_inbox SET payload = jsonb_build_object('type', event_type, 'erased', true),
-            last_error = NULL
-        WHERE external_user_id = $1 OR applicant_id = $2
-        """,
-        customer_id,
-        tombstone.applicant_id,
-    )
+    await tombstone_webhooks(conn, customer_id, tombstone.applicant_id)
     await conn.execute(
         """
         UPDATE four_eyes_requests SET reason = $2, decision_reason = CASE WHEN decision_reason IS NULL THEN NULL
@@ -236,6 +228,23 @@ async def tombstone_customer(conn: Conn, tombstone: CustomerState, *, erased_rea
         """,
         customer_id,
         erased_reason,
+    )
+
+
+async def tombstone_webhooks(conn: Conn | asyncpg.Pool, customer_id: str, applicant_id: str | None) -> None:
+    """The customer's stored Sumsub webhooks keep their type only; pending ones are settled. Erasure runs it in its
+    transaction and again after the commit, for a webhook stored while that transaction ran."""
+    await conn.execute(
+        """
+        UPDATE sumsub_webhook_inbox SET payload = jsonb_build_object('type', event_type, 'erased', true),
+            last_error = NULL,
+            -- a pending one is settled: no workflow will take it (api/relay.py settles any that come later)
+            outcome = CASE WHEN delivered_at IS NULL THEN 'customer_erased' ELSE outcome END,
+            delivered_at = coalesce(delivered_at, now()), leased_until = NULL
+        WHERE external_user_id = $1 OR applicant_id = $2
+        """,
+        customer_id,
+        applicant_id,
     )
 
 

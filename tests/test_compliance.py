@@ -206,6 +206,9 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
             applicant_id,
         ):
             await asyncio.sleep(0.1)
+    await _late_webhooks_are_settled_and_block_no_one(ops, database, cid, applicant_id, kept["id"], person)
+    # Everything that came after the erasure (those webhooks) left no personal value either.
+    assert await _tables_holding(database, needles) == {}
     settings = settings_of(stack)
     # The object store: nothing left under the customer, and no object anywhere holds the email.
     store = object_store(settings)
@@ -253,6 +256,71 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
 
     # Erasure is once: a second request is refused.
     assert "erased" in (await graphql(maker, ERASE, {"id": cid, "r": "again"}))["errors"][0]["message"]
+
+
+REPLAY = "mutation($id: ID!) { webhookReplay(input: {id: $id}) { id outcome } }"
+
+
+async def _late_webhooks_are_settled_and_block_no_one(
+    ops: httpx.AsyncClient,
+    database: asyncpg.Pool,
+    cid: str,
+    applicant_id: str,
+    other_id: str,
+    person: dict[str, str],
+) -> None:
+    """Sumsub's applicantDeactivated (sent for the erasure itself, maybe after its commit) and any later webhook for
+    the erased customer are settled as `customer_erased` with a tombstoned body; a webhook of another customer
+    stored after them is still delivered by the sweep (rows not handed to a relay's queue: only a sweep takes them)."""
+    stored: list[int] = []
+    for customer_id, comment in ((cid, f"late note about {person['lastName']}"), (other_id, "routine")):
+        payload = {
+            "type": "applicantPending",
+            "externalUserId": customer_id,
+            "applicantId": applicant_id if customer_id == cid else None,
+            "createdAtMs": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000"),
+            "reviewResult": {"moderationComment": comment},
+        }
+        stored.append(
+            await database.fetchval(
+                """
+                INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload)
+                VALUES ($1, 'applicantPending', $2, $3, $4::jsonb) RETURNING id
+                """,
+                f"test-late-{uuid.uuid4()}",
+                customer_id,
+                payload["applicantId"],
+                json.dumps(payload),
+            )
+        )
+    late, other = stored
+    async with asyncio.timeout(60):  # the stack's sweeps run every few seconds
+        while True:
+            rows = await database.fetch(
+                "SELECT id, outcome, payload::text AS payload FROM sumsub_webhook_inbox"
+                " WHERE (external_user_id = $1 OR applicant_id = $2 OR id = $3) AND delivered_at IS NOT NULL",
+                cid,
+                applicant_id,
+                other,
+            )
+            settled = {row["id"]: row for row in rows}
+            deactivated = await database.fetchval(
+                "SELECT count(*) FROM sumsub_webhook_inbox WHERE applicant_id = $1 AND event_type = 'applicantDeactivated'"
+                " AND delivered_at IS NULL",
+                applicant_id,
+            )
+            if late in settled and other in settled and deactivated == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert settled[other]["outcome"] == "delivered"
+    assert settled[late]["outcome"] == "customer_erased"
+    assert json.loads(settled[late]["payload"]) == {"type": "applicantPending", "erased": True}
+    for row in rows:
+        if row["id"] != other:
+            assert set(json.loads(row["payload"])) == {"type", "erased"}, row
+    # Ops replaying the tombstone: a clear refusal, not a server error.
+    refused = await graphql(ops, REPLAY, {"id": str(late)})
+    assert _code(refused) == "CONFLICT" and "erased" in refused["errors"][0]["message"]
 
 
 async def test_a_declined_customer_is_erased_without_closing_first_and_a_rejection_erases_nothing(
