@@ -257,6 +257,16 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     # Erasure is once: a second request is refused.
     assert "erased" in (await graphql(maker, ERASE, {"id": cid, "r": "again"}))["errors"][0]["message"]
 
+    # The person registering again: a clear CONFLICT on the email (a compliance decision), nothing started.
+    again = await graphql(
+        ops,
+        "mutation($e: String!) { customerRegister(input: {email: $e, customerType: INDIVIDUAL}) { customer { id } } }",
+        {"e": person["email"]},
+    )
+    assert _code(again) == "CONFLICT" and "erased" in again["errors"][0]["message"], again
+    assert again["errors"][0]["extensions"].get("field") == "email"
+    assert await database.fetchval("SELECT count(*) FROM customers WHERE email = $1", person["email"]) == 0
+
 
 REPLAY = "mutation($id: ID!) { webhookReplay(input: {id: $id}) { id outcome } }"
 
