@@ -18,6 +18,7 @@ having been done already.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ log = structlog.get_logger("compliance")
 
 ERASED = "[erased]"
 WORKFLOW_END_TIMEOUT = timedelta(seconds=30)
+# How long a confirmation's claim to carry a request out holds (an erasure takes seconds; a claim this old is
+# a process that died mid-way, and another confirmation may resume).
+EXECUTION_CLAIM = timedelta(minutes=5)
 
 
 def erased_email(customer_id: str) -> str:
@@ -140,33 +144,51 @@ class ComplianceService:
 
     async def confirm(self, request_id: str, *, by: Officer) -> StoredRequest:
         """Confirms (a different officer) and carries the decision out; a confirmed request whose execution
-        was interrupted is resumed by confirming it again."""
+        was interrupted is resumed by confirming it again, if the customer still qualifies."""
         now = self._now()
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._locked(conn, request_id)
             resuming = stored.request.state is RequestState.CONFIRMED and stored.executed_at is None
-            if not resuming:
+            if resuming:
+                if stored.executing_since is not None and now - stored.executing_since < EXECUTION_CLAIM:
+                    raise Conflict(
+                        "another confirmation is carrying this request out now; look at it again in a moment"
+                    )
+                decided = stored.request
+            else:
                 try:
                     decided = stored.request.confirm(by=by.subject, now=now)
                 except FourEyesError as exc:
                     raise Conflict(str(exc)) from None
-                state = await db.customers.lock_customer(conn, decided.customer_id)
-                assert state is not None  # requests reference their customer
-                why = four_eyes.refusal(decided.kind, state.stage, state.kyc_status, erased=state.erased_at is not None)
-                if why is not None:
-                    raise Conflict(f"the customer no longer qualifies: {why}")
+            state = await db.customers.lock_customer(conn, decided.customer_id)
+            assert state is not None  # requests reference their customer
+            # An override the workflow applied already (its answer was lost) is only marked executed below.
+            applied = decided.kind is not RequestKind.ERASE and decided.id in state.applied_overrides
+            why = four_eyes.refusal(decided.kind, state.stage, state.kyc_status, erased=state.erased_at is not None)
+            if why is not None and not applied:
+                # Also on resuming: the customer may have moved since the confirmation (reactivated, approved).
+                raise Conflict(f"the customer no longer qualifies: {why}")
+            if not resuming:
                 await db.four_eyes.save_decision(conn, decided, actor=by.actor)
                 stored = StoredRequest(decided, stored.requested_by_actor, by.actor, None)
                 await self._audit(conn, stored, "compliance.request_confirmed", actor=by.actor, at=now)
-        if stored.executed_at is None:
-            if stored.request.kind is RequestKind.ERASE:
-                await self._erase(stored, actor=by.actor)
+            if applied:
+                await db.four_eyes.mark_executed(conn, decided.id, now)
             else:
-                await self._override(stored, actor=by.actor)
-            refreshed = await db.four_eyes.get(self._pool, request_id)
-            assert refreshed is not None
-            stored = refreshed
-        return stored
+                await db.four_eyes.claim_execution(conn, decided.id, now)
+        if not applied:
+            try:
+                if stored.request.kind is RequestKind.ERASE:
+                    await self._erase(stored, actor=by.actor)
+                else:
+                    await self._override(stored, actor=by.actor)
+            except BaseException:
+                with contextlib.suppress(Exception):  # PostgreSQL down too: the claim runs out (EXECUTION_CLAIM)
+                    await db.four_eyes.release_execution(self._pool, request_id)
+                raise
+        refreshed = await db.four_eyes.get(self._pool, request_id)
+        assert refreshed is not None
+        return refreshed
 
     async def get(self, request_id: str) -> StoredRequest | None:
         return await db.four_eyes.get(self._pool, request_id)

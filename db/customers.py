@@ -33,7 +33,7 @@ class EmailTakenError(Exception):
 
 # Not part of the projection's document: the dedupe memory is the workflow's own business, the run id is
 # a column (it names the run that wrote the row) and the deposit account is read from its own table.
-_NOT_PROJECTED = {"applied_kyc_events", "applied_overrides", "run_id", "deposit_account"}
+_NOT_PROJECTED = {"applied_kyc_events", "run_id", "deposit_account"}
 
 # A connection of its own or one borrowed from the pool (`pool.acquire()` hands out a proxy wrapping a Connection).
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy

@@ -490,7 +490,7 @@ KYC = """query($id: ID!) { customer(id: $id) { status kyc { status decidedBy } o
 
 
 async def test_a_kyc_override_requested_and_confirmed_by_two_officers_approves_a_declined_customer(
-    ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+    ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient, database: asyncpg.Pool
 ) -> None:
     customer = await register(ops, f"override-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
     waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
@@ -524,3 +524,92 @@ async def test_a_kyc_override_requested_and_confirmed_by_two_officers_approves_a
     assert details["requested_by"] == request["requestedBy"] and details["decided_by"] == confirmed["decidedBy"]
     assert details["requested_at"] and details["decided_at"] and details["reason"] == "documents checked by hand"
     assert row["actor"] == "compliance-checker"
+
+    # The answer lost after the workflow applied it (executed_at never written): confirming again marks it
+    # executed and applies nothing twice.
+    await database.execute("UPDATE four_eyes_requests SET executed_at = NULL WHERE id = $1", request["id"])
+    again = await graphql(checker, CONFIRM, {"id": request["id"]})
+    assert again["data"]["complianceRequestConfirm"]["executedAt"] is not None, again
+    events = (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]["events"]
+    assert [e["type"] for e in events].count("kyc.override_approved") == 1
+
+
+@asynccontextmanager
+async def _hanging_server() -> AsyncIterator[tuple[str, asyncio.Event, asyncio.Event]]:
+    """An address that accepts connections and answers nothing until released (then closes them): a Keycloak
+    the erasure waits on. Yields (url, connected, release)."""
+    connected, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", connected, release
+    finally:
+        release.set()
+        server.close()
+
+
+async def test_a_confirmation_while_another_carries_the_request_out_is_refused_and_nothing_runs_twice(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore, database: asyncpg.Pool
+) -> None:
+    customer_id = await _closed_customer(ops, "claim")
+    async with _hanging_server() as (url, connected, release), _service(stack, data_keys, keycloak_url=url) as slow:
+        stored = await slow.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        first = asyncio.create_task(slow.confirm(stored.request.id, by=CHECKER))
+        async with asyncio.timeout(60):
+            await connected.wait()  # the first confirmation is carrying it out: it waits on Keycloak
+        async with _service(stack, data_keys) as other:
+            with pytest.raises(Conflict, match="carrying this request out"):
+                await other.confirm(stored.request.id, by=MAKER)
+        assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is None
+        release.set()
+        with pytest.raises(Unavailable, match="Keycloak"):
+            await first
+    # The failed execution gave its claim up: confirming again resumes at once and completes.
+    async with _service(stack, data_keys) as service:
+        resumed = await service.confirm(stored.request.id, by=MAKER)
+    assert resumed.executed_at is not None and resumed.executing_since is None
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+
+
+async def test_resuming_an_erasure_after_the_customer_became_active_again_is_refused_and_erases_nothing(
+    stack: DevStack,
+    ops: httpx.AsyncClient,
+    maker: httpx.AsyncClient,
+    checker: httpx.AsyncClient,
+    database: asyncpg.Pool,
+) -> None:
+    customer = await register(ops, f"resume-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await wait_for_stage(ops, customer["id"], "KYC_IN_REVIEW")
+    await press(waiting["kyc"]["verificationUrl"], "reject")
+    await wait_for_stage(ops, customer["id"], "KYC_DECLINED")
+    erase = (await graphql(maker, ERASE, {"id": customer["id"], "r": "asked"}))["data"]["customerErase"]
+    # What a confirmation interrupted before its first step leaves (the process died or an outage; its claim
+    # given up): CONFIRMED, not executed.
+    await database.execute(
+        """
+        UPDATE four_eyes_requests SET state = 'CONFIRMED', decided_by = 'checker-sub',
+            decided_by_actor = 'compliance-checker', decided_at = now()
+        WHERE id = $1
+        """,
+        erase["id"],
+    )
+    # Meanwhile the customer is approved by an override and becomes active.
+    override = await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "documents checked"})
+    confirmed = await graphql(checker, CONFIRM, {"id": override["data"]["customerKycOverride"]["id"]})
+    assert confirmed["data"]["complianceRequestConfirm"]["executedAt"] is not None, confirmed
+    await wait_for_stage(ops, customer["id"], "ONBOARDED")
+
+    resumed = await graphql(checker, CONFIRM, {"id": erase["id"]})
+    assert _code(resumed) == "CONFLICT", resumed
+    assert "no longer qualifies" in resumed["errors"][0]["message"]
+    assert "close the customer first" in resumed["errors"][0]["message"]
+    after = (await graphql(ops, CUSTOMER, {"id": customer["id"]}))["data"]["customer"]
+    assert (after["status"], after["erasedAt"], after["onboarding"]["stage"]) == ("ACTIVE", None, "ONBOARDED")
