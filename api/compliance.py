@@ -262,6 +262,9 @@ class ComplianceService:
             shredded = self._data_keys is not None and await self._data_keys.shred(conn, customer_id)
             details = {
                 **db.four_eyes.audit_details(stored),
+                # The reasons may name the person: the erasure's own are tombstoned like the rest.
+                "reason": ERASED,
+                "decision_reason": None if stored.request.decision_reason is None else ERASED,
                 "keycloak_user_deleted": state.keycloak_user_id,
                 "sumsub_applicant_deactivated": state.applicant_id,
                 # Sumsub has no public API to delete an applicant: the bank asks Sumsub to, naming this id.

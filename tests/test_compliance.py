@@ -98,7 +98,9 @@ async def _onboarded_person(ops: httpx.AsyncClient, tag: str) -> tuple[dict[str,
     await wait_for_stage(ops, customer_id, "KYC_IN_REVIEW")
     await press(url, "approve")
     customer = await wait_for_stage(ops, customer_id, "ONBOARDED")
-    uploaded = await upload(ops, customer_id, PDF, f"contract-{person['lastName']}.pdf", "application/pdf")
+    # The kind is free text: what ops typed may name the person.
+    kind = f"contract of {person['firstName']} {person['lastName']}"
+    uploaded = await upload(ops, customer_id, PDF, f"contract-{person['lastName']}.pdf", "application/pdf", kind)
     assert "errors" not in uploaded.json(), uploaded.text
     return customer, person
 
@@ -152,9 +154,14 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     assert (await graphql(maker, REQUESTS, {"id": cid}))["data"]["complianceRequests"] == []
 
     assert "errors" not in await graphql(ops, CLOSE, {"id": cid})
-    requested = (await graphql(maker, ERASE, {"id": cid, "r": "customer asked (GDPR art. 17)"}))["data"][
-        "customerErase"
-    ]
+    # A first request, rejected: its reason and the rejection's may name the person (as may the erasure's own).
+    withdrawn = (await graphql(maker, ERASE, {"id": cid, "r": f"{person['firstName']} asked by phone"}))["data"]
+    rejection = await graphql(
+        checker, REJECT, {"id": withdrawn["customerErase"]["id"], "r": f"{person['lastName']} must ask in writing"}
+    )
+    assert rejection["data"]["complianceRequestReject"]["state"] == "REJECTED", rejection
+    reason = f"customer {person['lastName']} asked in writing (GDPR art. 17)"
+    requested = (await graphql(maker, ERASE, {"id": cid, "r": reason}))["data"]["customerErase"]
     assert (requested["kind"], requested["state"], requested["requestedByActor"]) == ("ERASE", "PENDING", "compliance")
     again = await graphql(maker, ERASE, {"id": cid, "r": "twice"})
     assert _code(again) == "CONFLICT" and "pending" in again["errors"][0]["message"]
@@ -168,7 +175,14 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     needles += [person["dob"], person["address.street"], f"er_{tag}"]
     # The search below finds what is there: before the erasure, the personal values are in these tables.
     before = await _tables_holding(database, needles)
-    assert {"customers", "customer_profiles", "customer_documents", "customer_events"} <= set(before), before
+    tables = {"customers", "customer_profiles", "customer_documents", "customer_events", "four_eyes_requests"}
+    assert tables <= set(before), before
+    assert (
+        await database.fetchval(  # the document's kind alone holds the names (its filename is tombstoned too)
+            "SELECT kind FROM customer_documents WHERE customer_id = $1", cid
+        )
+        == f"contract of {person['firstName']} {person['lastName']}"
+    )
 
     confirmed = (await graphql(checker, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
     assert confirmed["state"] == "CONFIRMED" and confirmed["executedAt"] is not None
@@ -191,7 +205,7 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     assert types[-1] == "customer.erased" and all(row["actor"] and row["occurred_at"] for row in trail)
     erased = json.loads(trail[-1]["details"]) if isinstance(trail[-1]["details"], str) else trail[-1]["details"]
     assert erased["requested_by"] == requested["requestedBy"] and erased["decided_by"] == confirmed["decidedBy"]
-    assert erased["requested_at"] and erased["decided_at"] and erased["reason"] == "customer asked (GDPR art. 17)"
+    assert erased["requested_at"] and erased["decided_at"] and erased["reason"] == "[erased]"
     assert erased["sumsub_deletion"] == "to be requested from Sumsub by the bank" and erased["payload_key_shredded"]
 
     # Keycloak: the user is gone. Sumsub: the applicant is deactivated (deleting it is the bank's request).
