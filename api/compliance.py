@@ -255,8 +255,13 @@ class ComplianceService:
         await self._step("the document store", self._delete_objects(customer_id))
         now = self._now()
         async with self._pool.acquire() as conn, conn.transaction():
+            # An upload that passed its checks before the close may write its object after the deletion above: wait
+            # for any in flight (its document row's lock, taken before the customer's as uploads do), then delete what
+            # is under the prefix once more. No new row can come: the customer is closed (api/documents.py).
+            await conn.execute("SELECT 1 FROM customer_documents WHERE customer_id = $1 FOR UPDATE", customer_id)
             locked = await db.customers.lock_customer(conn, customer_id)
             assert locked is not None
+            await self._step("the document store", self._delete_objects(customer_id))
             tombstone = _tombstone(locked, now)
             await db.customers.tombstone_customer(conn, tombstone, erased_reason=ERASED)
             shredded = self._data_keys is not None and await self._data_keys.shred(conn, customer_id)

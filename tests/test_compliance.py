@@ -20,8 +20,9 @@ import pytest_asyncio
 from google.protobuf import json_format
 from temporalio.client import Client
 
+import db.customers
 import db.pool
-from api.compliance import ComplianceService, Officer
+from api.compliance import ERASED, ComplianceService, Officer, _tombstone
 from api.documents import object_store
 from api.errors import Conflict, Unavailable
 from api.service import CustomerService
@@ -270,6 +271,17 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
 
     # Erasure is once: a second request is refused.
     assert "erased" in (await graphql(maker, ERASE, {"id": cid, "r": "again"}))["errors"][0]["message"]
+
+    # A document for the erased customer: refused, nothing stored.
+    late = (await upload(ops, cid, PDF, "late.pdf", "application/pdf")).json()
+    assert _code(late) == "CONFLICT" and "erased" in late["errors"][0]["message"], late
+    assert (
+        await database.fetchval(
+            "SELECT count(*) FROM customer_documents WHERE customer_id = $1 AND status <> 'DELETED'", cid
+        )
+        == 0
+    )
+    assert [meta async for batch in obstore.list(store, f"customers/{cid}/") for meta in batch] == []
 
     # The person registering again: a clear CONFLICT on the email (a compliance decision), nothing started.
     again = await graphql(
@@ -627,3 +639,42 @@ async def test_resuming_an_erasure_after_the_customer_became_active_again_is_ref
     assert "close the customer first" in resumed["errors"][0]["message"]
     after = (await graphql(ops, CUSTOMER, {"id": customer["id"]}))["data"]["customer"]
     assert (after["status"], after["erasedAt"], after["onboarding"]["stage"]) == ("ACTIVE", None, "ONBOARDED")
+
+
+async def test_an_upload_racing_the_erasure_is_refused_and_stores_nothing(
+    stack: DevStack, ops: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    """The upload checks the customer under its lock: one that began before the erasure's PostgreSQL transaction
+    committed is refused after it, and leaves no row and no object (it used to write both after the tombstone)."""
+    customer = await register(ops, f"upload-race-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    settings = settings_of(stack)
+    assert settings.database_url is not None
+    pool = await db.pool.create_pool(settings.database_url, size=1)  # with the API's JSON codec
+    try:
+        async with pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            locked = await db.customers.lock_customer(conn, customer["id"])
+            assert locked is not None
+            holder = await conn.fetchval("SELECT pg_backend_pid()")
+            racing = asyncio.create_task(upload(ops, customer["id"], PDF, "late.pdf", "application/pdf", "late"))
+            async with asyncio.timeout(30):  # the upload waits for the customer's lock
+                while not await database.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+                    " AND (query LIKE '%FOR UPDATE OF c%' OR query LIKE '%INSERT INTO customer_documents%')",
+                    holder,
+                ):
+                    await asyncio.sleep(0.05)
+            # The erasure's PostgreSQL step, as api/compliance.py runs it under the same lock.
+            await db.customers.tombstone_customer(conn, _tombstone(locked, datetime.now(UTC)), erased_reason=ERASED)
+            await transaction.commit()
+        response = (await racing).json()
+    finally:
+        await pool.close()
+    assert _code(response) == "CONFLICT" and "erased" in response["errors"][0]["message"], response
+    assert (
+        await database.fetchval("SELECT count(*) FROM customer_documents WHERE customer_id = $1", customer["id"]) == 0
+    )
+    store = object_store(settings)
+    assert [meta async for batch in obstore.list(store, f"customers/{customer['id']}/") for meta in batch] == []
