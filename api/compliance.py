@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 import obstore
+import obstore.exceptions
 import structlog
 from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakError
@@ -303,7 +304,7 @@ class ComplianceService:
     async def _step(self, what: str, step: Awaitable[None]) -> None:
         try:
             await step
-        except (KeycloakError, SumsubError, httpx.HTTPError, OSError) as exc:
+        except (KeycloakError, SumsubError, httpx.HTTPError, OSError, obstore.exceptions.BaseError) as exc:
             raise Unavailable(
                 f"erasure stopped: {what} could not be reached or refused ({type(exc).__name__}); confirm the"
                 " request again to resume"
@@ -333,8 +334,13 @@ class ComplianceService:
                 raise
 
     async def _deactivate_applicant(self, applicant_id: str | None) -> None:
-        if applicant_id is not None:
+        if applicant_id is None:
+            return
+        try:
             await self._sumsub.deactivate_applicant(applicant_id)
+        except SumsubError as exc:
+            if exc.status_code != 404:  # gone at Sumsub already: nothing left to deactivate, as Keycloak's 404
+                raise
 
     async def _delete_objects(self, customer_id: str) -> None:
         prefix = f"customers/{customer_id}/"

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import obstore
+import obstore.exceptions
 import pytest
 import pytest_asyncio
 from google.protobuf import json_format
@@ -27,13 +28,14 @@ from api.documents import object_store
 from api.errors import Conflict, Unavailable
 from api.service import CustomerService
 from db.data_keys import DataKeyStore
+from dev.emulators.sumsub import create_app
 from dev.stack import DevStack
 from domain.four_eyes import RequestKind, RequestState
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from kit.settings import Settings
 from kit.temporal import connect
-from tests.helpers import free_port
+from tests.helpers import free_port, running_app
 from tests.support.emulators import client_token, service_account_client
 from tests.support.event_schemas import validator
 from tests.support.graphql import fill_in, graphql, press, register, wait_for_stage
@@ -390,6 +392,7 @@ async def _service(
     *,
     clock: Callable[[], datetime] | None = None,
     keycloak_url: str | None = None,
+    sumsub_url: str | None = None,
 ) -> AsyncIterator[ComplianceService]:
     """The API's compliance service on the stack (its database, Temporal, Sumsub, bucket), with a clock of the
     test's or a Keycloak URL nothing answers at."""
@@ -399,7 +402,8 @@ async def _service(
     temporal = await connect(settings, data_keys=data_keys)
     admin = keycloak_admin(settings.model_copy(update={"keycloak_url": keycloak_url or settings.keycloak_url}))
     try:
-        async with SumsubClient.from_settings(settings) as sumsub:
+        sumsub_settings = settings.model_copy(update={"sumsub_base_url": sumsub_url or settings.sumsub_base_url})
+        async with SumsubClient.from_settings(sumsub_settings) as sumsub:
             yield ComplianceService(
                 pool=database,
                 customers=CustomerService(pool=database, temporal=temporal, settings=settings),
@@ -678,3 +682,49 @@ async def test_an_upload_racing_the_erasure_is_refused_and_stores_nothing(
     )
     store = object_store(settings)
     assert [meta async for batch in obstore.list(store, f"customers/{customer['id']}/") for meta in batch] == []
+
+
+async def test_an_applicant_sumsub_no_longer_has_is_tolerated_as_keycloaks_missing_user(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore
+) -> None:
+    """A Sumsub that answers 404 for the applicant (another emulator, which never had it): the erasure goes on."""
+    customer_id = await _closed_customer(ops, "sumsub-gone")
+    settings = settings_of(stack)
+    port = free_port()
+    empty = create_app(
+        app_token=settings.sumsub_app_token,
+        secret_key=settings.sumsub_secret_key,
+        webhook_url=None,
+        webhook_secret="unused",
+        public_url=f"http://127.0.0.1:{port}",
+    )
+    async with running_app(empty, port) as url, _service(stack, data_keys, sumsub_url=url) as service:
+        stored = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        done = await service.confirm(stored.request.id, by=CHECKER)
+    assert done.executed_at is not None
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+
+
+async def test_an_erasure_with_the_object_store_down_is_service_unavailable_and_resumes_once_it_is_back(
+    stack: DevStack, ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+) -> None:
+    customer_id = await _closed_customer(ops, "s3-down")
+    requested = (await graphql(maker, ERASE, {"id": customer_id, "r": "asked"}))["data"]["customerErase"]
+    store = object_store(settings_of(stack))
+    stack.kill("seaweedfs")
+    try:
+        down = await graphql(checker, CONFIRM, {"id": requested["id"]})
+        assert _code(down) == "SERVICE_UNAVAILABLE" and "document store" in down["errors"][0]["message"], down
+        assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is None
+    finally:
+        stack.restart("seaweedfs")
+    async with asyncio.timeout(90):  # SeaweedFS answering again
+        while True:
+            try:
+                [meta async for batch in obstore.list(store, "customers/") for meta in batch]
+                break
+            except obstore.exceptions.BaseError:
+                await asyncio.sleep(0.5)
+    resumed = (await graphql(checker, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
+    assert resumed["executedAt"] is not None
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
