@@ -36,7 +36,14 @@ from integrations.sumsub.client import SumsubClient
 from kit.settings import Settings
 from kit.temporal import connect
 from tests.helpers import free_port, running_app
-from tests.support.emulators import client_token, service_account_client
+from tests.support.emulators import (
+    COMPLIANCE_CALLBACK,
+    COMPLIANCE_CONSOLE,
+    DEV_OFFICERS,
+    browser_token,
+    client_token,
+    service_account_client,
+)
 from tests.support.event_schemas import validator
 from tests.support.graphql import fill_in, graphql, press, register, wait_for_stage
 from tests.test_documents import PDF, settings_of, upload
@@ -728,3 +735,28 @@ async def test_an_erasure_with_the_object_store_down_is_service_unavailable_and_
     resumed = (await graphql(checker, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
     assert resumed["executedAt"] is not None
     assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+
+
+async def test_two_officers_signed_in_as_themselves_through_the_console_make_the_four_eyes(
+    stack: DevStack, ops: httpx.AsyncClient
+) -> None:
+    """Production's path: officers are realm users with the compliance role, signing in through the public client
+    `compliance-console` (authorization code + PKCE); two of them are two subjects, whatever client they share."""
+    customer_id = await _closed_customer(ops, "console")
+    tokens = [
+        await browser_token(
+            stack.keycloak_url, name, password, client_id=COMPLIANCE_CONSOLE, redirect_uri=COMPLIANCE_CALLBACK
+        )
+        for name, password in DEV_OFFICERS
+    ]
+    anna, ben = (
+        httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}) for token in tokens
+    )
+    async with anna, ben:
+        requested = (await graphql(anna, ERASE, {"id": customer_id, "r": "asked"}))["data"]["customerErase"]
+        assert requested["requestedByActor"] == COMPLIANCE_CONSOLE
+        same = await graphql(anna, CONFIRM, {"id": requested["id"]})
+        assert _code(same) == "CONFLICT" and "second compliance officer" in same["errors"][0]["message"]
+        done = (await graphql(ben, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
+    assert done["executedAt"] is not None and done["decidedBy"] != requested["requestedBy"]
+    assert done["decidedByActor"] == COMPLIANCE_CONSOLE
