@@ -18,6 +18,7 @@ having been done already.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 import obstore
+import obstore.exceptions
 import structlog
 from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakError
@@ -52,6 +54,9 @@ log = structlog.get_logger("compliance")
 
 ERASED = "[erased]"
 WORKFLOW_END_TIMEOUT = timedelta(seconds=30)
+# How long a confirmation's claim to carry a request out holds (an erasure takes seconds; a claim this old is
+# a process that died mid-way, and another confirmation may resume).
+EXECUTION_CLAIM = timedelta(minutes=5)
 
 
 def erased_email(customer_id: str) -> str:
@@ -140,33 +145,51 @@ class ComplianceService:
 
     async def confirm(self, request_id: str, *, by: Officer) -> StoredRequest:
         """Confirms (a different officer) and carries the decision out; a confirmed request whose execution
-        was interrupted is resumed by confirming it again."""
+        was interrupted is resumed by confirming it again, if the customer still qualifies."""
         now = self._now()
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._locked(conn, request_id)
             resuming = stored.request.state is RequestState.CONFIRMED and stored.executed_at is None
-            if not resuming:
+            if resuming:
+                if stored.executing_since is not None and now - stored.executing_since < EXECUTION_CLAIM:
+                    raise Conflict(
+                        "another confirmation is carrying this request out now; look at it again in a moment"
+                    )
+                decided = stored.request
+            else:
                 try:
                     decided = stored.request.confirm(by=by.subject, now=now)
                 except FourEyesError as exc:
                     raise Conflict(str(exc)) from None
-                state = await db.customers.lock_customer(conn, decided.customer_id)
-                assert state is not None  # requests reference their customer
-                why = four_eyes.refusal(decided.kind, state.stage, state.kyc_status, erased=state.erased_at is not None)
-                if why is not None:
-                    raise Conflict(f"the customer no longer qualifies: {why}")
+            state = await db.customers.lock_customer(conn, decided.customer_id)
+            assert state is not None  # requests reference their customer
+            # An override the workflow applied already (its answer was lost) is only marked executed below.
+            applied = decided.kind is not RequestKind.ERASE and decided.id in state.applied_overrides
+            why = four_eyes.refusal(decided.kind, state.stage, state.kyc_status, erased=state.erased_at is not None)
+            if why is not None and not applied:
+                # Also on resuming: the customer may have moved since the confirmation (reactivated, approved).
+                raise Conflict(f"the customer no longer qualifies: {why}")
+            if not resuming:
                 await db.four_eyes.save_decision(conn, decided, actor=by.actor)
                 stored = StoredRequest(decided, stored.requested_by_actor, by.actor, None)
                 await self._audit(conn, stored, "compliance.request_confirmed", actor=by.actor, at=now)
-        if stored.executed_at is None:
-            if stored.request.kind is RequestKind.ERASE:
-                await self._erase(stored, actor=by.actor)
+            if applied:
+                await db.four_eyes.mark_executed(conn, decided.id, now)
             else:
-                await self._override(stored, actor=by.actor)
-            refreshed = await db.four_eyes.get(self._pool, request_id)
-            assert refreshed is not None
-            stored = refreshed
-        return stored
+                await db.four_eyes.claim_execution(conn, decided.id, now)
+        if not applied:
+            try:
+                if stored.request.kind is RequestKind.ERASE:
+                    await self._erase(stored, actor=by.actor)
+                else:
+                    await self._override(stored, actor=by.actor)
+            except BaseException:
+                with contextlib.suppress(Exception):  # PostgreSQL down too: the claim runs out (EXECUTION_CLAIM)
+                    await db.four_eyes.release_execution(self._pool, request_id)
+                raise
+        refreshed = await db.four_eyes.get(self._pool, request_id)
+        assert refreshed is not None
+        return refreshed
 
     async def get(self, request_id: str) -> StoredRequest | None:
         return await db.four_eyes.get(self._pool, request_id)
@@ -233,13 +256,21 @@ class ComplianceService:
         await self._step("the document store", self._delete_objects(customer_id))
         now = self._now()
         async with self._pool.acquire() as conn, conn.transaction():
+            # An upload that passed its checks before the close may write its object after the deletion above: wait
+            # for any in flight (its document row's lock, taken before the customer's as uploads do), then delete what
+            # is under the prefix once more. No new row can come: the customer is closed (api/documents.py).
+            await conn.execute("SELECT 1 FROM customer_documents WHERE customer_id = $1 FOR UPDATE", customer_id)
             locked = await db.customers.lock_customer(conn, customer_id)
             assert locked is not None
+            await self._step("the document store", self._delete_objects(customer_id))
             tombstone = _tombstone(locked, now)
             await db.customers.tombstone_customer(conn, tombstone, erased_reason=ERASED)
             shredded = self._data_keys is not None and await self._data_keys.shred(conn, customer_id)
             details = {
                 **db.four_eyes.audit_details(stored),
+                # The reasons may name the person: the erasure's own are tombstoned like the rest.
+                "reason": ERASED,
+                "decision_reason": None if stored.request.decision_reason is None else ERASED,
                 "keycloak_user_deleted": state.keycloak_user_id,
                 "sumsub_applicant_deactivated": state.applicant_id,
                 # Sumsub has no public API to delete an applicant: the bank asks Sumsub to, naming this id.
@@ -266,12 +297,14 @@ class ComplianceService:
                 idempotency_key=f"four-eyes:{request.id}:{CUSTOMER_ERASED}",
             )
             await db.four_eyes.mark_executed(conn, request.id, now)
+        # A webhook stored while the transaction ran saw neither the tombstone nor the shredded key.
+        await db.customers.tombstone_webhooks(self._pool, customer_id, state.applicant_id)
         log.info("customer erased", customer_id=customer_id, request_id=request.id)
 
     async def _step(self, what: str, step: Awaitable[None]) -> None:
         try:
             await step
-        except (KeycloakError, SumsubError, httpx.HTTPError, OSError) as exc:
+        except (KeycloakError, SumsubError, httpx.HTTPError, OSError, obstore.exceptions.BaseError) as exc:
             raise Unavailable(
                 f"erasure stopped: {what} could not be reached or refused ({type(exc).__name__}); confirm the"
                 " request again to resume"
@@ -301,8 +334,13 @@ class ComplianceService:
                 raise
 
     async def _deactivate_applicant(self, applicant_id: str | None) -> None:
-        if applicant_id is not None:
+        if applicant_id is None:
+            return
+        try:
             await self._sumsub.deactivate_applicant(applicant_id)
+        except SumsubError as exc:
+            if exc.status_code != 404:  # gone at Sumsub already: nothing left to deactivate, as Keycloak's 404
+                raise
 
     async def _delete_objects(self, customer_id: str) -> None:
         prefix = f"customers/{customer_id}/"

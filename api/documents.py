@@ -179,6 +179,8 @@ class DocumentService:
         customer = await db.customers.get_customer(self._pool, customer_id)
         if customer is None:
             raise NotFound("no customer with this id")
+        if customer.erased_at is not None:
+            raise Conflict("the customer was erased: it takes no documents")
         if customer.stage is OnboardingStage.CLOSED:
             raise Conflict("a closed customer takes no new documents")
         spooled = await self._spool(upload)
@@ -189,7 +191,15 @@ class DocumentService:
             raise BadUserInput(f"the file's bytes are none of the accepted types ({allowed})", field="file")
         document_id = str(uuid.uuid4())
         original = str(getattr(upload, "filename", None) or "")
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Checked again under the customer's lock, which the close and the erasure's tombstone take: an upload
+            # that began before them either lands its row first (the erasure then sees it) or is refused here.
+            locked = await db.customers.lock_customer(conn, customer_id)
+            assert locked is not None  # customers are never deleted
+            if locked.erased_at is not None:
+                raise Conflict("the customer was erased: it takes no documents")
+            if locked.stage is OnboardingStage.CLOSED:
+                raise Conflict("a closed customer takes no new documents")
             document = await db.documents.insert_document(
                 conn,
                 document_id=document_id,
@@ -205,7 +215,12 @@ class DocumentService:
             )
         failure: Exception | None = None
         async with self._pool.acquire() as conn, conn.transaction():
-            await db.documents.lock_document(conn, document_id)
+            locked_document = await db.documents.lock_document(conn, document_id)
+            if locked_document is None or locked_document.status is DocumentStatus.DELETED:
+                # An erasure tombstoned the row in between: its object must never be written.
+                raise Conflict("the customer was erased: it takes no documents")
+            if locked_document.status is not DocumentStatus.NEW:  # the orphan sweep gave up on it meanwhile
+                raise Unavailable("the document could not be stored; nothing was kept, retry")
             self._maybe_crash("after_row")
             try:
                 await obstore.put_async(

@@ -27,6 +27,7 @@ import db.inbox
 from api.errors import BadUserInput, Conflict, NotFound
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import DEFAULT_EVENT_TIME_TOLERANCE, kyc_event_from_webhook
+from kit.codec import DataKeyErased, PayloadDecryptionError
 from workflows.customer import CustomerWorkflow
 
 log = structlog.get_logger("relay")
@@ -69,17 +70,34 @@ class WebhookRelay:
     async def deliver(self, webhook: StoredWebhook) -> bool:
         """Signals the customer's workflow; True when the row is settled (delivered or undeliverable)."""
         inbox_id, payload = webhook.inbox_id, webhook.payload
+        if payload.get("erased") is True:  # tombstoned by an erasure before it was delivered
+            await db.inbox.settle_erased(self._pool, inbox_id)
+            return True
         event = kyc_event_from_webhook(
             payload,
             dedupe_key=webhook.dedupe_key,
             received_at=webhook.received_at,
             time_tolerance=self._event_time_tolerance,
         )
-        handle = self._temporal.get_workflow_handle(workflow_id_for(payload["externalUserId"]))
+        customer_id = payload["externalUserId"]
+        handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
         try:
             await handle.signal(CustomerWorkflow.kyc_event, event, rpc_timeout=SIGNAL_TIMEOUT)
+        except DataKeyErased:
+            # The customer was erased (Sumsub's applicantDeactivated for the erasure itself comes after it):
+            # nothing can be sealed for them, no workflow takes it, and its body must not stay.
+            await db.inbox.settle_erased(self._pool, inbox_id)
+            log.info("webhook for an erased customer settled", inbox_id=inbox_id, sumsub_type=event.sumsub_type)
+            return True
+        except PayloadDecryptionError as exc:  # a master key missing from this process's settings
+            await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=str(exc)[:500])
+            log.warning("webhook could not be encrypted; will retry", inbox_id=inbox_id, error=str(exc))
+            return False
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
+                if await db.inbox.is_erased(self._pool, customer_id):  # without per-customer keys
+                    await db.inbox.settle_erased(self._pool, inbox_id)
+                    return True
                 # No such customer, or its workflow has finished: acknowledged and kept for ops.
                 await db.inbox.mark_webhook(self._pool, inbox_id, outcome="no_running_workflow", error=exc.message)
                 log.warning("webhook for no running workflow", inbox_id=inbox_id, sumsub_type=event.sumsub_type)
@@ -107,6 +125,8 @@ class WebhookRelay:
             raise NotFound("no stored webhook with this id")
         if entry.outcome and entry.outcome.startswith("rejected"):
             raise Conflict("a webhook refused as invalid cannot be delivered")
+        if entry.outcome == db.inbox.ERASED_OUTCOME or entry.payload.get("erased") is True:
+            raise Conflict("the webhook's customer was erased: only its type is kept, and it cannot be delivered")
         await self.deliver(StoredWebhook(entry.id, entry.payload, entry.dedupe_key, entry.received_at))
         updated = await db.inbox.get_webhook(self._pool, inbox_id)
         assert updated is not None
@@ -122,6 +142,11 @@ class WebhookRelay:
             except (KeyError, TypeError, ValueError) as exc:
                 # A row that cannot become a KYC event must not block every row after it.
                 await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
+            except (asyncpg.PostgresConnectionError, OSError):
+                raise  # PostgreSQL is gone: the whole sweep waits for the next round
+            except Exception as exc:  # noqa: BLE001  (nor must any other failure of one row: it stays pending)
+                log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=repr(exc))
+                await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=None, error=repr(exc)[:500])
         return settled
 
     async def _deliver_queued(self) -> None:

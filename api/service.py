@@ -59,6 +59,7 @@ from domain.state import (
 )
 from integrations.sumsub.client import SumsubClient, SumsubError
 from kit import metrics
+from kit.codec import DataKeyErased
 from kit.settings import Settings
 from kit.temporal import is_unreachable
 from workflows.customer import CustomerWorkflow
@@ -71,6 +72,10 @@ MAX_PAGE_SIZE = 100
 # Stages whose applicant is deactivated (or must not be used): no new verification link.
 _NO_VERIFICATION_STAGES = frozenset(
     {OnboardingStage.CLOSED, OnboardingStage.EXPIRED, OnboardingStage.KYC_DECLINED, OnboardingStage.FAILED}
+)
+_ERASED_EMAIL = (
+    "this email belonged to a customer who was erased; a returning data subject is onboarded by ops after a"
+    " compliance decision"
 )
 # How many ids of an email's sequence a registration tries (each skip is an earlier holder who changed email).
 ID_ATTEMPTS = 5
@@ -256,11 +261,17 @@ class CustomerService:
             raise Unavailable("registration could not be completed now; retry") from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             raise Unavailable("registration is taking long; retry (it may already be under way)") from exc
+        except DataKeyErased:
+            # The id is an erased customer's (its key is shredded: nothing can be sealed for it). As for a closed
+            # customer, a returning data subject is a compliance decision, never a silent fresh start.
+            raise Conflict(_ERASED_EMAIL, field="email") from None
         except (WorkflowAlreadyStartedError, RPCError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and not is_unreachable(exc):
                 raise
             await _settle(start)
             stored = await db.customers.get_customer(self._pool, customer_id)  # a closed customer's workflow has ended
+            if stored is not None and stored.erased_at is not None:
+                raise Conflict(_ERASED_EMAIL, field="email") from None
             if stored is not None and stored.registration.email != email:
                 return None
             if stored is not None and stored.stage is OnboardingStage.CLOSED:

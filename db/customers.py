@@ -183,15 +183,16 @@ async def get_customer_by_email(pool: asyncpg.Pool, email: str) -> CustomerState
     return None if row is None else _customer_state(row)
 
 
-# The audit details that stay after erasure: ids, kinds and statuses, never a value someone typed.
-_KEPT_AFTER_ERASURE = ("document_id", "request_id", "kind", "from_stage", "to_stage", "status", "stage", "fields")
+# The audit details that stay after erasure: ids, stages, statuses and the names of changed fields, never a value
+# someone typed (a document's `kind` is free text; a request's kind stays on its four_eyes_requests row).
+_KEPT_AFTER_ERASURE = ("document_id", "request_id", "from_stage", "to_stage", "status", "stage", "changed_fields")
 
 
 async def tombstone_customer(conn: Conn, tombstone: CustomerState, *, erased_reason: str) -> None:
     """Erasure in PostgreSQL, in the caller's transaction (holding `lock_customer`'s lock): the projection
     becomes `tombstone`; the verified profile is deleted; documents' names and digests, the audit trail's
     details (types, actors and times stay), the Sumsub webhooks' bodies and other compliance requests'
-    reasons lose every personal value."""
+    reasons (the erasure's own included) lose every personal value."""
     customer_id = tombstone.customer_id
     await conn.execute(
         "UPDATE customers SET state = $2, updated_at = $3 WHERE id = $1",
@@ -202,7 +203,8 @@ async def tombstone_customer(conn: Conn, tombstone: CustomerState, *, erased_rea
     await conn.execute("DELETE FROM customer_profiles WHERE customer_id = $1", customer_id)
     await conn.execute(
         """
-        UPDATE customer_documents SET filename = $2, original_filename = $2, sha256 = $2, status = 'DELETED',
+        UPDATE customer_documents SET filename = $2, original_filename = $2, sha256 = $2,
+            kind = CASE WHEN kind IS NULL THEN NULL ELSE $2 END, status = 'DELETED',
             updated_at = now()
         WHERE customer_id = $1
         """,
@@ -219,23 +221,41 @@ async def tombstone_customer(conn: Conn, tombstone: CustomerState, *, erased_rea
         customer_id,
         list(_KEPT_AFTER_ERASURE),
     )
+    await tombstone_webhooks(conn, customer_id, tombstone.applicant_id)
+    # The published document events carry the document's kind, free text: its tombstone (the schema allows any string).
     await conn.execute(
         """
-        UPDATE sumsub_webhook_inbox SET payload = jsonb_build_object('type', event_type, 'erased', true),
-            last_error = NULL
-        WHERE external_user_id = $1 OR applicant_id = $2
+        UPDATE lifecycle_events SET data = jsonb_set(data, '{document,kind}', to_jsonb($2::text))
+        WHERE customer_id = $1 AND jsonb_typeof(data #> '{document,kind}') = 'string'
         """,
         customer_id,
-        tombstone.applicant_id,
+        erased_reason,
     )
     await conn.execute(
         """
         UPDATE four_eyes_requests SET reason = $2, decision_reason = CASE WHEN decision_reason IS NULL THEN NULL
             ELSE $2 END
-        WHERE customer_id = $1 AND kind <> 'ERASE'
+        WHERE customer_id = $1
         """,
         customer_id,
         erased_reason,
+    )
+
+
+async def tombstone_webhooks(conn: Conn | asyncpg.Pool, customer_id: str, applicant_id: str | None) -> None:
+    """The customer's stored Sumsub webhooks keep their type only; pending ones are settled. Erasure runs it in its
+    transaction and again after the commit, for a webhook stored while that transaction ran."""
+    await conn.execute(
+        """
+        UPDATE sumsub_webhook_inbox SET payload = jsonb_build_object('type', event_type, 'erased', true),
+            last_error = NULL,
+            -- a pending one is settled: no workflow will take it (api/relay.py settles any that come later)
+            outcome = CASE WHEN delivered_at IS NULL THEN 'customer_erased' ELSE outcome END,
+            delivered_at = coalesce(delivered_at, now()), leased_until = NULL
+        WHERE external_user_id = $1 OR applicant_id = $2
+        """,
+        customer_id,
+        applicant_id,
     )
 
 

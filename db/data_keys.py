@@ -120,7 +120,8 @@ class DataKeyStore:
 
     async def shred(self, conn: Conn, customer_id: str) -> bool:
         """Destroys the customer's key in the caller's transaction (the NOTIFY goes out at its commit); whether
-        there was one to destroy. Evicts it here at once; other processes on the notification."""
+        there was a usable one to destroy. Without one, a shredded row is left, so none is ever made. Evicts it
+        here at once; other processes on the notification."""
         key_id = await conn.fetchval(
             """
             UPDATE customer_data_keys SET wrapped_key = NULL, master_key_id = NULL, shredded_at = now()
@@ -128,11 +129,25 @@ class DataKeyStore:
             """,
             customer_id,
         )
-        if key_id is not None:
-            await conn.execute("SELECT pg_notify($1, $2)", SHRED_CHANNEL, key_id)
+        destroyed = key_id is not None
+        if key_id is None:
+            # No key yet (the customer never had a payload, or its row is shredded already): a shredded row, so no
+            # later encode makes a usable key for them; one made concurrently meanwhile is shredded by the upsert.
+            key_id = await conn.fetchval(
+                """
+                INSERT INTO customer_data_keys (key_id, customer_id, master_key_id, wrapped_key, shredded_at)
+                VALUES ($2, $1, NULL, NULL, now())
+                ON CONFLICT (customer_id) DO UPDATE SET wrapped_key = NULL, master_key_id = NULL,
+                    shredded_at = coalesce(customer_data_keys.shredded_at, now())
+                RETURNING key_id
+                """,
+                customer_id,
+                f"{CUSTOMER_KEY_PREFIX}{secrets.token_hex(12)}",
+            )
+        await conn.execute("SELECT pg_notify($1, $2)", SHRED_CHANNEL, key_id)
         self._evict(key_id)
         self._by_customer.pop(customer_id, None)
-        return key_id is not None
+        return destroyed
 
     def _wrap(self, key_id: str, key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

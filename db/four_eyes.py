@@ -13,7 +13,7 @@ from domain.four_eyes import FourEyesRequest, RequestKind, RequestState
 
 _COLUMNS = (
     "id::text, customer_id::text, kind, state, reason, requested_by, requested_at, expires_at, decided_by,"
-    " decided_at, decision_reason, requested_by_actor, decided_by_actor, executed_at"
+    " decided_at, decision_reason, requested_by_actor, decided_by_actor, executed_at, executing_since"
 )
 
 
@@ -27,6 +27,7 @@ class StoredRequest:
     requested_by_actor: str
     decided_by_actor: str | None
     executed_at: datetime | None
+    executing_since: datetime | None = None  # a confirmation is carrying it out (db: the execution claim)
 
 
 def _stored(row: asyncpg.Record) -> StoredRequest:
@@ -47,6 +48,7 @@ def _stored(row: asyncpg.Record) -> StoredRequest:
         requested_by_actor=row["requested_by_actor"],
         decided_by_actor=row["decided_by_actor"],
         executed_at=row["executed_at"],
+        executing_since=row["executing_since"],
     )
 
 
@@ -115,7 +117,21 @@ async def save_decision(conn: Conn, request: FourEyesRequest, *, actor: str) -> 
 
 
 async def mark_executed(conn: Conn, request_id: str, at: datetime) -> None:
-    await conn.execute("UPDATE four_eyes_requests SET executed_at = $2 WHERE id = $1", request_id, at)
+    await conn.execute(
+        "UPDATE four_eyes_requests SET executed_at = $2, executing_since = NULL WHERE id = $1", request_id, at
+    )
+
+
+async def claim_execution(conn: Conn, request_id: str, now: datetime) -> None:
+    """Marks the request as being carried out (the caller holds its row lock: `get(..., for_update=True)`)."""
+    await conn.execute("UPDATE four_eyes_requests SET executing_since = $2 WHERE id = $1", request_id, now)
+
+
+async def release_execution(conn: Conn | asyncpg.Pool, request_id: str) -> None:
+    """The execution stopped before its end (an outage): the next confirmation may resume at once."""
+    await conn.execute(
+        "UPDATE four_eyes_requests SET executing_since = NULL WHERE id = $1 AND executed_at IS NULL", request_id
+    )
 
 
 def audit_details(stored: StoredRequest) -> dict[str, Any]:

@@ -55,6 +55,37 @@ async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None
     )
 
 
+# What an erased customer's webhook keeps: its type and the fact (its body may hold personal data).
+_TOMBSTONE_SQL = "jsonb_build_object('type', event_type, 'erased', true)"
+ERASED_OUTCOME = "customer_erased"
+
+
+async def settle_erased(pool: asyncpg.Pool, inbox_id: int) -> None:
+    """Settles a webhook about an erased customer: no workflow takes it, and only a tombstone of its body stays."""
+    await pool.execute(
+        f"""
+        UPDATE sumsub_webhook_inbox
+        SET attempts = attempts + 1, outcome = $2, last_error = NULL, payload = {_TOMBSTONE_SQL},
+            delivered_at = now(), leased_until = NULL
+        WHERE id = $1
+        """,
+        inbox_id,
+        ERASED_OUTCOME,
+    )
+
+
+async def is_erased(pool: asyncpg.Pool, customer_id: str) -> bool:
+    """Whether the customer was erased (False for an unknown or malformed id)."""
+    try:
+        return bool(
+            await pool.fetchval(
+                "SELECT state->>'erased_at' IS NOT NULL FROM customers WHERE id = $1::uuid", customer_id
+            )
+        )
+    except asyncpg.DataError:
+        return False
+
+
 async def lease_pending_webhooks(pool: asyncpg.Pool, *, lease_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
     """Takes the lease of up to `limit` undelivered webhooks nobody holds, oldest first. Rows another
     sweep is taking at this moment are skipped (SKIP LOCKED), and rows it took carry its lease, so

@@ -79,6 +79,10 @@ class CustomerState(BaseModel):
     next_poll_at: datetime | None = None
     last_kyc_event_at: datetime | None = None
     applied_kyc_events: list[str] = Field(default_factory=list)
+    applied_overrides: list[str] = Field(
+        default_factory=list,
+        description="Request ids of the KYC overrides applied: a repeat answers, changing nothing.",
+    )
     created_at: datetime
     updated_at: datetime
     kyc_decided_by: KycDecidedBy | None = Field(

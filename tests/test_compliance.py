@@ -15,25 +15,35 @@ from typing import Any
 import asyncpg
 import httpx
 import obstore
+import obstore.exceptions
 import pytest
 import pytest_asyncio
 from google.protobuf import json_format
 from temporalio.client import Client
 
+import db.customers
 import db.pool
-from api.compliance import ComplianceService, Officer
+from api.compliance import ERASED, ComplianceService, Officer, _tombstone
 from api.documents import object_store
 from api.errors import Conflict, Unavailable
 from api.service import CustomerService
 from db.data_keys import DataKeyStore
+from dev.emulators.sumsub import create_app
 from dev.stack import DevStack
 from domain.four_eyes import RequestKind, RequestState
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from kit.settings import Settings
 from kit.temporal import connect
-from tests.helpers import free_port
-from tests.support.emulators import client_token, service_account_client
+from tests.helpers import free_port, running_app
+from tests.support.emulators import (
+    COMPLIANCE_CALLBACK,
+    COMPLIANCE_CONSOLE,
+    DEV_OFFICERS,
+    browser_token,
+    client_token,
+    service_account_client,
+)
 from tests.support.event_schemas import validator
 from tests.support.graphql import fill_in, graphql, press, register, wait_for_stage
 from tests.test_documents import PDF, settings_of, upload
@@ -98,7 +108,9 @@ async def _onboarded_person(ops: httpx.AsyncClient, tag: str) -> tuple[dict[str,
     await wait_for_stage(ops, customer_id, "KYC_IN_REVIEW")
     await press(url, "approve")
     customer = await wait_for_stage(ops, customer_id, "ONBOARDED")
-    uploaded = await upload(ops, customer_id, PDF, f"contract-{person['lastName']}.pdf", "application/pdf")
+    # The kind is free text: what ops typed may name the person.
+    kind = f"contract of {person['firstName']} {person['lastName']}"
+    uploaded = await upload(ops, customer_id, PDF, f"contract-{person['lastName']}.pdf", "application/pdf", kind)
     assert "errors" not in uploaded.json(), uploaded.text
     return customer, person
 
@@ -152,9 +164,14 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     assert (await graphql(maker, REQUESTS, {"id": cid}))["data"]["complianceRequests"] == []
 
     assert "errors" not in await graphql(ops, CLOSE, {"id": cid})
-    requested = (await graphql(maker, ERASE, {"id": cid, "r": "customer asked (GDPR art. 17)"}))["data"][
-        "customerErase"
-    ]
+    # A first request, rejected: its reason and the rejection's may name the person (as may the erasure's own).
+    withdrawn = (await graphql(maker, ERASE, {"id": cid, "r": f"{person['firstName']} asked by phone"}))["data"]
+    rejection = await graphql(
+        checker, REJECT, {"id": withdrawn["customerErase"]["id"], "r": f"{person['lastName']} must ask in writing"}
+    )
+    assert rejection["data"]["complianceRequestReject"]["state"] == "REJECTED", rejection
+    reason = f"customer {person['lastName']} asked in writing (GDPR art. 17)"
+    requested = (await graphql(maker, ERASE, {"id": cid, "r": reason}))["data"]["customerErase"]
     assert (requested["kind"], requested["state"], requested["requestedByActor"]) == ("ERASE", "PENDING", "compliance")
     again = await graphql(maker, ERASE, {"id": cid, "r": "twice"})
     assert _code(again) == "CONFLICT" and "pending" in again["errors"][0]["message"]
@@ -168,7 +185,14 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     needles += [person["dob"], person["address.street"], f"er_{tag}"]
     # The search below finds what is there: before the erasure, the personal values are in these tables.
     before = await _tables_holding(database, needles)
-    assert {"customers", "customer_profiles", "customer_documents", "customer_events"} <= set(before), before
+    tables = {"customers", "customer_profiles", "customer_documents", "customer_events", "four_eyes_requests"}
+    assert tables <= set(before), before
+    assert (
+        await database.fetchval(  # the document's kind alone holds the names (its filename is tombstoned too)
+            "SELECT kind FROM customer_documents WHERE customer_id = $1", cid
+        )
+        == f"contract of {person['firstName']} {person['lastName']}"
+    )
 
     confirmed = (await graphql(checker, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
     assert confirmed["state"] == "CONFIRMED" and confirmed["executedAt"] is not None
@@ -191,7 +215,7 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     assert types[-1] == "customer.erased" and all(row["actor"] and row["occurred_at"] for row in trail)
     erased = json.loads(trail[-1]["details"]) if isinstance(trail[-1]["details"], str) else trail[-1]["details"]
     assert erased["requested_by"] == requested["requestedBy"] and erased["decided_by"] == confirmed["decidedBy"]
-    assert erased["requested_at"] and erased["decided_at"] and erased["reason"] == "customer asked (GDPR art. 17)"
+    assert erased["requested_at"] and erased["decided_at"] and erased["reason"] == "[erased]"
     assert erased["sumsub_deletion"] == "to be requested from Sumsub by the bank" and erased["payload_key_shredded"]
 
     # Keycloak: the user is gone. Sumsub: the applicant is deactivated (deleting it is the bank's request).
@@ -206,6 +230,9 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
             applicant_id,
         ):
             await asyncio.sleep(0.1)
+    await _late_webhooks_are_settled_and_block_no_one(ops, database, cid, applicant_id, kept["id"], person)
+    # Everything that came after the erasure (those webhooks) left no personal value either.
+    assert await _tables_holding(database, needles) == {}
     settings = settings_of(stack)
     # The object store: nothing left under the customer, and no object anywhere holds the email.
     store = object_store(settings)
@@ -254,6 +281,92 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     # Erasure is once: a second request is refused.
     assert "erased" in (await graphql(maker, ERASE, {"id": cid, "r": "again"}))["errors"][0]["message"]
 
+    # A document for the erased customer: refused, nothing stored.
+    late = (await upload(ops, cid, PDF, "late.pdf", "application/pdf")).json()
+    assert _code(late) == "CONFLICT" and "erased" in late["errors"][0]["message"], late
+    assert (
+        await database.fetchval(
+            "SELECT count(*) FROM customer_documents WHERE customer_id = $1 AND status <> 'DELETED'", cid
+        )
+        == 0
+    )
+    assert [meta async for batch in obstore.list(store, f"customers/{cid}/") for meta in batch] == []
+
+    # The person registering again: a clear CONFLICT on the email (a compliance decision), nothing started.
+    again = await graphql(
+        ops,
+        "mutation($e: String!) { customerRegister(input: {email: $e, customerType: INDIVIDUAL}) { customer { id } } }",
+        {"e": person["email"]},
+    )
+    assert _code(again) == "CONFLICT" and "erased" in again["errors"][0]["message"], again
+    assert again["errors"][0]["extensions"].get("field") == "email"
+    assert await database.fetchval("SELECT count(*) FROM customers WHERE email = $1", person["email"]) == 0
+
+
+REPLAY = "mutation($id: ID!) { webhookReplay(input: {id: $id}) { id outcome } }"
+
+
+async def _late_webhooks_are_settled_and_block_no_one(
+    ops: httpx.AsyncClient,
+    database: asyncpg.Pool,
+    cid: str,
+    applicant_id: str,
+    other_id: str,
+    person: dict[str, str],
+) -> None:
+    """Sumsub's applicantDeactivated (sent for the erasure itself, maybe after its commit) and any later webhook for
+    the erased customer are settled as `customer_erased` with a tombstoned body; a webhook of another customer
+    stored after them is still delivered by the sweep (rows not handed to a relay's queue: only a sweep takes them)."""
+    stored: list[int] = []
+    for customer_id, comment in ((cid, f"late note about {person['lastName']}"), (other_id, "routine")):
+        payload = {
+            "type": "applicantPending",
+            "externalUserId": customer_id,
+            "applicantId": applicant_id if customer_id == cid else None,
+            "createdAtMs": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000"),
+            "reviewResult": {"moderationComment": comment},
+        }
+        stored.append(
+            await database.fetchval(
+                """
+                INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload)
+                VALUES ($1, 'applicantPending', $2, $3, $4::jsonb) RETURNING id
+                """,
+                f"test-late-{uuid.uuid4()}",
+                customer_id,
+                payload["applicantId"],
+                json.dumps(payload),
+            )
+        )
+    late, other = stored
+    async with asyncio.timeout(60):  # the stack's sweeps run every few seconds
+        while True:
+            rows = await database.fetch(
+                "SELECT id, outcome, payload::text AS payload FROM sumsub_webhook_inbox"
+                " WHERE (external_user_id = $1 OR applicant_id = $2 OR id = $3) AND delivered_at IS NOT NULL",
+                cid,
+                applicant_id,
+                other,
+            )
+            settled = {row["id"]: row for row in rows}
+            deactivated = await database.fetchval(
+                "SELECT count(*) FROM sumsub_webhook_inbox WHERE applicant_id = $1 AND event_type = 'applicantDeactivated'"
+                " AND delivered_at IS NULL",
+                applicant_id,
+            )
+            if late in settled and other in settled and deactivated == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert settled[other]["outcome"] == "delivered"
+    assert settled[late]["outcome"] == "customer_erased"
+    assert json.loads(settled[late]["payload"]) == {"type": "applicantPending", "erased": True}
+    for row in rows:
+        if row["id"] != other:
+            assert set(json.loads(row["payload"])) == {"type", "erased"}, row
+    # Ops replaying the tombstone: a clear refusal, not a server error.
+    refused = await graphql(ops, REPLAY, {"id": str(late)})
+    assert _code(refused) == "CONFLICT" and "erased" in refused["errors"][0]["message"]
+
 
 async def test_a_declined_customer_is_erased_without_closing_first_and_a_rejection_erases_nothing(
     stack: DevStack, ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
@@ -286,6 +399,7 @@ async def _service(
     *,
     clock: Callable[[], datetime] | None = None,
     keycloak_url: str | None = None,
+    sumsub_url: str | None = None,
 ) -> AsyncIterator[ComplianceService]:
     """The API's compliance service on the stack (its database, Temporal, Sumsub, bucket), with a clock of the
     test's or a Keycloak URL nothing answers at."""
@@ -295,7 +409,8 @@ async def _service(
     temporal = await connect(settings, data_keys=data_keys)
     admin = keycloak_admin(settings.model_copy(update={"keycloak_url": keycloak_url or settings.keycloak_url}))
     try:
-        async with SumsubClient.from_settings(settings) as sumsub:
+        sumsub_settings = settings.model_copy(update={"sumsub_base_url": sumsub_url or settings.sumsub_base_url})
+        async with SumsubClient.from_settings(sumsub_settings) as sumsub:
             yield ComplianceService(
                 pool=database,
                 customers=CustomerService(pool=database, temporal=temporal, settings=settings),
@@ -412,7 +527,7 @@ KYC = """query($id: ID!) { customer(id: $id) { status kyc { status decidedBy } o
 
 
 async def test_a_kyc_override_requested_and_confirmed_by_two_officers_approves_a_declined_customer(
-    ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+    ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient, database: asyncpg.Pool
 ) -> None:
     customer = await register(ops, f"override-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
     waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
@@ -446,3 +561,202 @@ async def test_a_kyc_override_requested_and_confirmed_by_two_officers_approves_a
     assert details["requested_by"] == request["requestedBy"] and details["decided_by"] == confirmed["decidedBy"]
     assert details["requested_at"] and details["decided_at"] and details["reason"] == "documents checked by hand"
     assert row["actor"] == "compliance-checker"
+
+    # The answer lost after the workflow applied it (executed_at never written): confirming again marks it
+    # executed and applies nothing twice.
+    await database.execute("UPDATE four_eyes_requests SET executed_at = NULL WHERE id = $1", request["id"])
+    again = await graphql(checker, CONFIRM, {"id": request["id"]})
+    assert again["data"]["complianceRequestConfirm"]["executedAt"] is not None, again
+    events = (await graphql(ops, KYC, {"id": customer["id"]}))["data"]["customer"]["events"]
+    assert [e["type"] for e in events].count("kyc.override_approved") == 1
+
+
+@asynccontextmanager
+async def _hanging_server() -> AsyncIterator[tuple[str, asyncio.Event, asyncio.Event]]:
+    """An address that accepts connections and answers nothing until released (then closes them): a Keycloak
+    the erasure waits on. Yields (url, connected, release)."""
+    connected, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", connected, release
+    finally:
+        release.set()
+        server.close()
+
+
+async def test_a_confirmation_while_another_carries_the_request_out_is_refused_and_nothing_runs_twice(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore, database: asyncpg.Pool
+) -> None:
+    customer_id = await _closed_customer(ops, "claim")
+    async with _hanging_server() as (url, connected, release), _service(stack, data_keys, keycloak_url=url) as slow:
+        stored = await slow.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        first = asyncio.create_task(slow.confirm(stored.request.id, by=CHECKER))
+        async with asyncio.timeout(60):
+            await connected.wait()  # the first confirmation is carrying it out: it waits on Keycloak
+        async with _service(stack, data_keys) as other:
+            with pytest.raises(Conflict, match="carrying this request out"):
+                await other.confirm(stored.request.id, by=MAKER)
+        assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is None
+        release.set()
+        with pytest.raises(Unavailable, match="Keycloak"):
+            await first
+    # The failed execution gave its claim up: confirming again resumes at once and completes.
+    async with _service(stack, data_keys) as service:
+        resumed = await service.confirm(stored.request.id, by=MAKER)
+    assert resumed.executed_at is not None and resumed.executing_since is None
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+
+
+async def test_resuming_an_erasure_after_the_customer_became_active_again_is_refused_and_erases_nothing(
+    stack: DevStack,
+    ops: httpx.AsyncClient,
+    maker: httpx.AsyncClient,
+    checker: httpx.AsyncClient,
+    database: asyncpg.Pool,
+) -> None:
+    customer = await register(ops, f"resume-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    await press(waiting["kyc"]["verificationUrl"], "submit")
+    await wait_for_stage(ops, customer["id"], "KYC_IN_REVIEW")
+    await press(waiting["kyc"]["verificationUrl"], "reject")
+    await wait_for_stage(ops, customer["id"], "KYC_DECLINED")
+    erase = (await graphql(maker, ERASE, {"id": customer["id"], "r": "asked"}))["data"]["customerErase"]
+    # What a confirmation interrupted before its first step leaves (the process died or an outage; its claim
+    # given up): CONFIRMED, not executed.
+    await database.execute(
+        """
+        UPDATE four_eyes_requests SET state = 'CONFIRMED', decided_by = 'checker-sub',
+            decided_by_actor = 'compliance-checker', decided_at = now()
+        WHERE id = $1
+        """,
+        erase["id"],
+    )
+    # Meanwhile the customer is approved by an override and becomes active.
+    override = await graphql(maker, OVERRIDE, {"id": customer["id"], "d": "APPROVE", "r": "documents checked"})
+    confirmed = await graphql(checker, CONFIRM, {"id": override["data"]["customerKycOverride"]["id"]})
+    assert confirmed["data"]["complianceRequestConfirm"]["executedAt"] is not None, confirmed
+    await wait_for_stage(ops, customer["id"], "ONBOARDED")
+
+    resumed = await graphql(checker, CONFIRM, {"id": erase["id"]})
+    assert _code(resumed) == "CONFLICT", resumed
+    assert "no longer qualifies" in resumed["errors"][0]["message"]
+    assert "close the customer first" in resumed["errors"][0]["message"]
+    after = (await graphql(ops, CUSTOMER, {"id": customer["id"]}))["data"]["customer"]
+    assert (after["status"], after["erasedAt"], after["onboarding"]["stage"]) == ("ACTIVE", None, "ONBOARDED")
+
+
+async def test_an_upload_racing_the_erasure_is_refused_and_stores_nothing(
+    stack: DevStack, ops: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    """The upload checks the customer under its lock: one that began before the erasure's PostgreSQL transaction
+    committed is refused after it, and leaves no row and no object (it used to write both after the tombstone)."""
+    customer = await register(ops, f"upload-race-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
+    settings = settings_of(stack)
+    assert settings.database_url is not None
+    pool = await db.pool.create_pool(settings.database_url, size=1)  # with the API's JSON codec
+    try:
+        async with pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            locked = await db.customers.lock_customer(conn, customer["id"])
+            assert locked is not None
+            holder = await conn.fetchval("SELECT pg_backend_pid()")
+            racing = asyncio.create_task(upload(ops, customer["id"], PDF, "late.pdf", "application/pdf", "late"))
+            async with asyncio.timeout(30):  # the upload waits for the customer's lock
+                while not await database.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+                    " AND (query LIKE '%FOR UPDATE OF c%' OR query LIKE '%INSERT INTO customer_documents%')",
+                    holder,
+                ):
+                    await asyncio.sleep(0.05)
+            # The erasure's PostgreSQL step, as api/compliance.py runs it under the same lock.
+            await db.customers.tombstone_customer(conn, _tombstone(locked, datetime.now(UTC)), erased_reason=ERASED)
+            await transaction.commit()
+        response = (await racing).json()
+    finally:
+        await pool.close()
+    assert _code(response) == "CONFLICT" and "erased" in response["errors"][0]["message"], response
+    assert (
+        await database.fetchval("SELECT count(*) FROM customer_documents WHERE customer_id = $1", customer["id"]) == 0
+    )
+    store = object_store(settings)
+    assert [meta async for batch in obstore.list(store, f"customers/{customer['id']}/") for meta in batch] == []
+
+
+async def test_an_applicant_sumsub_no_longer_has_is_tolerated_as_keycloaks_missing_user(
+    stack: DevStack, ops: httpx.AsyncClient, data_keys: DataKeyStore
+) -> None:
+    """A Sumsub that answers 404 for the applicant (another emulator, which never had it): the erasure goes on."""
+    customer_id = await _closed_customer(ops, "sumsub-gone")
+    settings = settings_of(stack)
+    port = free_port()
+    empty = create_app(
+        app_token=settings.sumsub_app_token,
+        secret_key=settings.sumsub_secret_key,
+        webhook_url=None,
+        webhook_secret="unused",
+        public_url=f"http://127.0.0.1:{port}",
+    )
+    async with running_app(empty, port) as url, _service(stack, data_keys, sumsub_url=url) as service:
+        stored = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
+        done = await service.confirm(stored.request.id, by=CHECKER)
+    assert done.executed_at is not None
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+
+
+async def test_an_erasure_with_the_object_store_down_is_service_unavailable_and_resumes_once_it_is_back(
+    stack: DevStack, ops: httpx.AsyncClient, maker: httpx.AsyncClient, checker: httpx.AsyncClient
+) -> None:
+    customer_id = await _closed_customer(ops, "s3-down")
+    requested = (await graphql(maker, ERASE, {"id": customer_id, "r": "asked"}))["data"]["customerErase"]
+    store = object_store(settings_of(stack))
+    stack.kill("seaweedfs")
+    try:
+        down = await graphql(checker, CONFIRM, {"id": requested["id"]})
+        assert _code(down) == "SERVICE_UNAVAILABLE" and "document store" in down["errors"][0]["message"], down
+        assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is None
+    finally:
+        stack.restart("seaweedfs")
+    async with asyncio.timeout(90):  # SeaweedFS answering again
+        while True:
+            try:
+                [meta async for batch in obstore.list(store, "customers/") for meta in batch]
+                break
+            except obstore.exceptions.BaseError:
+                await asyncio.sleep(0.5)
+    resumed = (await graphql(checker, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
+    assert resumed["executedAt"] is not None
+    assert (await graphql(ops, CUSTOMER, {"id": customer_id}))["data"]["customer"]["erasedAt"] is not None
+
+
+async def test_two_officers_signed_in_as_themselves_through_the_console_make_the_four_eyes(
+    stack: DevStack, ops: httpx.AsyncClient
+) -> None:
+    """Production's path: officers are realm users with the compliance role, signing in through the public client
+    `compliance-console` (authorization code + PKCE); two of them are two subjects, whatever client they share."""
+    customer_id = await _closed_customer(ops, "console")
+    tokens = [
+        await browser_token(
+            stack.keycloak_url, name, password, client_id=COMPLIANCE_CONSOLE, redirect_uri=COMPLIANCE_CALLBACK
+        )
+        for name, password in DEV_OFFICERS
+    ]
+    anna, ben = (
+        httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}) for token in tokens
+    )
+    async with anna, ben:
+        requested = (await graphql(anna, ERASE, {"id": customer_id, "r": "asked"}))["data"]["customerErase"]
+        assert requested["requestedByActor"] == COMPLIANCE_CONSOLE
+        same = await graphql(anna, CONFIRM, {"id": requested["id"]})
+        assert _code(same) == "CONFLICT" and "second compliance officer" in same["errors"][0]["message"]
+        done = (await graphql(ben, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
+    assert done["executedAt"] is not None and done["decidedBy"] != requested["requestedBy"]
+    assert done["decidedByActor"] == COMPLIANCE_CONSOLE

@@ -398,12 +398,12 @@ async def test_final_rejection_declines_disables_the_user_and_keeps_the_customer
     assert case.world.accounts == [] and case.world.deactivated_applicants == ["applicant-1"]
 
 
-def override(approve: bool) -> KycOverrideRequest:
+def override(approve: bool, request_id: str = "req-1") -> KycOverrideRequest:
     """What the API sends once a second compliance officer confirmed (api/compliance.py)."""
     at = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
     return KycOverrideRequest(
         approve=approve,
-        request_id="req-1",
+        request_id=request_id,
         reason="documents checked by hand",
         requested_by="officer-a",
         requested_at=at,
@@ -458,8 +458,32 @@ async def test_a_declining_override_suspends_an_active_customer_and_an_approving
         and declined.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE
     )
     assert declined.deposit_account is not None and declined.deposit_account.status.value == "FROZEN"
-    lifted = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=True))
+    lifted = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=True, request_id="req-2"))
     assert (lifted.status.value, lifted.kyc_status.value, lifted.suspension_reason) == ("ACTIVE", "APPROVED", None)
+
+
+async def test_an_override_failing_half_way_leaves_sumsub_in_charge_and_the_same_request_applies_once_later(
+    case: Case,
+) -> None:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.APPROVED, 1))
+    await case.wait_for("ONBOARDED")
+    case.world.keycloak_user_gone = True  # disabling the sign-in is refused for good: the update fails
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=False))
+    failed = await handle.query(CustomerWorkflow.state)
+    # Not decided by the override: a later Sumsub verdict still applies, and the request may be applied again.
+    assert (failed.kyc_status.value, failed.kyc_decided_by) == ("APPROVED", KycDecidedBy.SUMSUB)
+    assert "kyc.override_declined" not in case.world.recorded
+    case.world.keycloak_user_gone = False
+    declined = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=False))
+    assert (declined.status.value, declined.kyc_status.value) == ("SUSPENDED", "DECLINED")
+    assert declined.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE
+    # The API confirming again after a lost answer: the same request id answers with the state, changing nothing.
+    again = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=False))
+    assert (again.status.value, again.kyc_status.value) == ("SUSPENDED", "DECLINED")
+    assert case.world.recorded.count("kyc.override_declined") == 1 and case.world.user_enabled.count(False) == 1
 
 
 async def test_permanent_failure_compensates_in_reverse_order_and_ops_can_retry(case: Case) -> None:

@@ -138,3 +138,19 @@ async def test_a_shredded_key_opens_nothing_anywhere_and_other_customers_are_unt
         "SELECT wrapped_key, shredded_at FROM customer_data_keys WHERE customer_id = $1", erased
     )
     assert row["wrapped_key"] is None and row["shredded_at"] is not None
+
+
+async def test_shredding_a_customer_without_a_key_leaves_a_shredded_row_so_none_is_ever_made(
+    stack: DevStack, stores: tuple[DataKeyStore, DataKeyStore], database: asyncpg.Pool
+) -> None:
+    store, _ = stores
+    codec = _codec(stack, store)
+    never_sealed = str(uuid.uuid4())  # erased before any payload of theirs was sealed
+    async with database.acquire() as conn, conn.transaction():
+        assert not await store.shred(conn, never_sealed)  # there was no key to destroy
+    with pytest.raises(DataKeyErased):  # and none is made afterwards
+        await codec.with_context(_workflow(never_sealed)).encode([_plain("late")])
+    row = await database.fetchrow(
+        "SELECT wrapped_key, shredded_at FROM customer_data_keys WHERE customer_id = $1", never_sealed
+    )
+    assert row is not None and row["wrapped_key"] is None and row["shredded_at"] is not None

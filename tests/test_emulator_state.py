@@ -28,6 +28,7 @@ from dev.emulators.keycloak_state import SIGNING_KEY, USERS_DIR
 from dev.emulators.state import Store
 from integrations.sumsub.client import SumsubClient
 from tests.helpers import free_port, running_app
+from tests.support.emulators import DEV_OFFICERS
 
 pytestmark = pytest.mark.stack  # serves emulators and a webhook receiver on loopback
 
@@ -180,7 +181,7 @@ async def test_keycloak_emulator_remembers_users_passwords_roles_its_key_and_sen
         assert (await _customer_token(http, "jane-secret")).status_code == 200
         service_accounts = await _service_accounts(http, admin)
     stored = Store(tmp_path).read_all(USERS_DIR)
-    assert len(stored) == len(service_accounts) + 1
+    assert len(stored) == len(service_accounts) + len(DEV_OFFICERS) + 1  # and the customer
     assert stored[before["id"]]["password_hash"] and "jane-secret" not in json.dumps(stored)  # a hash, not it
 
     async with keycloak_emulator(tmp_path, port) as http:

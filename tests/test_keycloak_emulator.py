@@ -30,7 +30,7 @@ from keycloak.exceptions import (
 from dev.emulators.keycloak import DEFAULT_REALM_FILE
 from kit.settings import Settings
 from tests.helpers import free_port
-from tests.support.emulators import keycloak_admin_client, running_keycloak_emulator
+from tests.support.emulators import DEV_OFFICERS, keycloak_admin_client, running_keycloak_emulator
 
 
 def _setting_default(name: str) -> str:
@@ -167,7 +167,8 @@ async def test_search_by_field_exact_q_and_pages(admin: KeycloakAdmin) -> None:
     assert await ids({"q": "customer_id:cus_alice customer_id_typo:x"}) == set()
     assert await ids({"first": 1, "max": 1}) == {alicia}
     assert await admin.a_get_user_id("ALICE@example.com") == alice
-    assert await admin.a_users_count() == 2  # service-account users are not counted
+    # Service-account users are not counted; the dev compliance officers (people) are.
+    assert await admin.a_users_count() == 2 + len(DEV_OFFICERS)
 
 
 async def test_only_attributes_declared_in_the_user_profile_are_kept(admin: KeycloakAdmin) -> None:
@@ -368,7 +369,8 @@ async def test_admin_api_accepts_only_tokens_this_emulator_signed(keycloak: str,
 
     genuine = await _fetch_token(http, CLIENT_ID, CLIENT_SECRET)
     accepted = await http.get(users_path, headers={"Authorization": f"Bearer {genuine}"})
-    assert (accepted.status_code, accepted.json()) == (200, [])
+    assert accepted.status_code == 200  # only the dev compliance officers are people in a fresh realm
+    assert [user["username"] for user in accepted.json()] == [name for name, _ in DEV_OFFICERS]
 
 
 async def test_portal_token_verifies_against_the_published_jwks(keycloak: str, http: httpx.AsyncClient) -> None:

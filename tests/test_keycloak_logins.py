@@ -481,7 +481,17 @@ def test_no_client_of_the_production_realm_allows_the_password_grant() -> None:
     # The second compliance officer (four eyes in dev): a service account, no login of any kind.
     assert checker["clientId"] == "compliance-checker" and checker["serviceAccountsEnabled"]
     assert not checker["directAccessGrantsEnabled"] and not checker["standardFlowEnabled"]
-    assert [u["serviceAccountClientId"] for u in DEV_CLIENTS["users"]] == ["compliance-checker"]
+    accounts = [u["serviceAccountClientId"] for u in DEV_CLIENTS["users"] if "serviceAccountClientId" in u]
+    assert accounts == ["compliance-checker"]
+    # Officers as people: dev users with the compliance role, signing in through the production realm's console.
+    officers = [u for u in DEV_CLIENTS["users"] if "serviceAccountClientId" not in u]
+    assert [(u["username"], u["realmRoles"]) for u in officers] == [
+        ("officer-anna", ["compliance"]),
+        ("officer-ben", ["compliance"]),
+    ]
+    console = next(c for c in EXPORT["clients"] if c["clientId"] == "compliance-console")
+    assert console["publicClient"] and console["standardFlowEnabled"] and not console["serviceAccountsEnabled"]
+    assert console["attributes"]["pkce.code.challenge.method"] == "S256"
     assert (dev_login["clientId"], dev_login["publicClient"], dev_login["directAccessGrantsEnabled"]) == (
         DEV_LOGIN_CLIENT,
         True,

@@ -77,10 +77,16 @@ async def test_a_red_dated_2099_after_activation_does_not_lock_out_a_real_green(
     await send_review(stack, customer, "RED", FUTURE, "FINAL")
     suspended = await wait_for_status(portal, customer["id"], "SUSPENDED")
     assert suspended["kyc"]["status"] == "DECLINED"
-    bounded = await database.fetchval(
-        "SELECT details->>'ordered_by_receipt' FROM customer_events WHERE customer_id = $1 AND event_type = 'kyc.declined'",
-        customer["id"],
-    )
+    # The kyc.declined row is written after the suspension the status shows (customer.suspended comes first).
+    deadline = time.monotonic() + 30
+    while (
+        bounded := await database.fetchval(
+            "SELECT details->>'ordered_by_receipt' FROM customer_events"
+            " WHERE customer_id = $1 AND event_type = 'kyc.declined'",
+            customer["id"],
+        )
+    ) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     assert bounded is not None and "2099-01-01" in bounded, (
         "the audit trail does not say the event was ordered by receipt"
     )

@@ -228,14 +228,17 @@ class CustomerWorkflow:
         profile, the deposit account and ACTIVE (the main loop activates from KYC_APPROVED); decline
         suspends the active customer. Later Sumsub verdicts are recorded and not applied (kyc_rules)."""
         async with self._lock:
+            if request.request_id in self._state.applied_overrides:
+                return self._state  # a confirmation retried after a lost answer: applied once already
             self._refuse_override(request)
             workflow.patched(KYC_OVERRIDE_PATCH)
-            self._state.kyc_decided_by = KycDecidedBy.MANUAL_OVERRIDE
+            # The outcome (KYC status, decided by) is set only once the side effects succeeded: an update that
+            # fails half-way leaves Sumsub in charge, and the same request can be applied again.
             if request.approve and self._state.stage is OnboardingStage.ONBOARDED:
-                self._state.kyc_status = KycStatus.APPROVED
                 # Lifts only what a RED review or a declining override suspended, never an ops suspension.
                 if self._state.suspension_reason in (kyc_rules.KYC_REVIEW_SUSPENSION, KYC_OVERRIDE_SUSPENSION):
                     await self._reactivate(actor=request.actor)
+                self._state.kyc_status = KycStatus.APPROVED
             elif request.approve:
                 await self._set_user_enabled(True)  # a decline or expiry disabled the sign-in
                 self._state.kyc_status = KycStatus.APPROVED
@@ -243,8 +246,10 @@ class CustomerWorkflow:
                 self._state.next_reminder_at = self._state.next_poll_at = self._state.expires_at = None
                 self._move_to(OnboardingStage.KYC_APPROVED)
             else:
-                self._state.kyc_status = KycStatus.DECLINED
                 await self._suspend(KYC_OVERRIDE_SUSPENSION, actor=request.actor)
+                self._state.kyc_status = KycStatus.DECLINED
+            self._state.kyc_decided_by = KycDecidedBy.MANUAL_OVERRIDE
+            self._state.applied_overrides.append(request.request_id)
             await self._record(
                 "kyc.override_approved" if request.approve else "kyc.override_declined",
                 actor=request.actor,
@@ -261,7 +266,8 @@ class CustomerWorkflow:
 
     @kyc_override.validator
     def _validate_kyc_override(self, request: KycOverrideRequest) -> None:
-        self._refuse_override(request)
+        if request.request_id not in self._state.applied_overrides:
+            self._refuse_override(request)
 
     def _refuse_override(self, request: KycOverrideRequest) -> None:
         stage, kyc = self._state.stage, self._state.kyc_status

@@ -377,6 +377,10 @@ def _load_realm(export: Mapping[str, Any]) -> _Realm:
             client_roles={client: set(names) for client, names in rep.get("clientRoles", {}).items()},
             service_account_client_id=rep.get("serviceAccountClientId"),
         )
+        # A password credential in the export (as Keycloak imports one: `value` in clear, hashed on import).
+        passwords = [c["value"] for c in rep.get("credentials", []) if c.get("type") == "password" and c.get("value")]
+        if passwords:
+            user.password_hash = hash_password(passwords[0])
         realm.users[user.id] = user
     linked = {u.service_account_client_id for u in realm.users.values()}
     for client in realm.clients.values():
@@ -1345,8 +1349,8 @@ def _read_export(source: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
 
 
 def _with_dev_clients(export: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The realm export with the clients of `extra` added, and the service-account users of those clients
-    (their realm roles); anything else in `extra` is refused."""
+    """The realm export with the clients of `extra` added, the service-account users of those clients (their
+    realm roles) and dev compliance officers; anything else in `extra` is refused."""
     if extra is None:
         return export
     if extra.get("realm") != export["realm"] or not set(extra) <= {"realm", "clients", "users"}:
@@ -1358,12 +1362,17 @@ def _with_dev_clients(export: Mapping[str, Any], extra: Mapping[str, Any] | None
     clashing = sorted(known & added)
     if clashing:
         raise ValueError(f"dev clients {clashing} are already in the realm export")
-    # Only a dev client's own service account: dev users with passwords or of production clients stay out.
+    # A dev client's own service account, or a dev compliance officer (a person: the realm role compliance only,
+    # signing in through the production realm's compliance-console); service accounts of production clients and
+    # other people stay out.
     strays = sorted(
-        u.get("username", "?") for u in extra.get("users", []) if u.get("serviceAccountClientId") not in added
+        u.get("username", "?")
+        for u in extra.get("users", [])
+        if u.get("serviceAccountClientId") not in added
+        and not ("serviceAccountClientId" not in u and set(u.get("realmRoles", [])) == {"compliance"})
     )
     if strays:
-        raise ValueError(f"dev users {strays} are not service accounts of dev clients")
+        raise ValueError(f"dev users {strays} are neither service accounts of dev clients nor compliance officers")
     return {
         **export,
         "clients": [*export.get("clients", []), *extra.get("clients", [])],

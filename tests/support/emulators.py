@@ -27,7 +27,13 @@ from tests.helpers import free_port, running_app
 REALM = "customers"
 DEV_LOGIN_CLIENT = "customer-dev-cli"  # public, password grant; dev/emulators/realm-customers.dev-clients.json
 PORTAL_LOGIN_CLIENT = "customer-portal"  # public, authorization code + PKCE S256; the production realm's
-PORTAL_CALLBACK = "http://localhost:3000/api/auth/callback/keycloak"  # NextAuth's callback for the provider
+PORTAL_CALLBACK = "http://localhost:3000/api/auth/callback/keycloak"
+COMPLIANCE_CONSOLE = "compliance-console"  # officers' own login, authorization code + PKCE S256
+COMPLIANCE_CALLBACK = "http://localhost:3001/callback"
+DEV_OFFICERS = (
+    ("officer-anna", "officer-anna-dev-password"),
+    ("officer-ben", "officer-ben-dev-password"),
+)  # NextAuth's callback for the provider
 _FORM_ACTION = re.compile(r'<form id="kc-form-login"[^>]*\baction="([^"]+)"')
 
 
@@ -128,14 +134,20 @@ class BrowserLogin:
 
 
 async def start_browser_login(
-    browser: httpx.AsyncClient, keycloak_url: str, *, state: str = "state-1", nonce: str | None = "nonce-1"
+    browser: httpx.AsyncClient,
+    keycloak_url: str,
+    *,
+    state: str = "state-1",
+    nonce: str | None = "nonce-1",
+    client_id: str = PORTAL_LOGIN_CLIENT,
+    redirect_uri: str = PORTAL_CALLBACK,
 ) -> BrowserLogin:
     """What the portal (NextAuth) sends the browser to: the authorization endpoint with PKCE S256."""
     verifier, challenge = pkce_pair()
     params = {
         "response_type": "code",
-        "client_id": PORTAL_LOGIN_CLIENT,
-        "redirect_uri": PORTAL_CALLBACK,
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
         "scope": "openid profile email",
         "state": state,
         "code_challenge": challenge,
@@ -146,27 +158,45 @@ async def start_browser_login(
     return BrowserLogin(browser=browser, verifier=verifier, page=page)
 
 
-async def exchange_code(http: httpx.AsyncClient, keycloak_url: str, code: str, verifier: str) -> httpx.Response:
+async def exchange_code(
+    http: httpx.AsyncClient,
+    keycloak_url: str,
+    code: str,
+    verifier: str,
+    *,
+    client_id: str = PORTAL_LOGIN_CLIENT,
+    redirect_uri: str = PORTAL_CALLBACK,
+) -> httpx.Response:
     """The portal's server exchanging the code it received at its callback."""
     return await http.post(
         token_endpoint(keycloak_url),
         data={
             "grant_type": "authorization_code",
-            "client_id": PORTAL_LOGIN_CLIENT,
+            "client_id": client_id,
             "code": code,
-            "redirect_uri": PORTAL_CALLBACK,
+            "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         },
     )
 
 
-async def browser_token(keycloak_url: str, username: str, password: str) -> str:
-    """A customer's access token by the portal's flow: login page, form, redirect with a code, exchange."""
+async def browser_token(
+    keycloak_url: str,
+    username: str,
+    password: str,
+    *,
+    client_id: str = PORTAL_LOGIN_CLIENT,
+    redirect_uri: str = PORTAL_CALLBACK,
+) -> str:
+    """An access token by a browser login (the portal's by default): login page, form, redirect with a code,
+    exchange."""
     async with httpx.AsyncClient() as browser:
-        login = await start_browser_login(browser, keycloak_url)
+        login = await start_browser_login(browser, keycloak_url, client_id=client_id, redirect_uri=redirect_uri)
         answer = redirect_params(await login.submit(username, password))
         assert answer["state"] == "state-1", answer
-        response = await exchange_code(browser, keycloak_url, answer["code"], login.verifier)
+        response = await exchange_code(
+            browser, keycloak_url, answer["code"], login.verifier, client_id=client_id, redirect_uri=redirect_uri
+        )
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
