@@ -55,6 +55,9 @@ def metrics_address(address: str, index: int) -> str:
     return f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
 
 
+KEEP_ALIVE_SECONDS = 30
+
+
 def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """uvicorn as the API runs it: uvloop, httptools (with a deadline for each request's head, `api.edge`),
     our logging, and no access log (the metrics count requests)."""
@@ -67,6 +70,9 @@ def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         loop="uvloop",
         http=HeadDeadlineHttpToolsProtocol.with_head_timeout(settings.api_header_timeout),
         backlog=4096,
+        # Longer than clients keep an idle connection (httpx 5 s, uvicorn's own default too): with equal
+        # timeouts a client may send on a connection the server is closing, and gets a reset, not an answer.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
