@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
 import math
@@ -33,7 +32,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -49,13 +47,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from dev.stack import REPO_ROOT, DevStack, Ports, free_port
+from dev.stack import REPO_ROOT, DevStack, free_port
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
 from kit.settings import Settings
 from kit.temporal import connect
 from scripts.bench_api import GET_CUSTOMER, REGISTER, portal_token
 from scripts.bench_bare_workflow import BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
+from scripts.own_stack import own_stack
 
 DEV_WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
 WRK_BODIES = 30_000
@@ -576,23 +575,9 @@ def table(rows: list[Row]) -> str:
 
 
 async def _with_own_stack(args: argparse.Namespace, wrk: str) -> list[Row]:
-    root = Path(tempfile.mkdtemp(prefix="bench-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    settings_vars = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars} | {"LOG_FORMAT": "json"}
-    env |= {"API_WORKERS": str(args.api_workers)} | dict(setting.split("=", 1) for setting in args.env)
-    stack = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
-    print(f"starting a stack in {root} ...", flush=True)
-    try:
-        await stack.start()
+    env = {"API_WORKERS": str(args.api_workers)} | dict(setting.split("=", 1) for setting in args.env)
+    async with own_stack("bench-", env) as (stack, root):
         return await bench(args, stack, wrk, root)
-    except BaseException:
-        for log in sorted((root / "logs").glob("*.log")):
-            print(f"--- {log.name} (last 20 lines)", file=sys.stderr)
-            print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
-        raise
-    finally:
-        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,30 +18,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import ipaddress
 import itertools
 import json
 import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from dev.stack import DevStack, Ports
 from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
-from kit.settings import Settings
+from scripts.own_stack import own_stack
 
 DEFAULT_REQUESTS = 2000
 DEFAULT_CONCURRENCY = 32
@@ -347,26 +342,8 @@ async def graphql_bombs(api_url: str, token: str, *, bombs: int = 10, rounds: in
 
 
 async def _with_own_stack(args: argparse.Namespace) -> list[Result]:
-    root = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    # Registered before the stack exists, so it runs after the embedded PostgreSQL's own exit handler.
-    # (DevStack.stop() has stopped PostgreSQL by then; that handler may still log "Failed to stop server".)
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    settings_vars = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars} | {"LOG_FORMAT": "json"}
-    stack = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
-    print(f"starting a stack in {root} ...", flush=True)
-    started = time.perf_counter()
-    try:
-        await stack.start()
-        print(f"stack up in {time.perf_counter() - started:.1f}s (API {stack.api_url})", flush=True)
+    async with own_stack("bench-api-") as (stack, _root):
         return await bench(args, stack.api_url, stack.keycloak_url)
-    except BaseException:
-        for log in sorted((root / "logs").glob("*.log")):
-            print(f"--- {log.name} (last 20 lines)", file=sys.stderr)
-            print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
-        raise
-    finally:
-        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

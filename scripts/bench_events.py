@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dev.stack import DevStack, Ports, free_port
-from kit.settings import Settings
+from dev.stack import DevStack, free_port
 from scripts.bench_api import portal_token
+from scripts.own_stack import own_stack
 
 GOAL_P99_SECONDS = 1.0
 REGISTER = "mutation($input: CustomerRegisterInput!) { customerRegister(input: $input) { customer { id } } }"
@@ -211,17 +207,8 @@ async def bench(stack: DevStack, customers: int) -> int:
 
 
 async def with_own_stack(customers: int) -> int:
-    root = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    settings_vars = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars} | {"LOG_FORMAT": "json"}
-    stack = DevStack(data_dir=root / "data", ports=Ports.free(), env=env, log_dir=root / "logs")
-    print(f"starting a stack in {root} ...", flush=True)
-    try:
-        await stack.start()
+    async with own_stack("bench-events-") as (stack, _root):
         return await bench(stack, customers)
-    finally:
-        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
