@@ -24,7 +24,7 @@ from api.auth import authorize
 from api.errors import error_response
 from api.state import AppState
 from db.pool import DATABASE_OUTAGES
-from domain.events import PUBLISHED_TYPES, cloud_event_json
+from domain.events import cloud_event_json, unknown_event_types
 
 EVENTS_ROLE = "events"
 MAX_LIMIT = 500
@@ -68,8 +68,7 @@ async def events_feed(request: Request) -> Response:
     except (ValueError, binascii.Error, UnicodeError):
         return error_response(400, "after: not a cursor from this feed")
     types = [t for value in params.getlist("types") for t in value.split(",") if t] or None
-    unknown = sorted(set(types or ()) - set(PUBLISHED_TYPES.values()))
-    if unknown:
+    if unknown := unknown_event_types(types or ()):
         return error_response(400, f"types: unknown event types {unknown}")
     try:
         limit = int(params.get("limit", "100"))

@@ -17,8 +17,8 @@ from api.errors import BadUserInput, Conflict, NotFound
 from db.customers import Conn
 from db.events import DELIVERIES_CHANNEL
 from db.subscriptions import Delivery, Subscription
-from domain.deliveries import DeliveryStatus, UrlPolicy, event_types_refusal
-from domain.events import PUBLISHED_TYPES
+from domain.deliveries import DeliveryStatus, UrlPolicy
+from domain.events import unknown_event_types
 from integrations.event_webhooks import endpoint_refusal
 
 MAX_DESCRIPTION = 500
@@ -154,8 +154,8 @@ class SubscriptionService:
     async def _check(self, *, url: str | None, event_types: list[str] | None, description: str | None) -> None:
         if url is not None and (why := await endpoint_refusal(url, self._policy)) is not None:
             raise BadUserInput(f"url: {why}", field="url")
-        if event_types is not None and (why := event_types_refusal(event_types, list(PUBLISHED_TYPES.values()))):
-            raise BadUserInput(f"eventTypes: {why}", field="eventTypes")
+        if event_types is not None and (unknown := unknown_event_types(event_types)):
+            raise BadUserInput(f"eventTypes: unknown event types {unknown}", field="eventTypes")
         if description is not None and len(description) > MAX_DESCRIPTION:
             raise BadUserInput(f"description: at most {MAX_DESCRIPTION} characters", field="description")
 

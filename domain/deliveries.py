@@ -127,8 +127,3 @@ def address_refusal(address: IPAddress, policy: UrlPolicy) -> str | None:
         if refused:
             return f"{address} is {what}; allow its network in EVENT_WEBHOOK_ALLOWED_NETWORKS to use it"
     return None
-
-
-def event_types_refusal(event_types: Sequence[str], known: Sequence[str]) -> str | None:
-    unknown = sorted(set(event_types) - set(known))
-    return f"unknown event types {unknown}" if unknown else None

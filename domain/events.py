@@ -8,6 +8,7 @@ API with its own token.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,11 @@ PUBLISHED_TYPES: dict[str, str] = {
 _PROFILE_AUDIT_TYPES = ("profile.verified", "kyc.personal_info_changed")
 
 CUSTOMER_ERASED = "customer.erased"
+
+
+def unknown_event_types(event_types: Iterable[str]) -> list[str]:
+    """The names among `event_types` that are no published type (sorted), for a precise refusal."""
+    return sorted(set(event_types) - set(PUBLISHED_TYPES.values()))
 
 
 def published_type(audit_type: str, details: dict[str, Any] | None = None) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dev.stack import DevStack, free_port
+from scripts.bench import percentile
 from scripts.bench_api import portal_token
 from scripts.own_stack import own_stack
 
@@ -106,11 +106,6 @@ async def onboard(http: httpx.AsyncClient, pages: httpx.AsyncClient, receiver: R
     await pages.post(f"{url}/approve")
     await receiver.arrived(customer_id, "customer.activated").wait()
     return customer_id
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def bench(stack: DevStack, customers: int) -> int:
