@@ -48,7 +48,6 @@ class Delivery:
     customer_id: str
     sequence: int
     status: DeliveryStatus
-    round_attempts: int
     next_attempt_at: datetime | None
     created_at: datetime
     delivered_at: datetime | None
@@ -275,7 +274,7 @@ async def disable(conn: Conn, subscription_id: str, *, reason: str, now: datetim
 
 _SELECT_DELIVERY = """
     SELECT d.id, d.subscription_id, d.event_id, e.type AS event_type, e.customer_id, e.sequence, d.status,
-           d.round_attempts, d.next_attempt_at, d.created_at, d.delivered_at
+           d.next_attempt_at, d.created_at, d.delivered_at
     FROM event_deliveries d JOIN lifecycle_events e ON e.id = d.event_id
 """
 
@@ -290,7 +289,6 @@ def _delivery(row: asyncpg.Record, attempts: list[Attempt]) -> Delivery:
         customer_id=str(row["customer_id"]),
         sequence=row["sequence"],
         status=status,
-        round_attempts=row["round_attempts"],
         next_attempt_at=row["next_attempt_at"] if status in DUE_STATUSES else None,
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
