@@ -177,7 +177,7 @@ class DeliveryActivities:
         metrics.EVENT_DELIVERY_ATTEMPTS.labels(outcome=then.status.value.lower()).inc()
         if attempt.succeeded:
             metrics.EVENT_DELIVERY_LAG.observe((now - delivery.time).total_seconds() + attempt.latency_ms / 1000)
-        if not attempt.succeeded:
+        else:
             log.info(
                 "event delivery failed",
                 subscription_id=subscription.id,
