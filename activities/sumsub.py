@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.customer import CUSTOMER_TYPES, CustomerType, VerificationFlow
+from domain.customer import CUSTOMER_TYPES, CustomerType, KycLevel, VerificationFlow
 from domain.errors import ErrorType
 from domain.kyc import KycEvent
 from integrations.sumsub.client import SumsubClient, SumsubError
@@ -31,6 +31,13 @@ class CreateApplicantInput(BaseModel):
 class CreateKycLinkInput(BaseModel):
     customer_id: str
     customer_type: CustomerType
+    level: KycLevel = KycLevel.BASIC  # the level being verified: onboarding's, or an upgrade's
+
+
+class MoveToLevelInput(BaseModel):
+    applicant_id: str
+    customer_type: CustomerType
+    level: KycLevel
 
 
 class ApplicantRef(BaseModel):
@@ -62,10 +69,6 @@ class SumsubActivities:
         self._client = client
         self._settings = settings
 
-    def _level(self, customer_type: CustomerType) -> str:
-        flow = CUSTOMER_TYPES[customer_type].flow
-        return self._settings.sumsub_kyc_level if flow is VerificationFlow.KYC else self._settings.sumsub_kyb_level
-
     @activity.defn
     async def create_sumsub_applicant(self, request: CreateApplicantInput) -> str:
         """Creates the applicant (externalUserId = customer id) with the data provided at registration
@@ -77,7 +80,7 @@ class SumsubActivities:
         with _permanent_errors_fail_fast():
             applicant, _created = await self._client.create_applicant(
                 external_user_id=request.customer_id,
-                level_name=self._level(request.customer_type),
+                level_name=self._settings.sumsub_level_name(request.customer_type),
                 applicant_type="individual" if flow is VerificationFlow.KYC else "company",
                 email=request.email,
                 fixed_info=fixed_info if flow is VerificationFlow.KYC else None,
@@ -87,13 +90,22 @@ class SumsubActivities:
 
     @activity.defn
     async def create_kyc_link(self, request: CreateKycLinkInput) -> str:
-        """A WebSDK link the portal shows the customer to complete verification."""
+        """A WebSDK link the portal shows the customer to complete verification (at the requested level)."""
         with _permanent_errors_fail_fast():
             return await self._client.create_websdk_link(
                 external_user_id=request.customer_id,
-                level_name=self._level(request.customer_type),
+                level_name=self._settings.sumsub_level_name(request.customer_type, request.level),
                 ttl_seconds=self._settings.sumsub_websdk_ttl_seconds,
             )
+
+    @activity.defn
+    async def move_sumsub_applicant_to_level(self, request: MoveToLevelInput) -> str:
+        """Moves the applicant to the level's Sumsub level and answers its name (what its events carry).
+        Sumsub refuses while a review is pending, queued or on hold: a refusal is final for this request."""
+        level_name = self._settings.sumsub_level_name(request.customer_type, request.level)
+        with _permanent_errors_fail_fast():
+            await self._client.move_to_level(request.applicant_id, level_name)
+        return level_name
 
     @activity.defn
     async def change_sumsub_applicant_email(self, request: ChangeApplicantEmailInput) -> None:
@@ -125,4 +137,6 @@ class SumsubActivities:
             occurred_at=datetime.now(UTC),
             dedupe_key=f"poll:{review.review_id}:{review.attempt_id}",
             moderation_comment=result.moderation_comment,
+            reject_labels=result.reject_labels,
+            level_name=review.level_name,
         )

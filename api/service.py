@@ -35,10 +35,8 @@ import db.customers
 import db.profiles
 from api.errors import ApiError, BadUserInput, Conflict, NotFound, Unavailable, api_error_for
 from domain.customer import (
-    CUSTOMER_TYPES,
     CustomerType,
     OnboardingStage,
-    VerificationFlow,
     mask_email,
     normalise_email,
     workflow_id_for,
@@ -49,6 +47,7 @@ from domain.state import (
     CloseRequest,
     CustomerState,
     CustomerWorkflowInput,
+    KycLevelUpgradeRequest,
     KycOverrideRequest,
     OnboardingPolicy,
     ReactivateRequest,
@@ -331,6 +330,10 @@ class CustomerService:
         """A four-eyes override a second compliance officer confirmed (api/compliance.py)."""
         return await self._update(customer_id, CustomerWorkflow.kyc_override, request)
 
+    async def upgrade_kyc_level(self, customer_id: str, *, actor: str) -> CustomerState:
+        """Starts the review at the next KYC level; the customer keeps its level until Sumsub approves."""
+        return await self._update(customer_id, CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor=actor))
+
     async def close(self, customer_id: str, *, reason: str, actor: str) -> CustomerState:
         request = CloseRequest(reason=_required_reason(reason), actor=actor)
         return await self._update(customer_id, CustomerWorkflow.close, request)
@@ -405,8 +408,11 @@ class CustomerService:
             raise Conflict(f"verification is over for this customer (stage {state.stage.value})")
         if state.stage is OnboardingStage.REGISTERED or state.applicant_id is None:
             raise Conflict("verification has not started yet (no Sumsub applicant); retry shortly")
-        flow = CUSTOMER_TYPES[state.registration.customer_type].flow
-        level = self._settings.sumsub_kyc_level if flow is VerificationFlow.KYC else self._settings.sumsub_kyb_level
+        upgrade = state.kyc_upgrade
+        if upgrade is not None and upgrade.in_progress:
+            level = upgrade.level_name  # the customer is verifying for the upgrade's level now
+        else:
+            level = self._settings.sumsub_level_name(state.registration.customer_type)
         try:
             return await self._sumsub_client().create_websdk_link(
                 external_user_id=customer_id, level_name=level, ttl_seconds=self._settings.sumsub_websdk_ttl_seconds

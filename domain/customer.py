@@ -95,6 +95,28 @@ class KycLevel(StrEnum):
     ADVANCED = "ADVANCED"
 
 
+class KycUpgradeStatus(StrEnum):
+    """Where a move to a higher KYC level stands; the customer keeps its level until it is APPROVED."""
+
+    STARTED = "STARTED"  # the applicant is at the new level: documents requested
+    PENDING = "PENDING"
+    ON_HOLD = "ON_HOLD"
+    RESUBMISSION_REQUESTED = "RESUBMISSION_REQUESTED"
+    APPROVED = "APPROVED"  # the customer is at the new level
+    DECLINED = "DECLINED"  # Sumsub's RED review: the customer keeps its level, the reason is recorded
+    EXPIRED = "EXPIRED"  # nothing decided in time (the onboarding policy's `expires_after`)
+    CANCELLED = "CANCELLED"  # the customer was closed meanwhile
+
+    @property
+    def ended(self) -> bool:
+        return self in _UPGRADE_ENDED
+
+
+_UPGRADE_ENDED = frozenset(
+    {KycUpgradeStatus.APPROVED, KycUpgradeStatus.DECLINED, KycUpgradeStatus.EXPIRED, KycUpgradeStatus.CANCELLED}
+)
+
+
 class OnboardingStage(StrEnum):
     REGISTERED = "REGISTERED"
     AWAITING_KYC = "AWAITING_KYC"

@@ -30,6 +30,8 @@ PUBLISHED_TYPES: dict[str, str] = {
     "kyc.expired": "customer.onboarding_expired",
     "onboarding.failed": "customer.onboarding_failed",
     "customer.activated": "customer.activated",
+    # Sumsub approved the customer at a higher KYC level (data.kycLevel is the new one): limits may change.
+    "kyc.upgrade_approved": "customer.kyc_level_upgraded",
     "customer.suspended": "customer.suspended",
     "customer.reactivated": "customer.reactivated",
     "customer.closed": "customer.closed",

@@ -36,6 +36,11 @@ class KycEvent(BaseModel):
     occurred_at: datetime
     dedupe_key: str
     moderation_comment: str | None = None
+    reject_labels: list[str] = Field(default_factory=list)
+    level_name: str | None = Field(
+        default=None, description="Sumsub's level the applicant is at (None in events recorded before levels mattered)."
+    )
+    previous_level_name: str | None = Field(default=None, description="On a level change: the level it left.")
     stamped_at: datetime | None = Field(
         default=None,
         description="Sumsub's own time for an event stamped too far after we received it; `occurred_at` is then "

@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from domain.customer import CustomerStatus, KycDecidedBy, KycStatus, OnboardingStage
+from domain.customer import CustomerStatus, KycDecidedBy, KycLevel, KycStatus, KycUpgradeStatus, OnboardingStage
 from domain.kyc import KYC_EVENT_EFFECTS, KycEvent, KycEventKind
-from domain.state import CustomerState, OnboardingPolicy
+from domain.state import CustomerState, KycUpgrade, OnboardingPolicy
 from domain.transitions import WAITING_FOR_KYC_STAGES, IllegalTransition, next_stage
 
 # The suspension a RED review of an active customer causes; only a later GREEN lifts it by itself.
@@ -35,6 +35,8 @@ _SUBMITTED_KINDS = frozenset(
     }
 )
 _RED_KINDS = frozenset({KycEventKind.DECLINED, KycEventKind.RESUBMISSION_REQUESTED})
+# The level an upgrade moves a customer to, from the level it is at.
+NEXT_LEVEL: dict[KycLevel, KycLevel] = {KycLevel.BASIC: KycLevel.ADVANCED}
 
 
 class KycEffect(StrEnum):
@@ -59,15 +61,26 @@ class KycDecision:
     submitted: bool = False
     effect: KycEffect | None = None
     occurred_at: datetime | None = None
+    # An event of the level upgrade in progress: it moves the upgrade (`upgrade_status`), never onboarding.
+    upgrade: bool = False
+    upgrade_status: KycUpgradeStatus | None = None
+    reject_labels: tuple[str, ...] = ()
 
     def audit(self, event: KycEvent) -> tuple[str, dict[str, Any]]:
-        """The audit row's type and details for this event."""
+        """The audit row's type and details for this event; an upgrade's RED review says why."""
         details: dict[str, Any] = {"sumsub_type": event.sumsub_type, "kind": event.kind.value}
         if event.stamped_at is not None:
             details["ordered_by_receipt"] = f"Sumsub stamped it {event.stamped_at.isoformat()}, after it was received"
         if self.ignored is not None:
             return "kyc.event_ignored", details | {"ignored": self.ignored}
-        return f"kyc.{event.kind.value.lower()}", details
+        if not self.upgrade:
+            return f"kyc.{event.kind.value.lower()}", details
+        details["level_name"] = event.level_name
+        if event.previous_level_name is not None:
+            details["previous_level_name"] = event.previous_level_name
+        if event.kind in _RED_KINDS:
+            details |= {"moderation_comment": event.moderation_comment, "reject_labels": event.reject_labels}
+        return f"kyc.upgrade_{event.kind.value.lower()}", details
 
 
 def oldest_first(events: Iterable[KycEvent]) -> list[KycEvent]:
@@ -98,6 +111,10 @@ def decide(state: CustomerState, event: KycEvent) -> KycDecision:
         return KycDecision(ignored=reason)
     if event.kind is KycEventKind.PERSONAL_INFO_CHANGED:
         return _personal_info_changed(state)
+    upgrade = state.kyc_upgrade
+    if upgrade is not None and upgrade.in_progress and event.level_name == upgrade.level_name:
+        # A review at the level the customer is moving to; it decides the upgrade, even after an override.
+        return _during_upgrade(event)
     if state.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE and KYC_EVENT_EFFECTS[event.kind] is not None:
         # Compliance decided under four eyes: Sumsub's later word is recorded for ops, never applied by itself.
         return KycDecision(ignored=AFTER_OVERRIDE)
@@ -162,6 +179,85 @@ def _after_onboarding(state: CustomerState, event: KycEvent) -> KycDecision:
     return KycDecision(ignored="no effect on an onboarded customer in this state")
 
 
+def _during_upgrade(event: KycEvent) -> KycDecision:
+    """The upgrade's review moves only the upgrade: the customer stays ACTIVE at its level whatever it says
+    (a RED is recorded with why, not a suspension); a GREEN moves the customer to the new level."""
+    effect = KYC_EVENT_EFFECTS[event.kind]
+    if effect is None:
+        ignored = None if event.kind is KycEventKind.CREATED else "no lifecycle meaning"
+        return KycDecision(ignored=ignored, upgrade=True)
+    return KycDecision(
+        upgrade=True,
+        upgrade_status=KycUpgradeStatus(effect[0].value),  # a reset or level change: STARTED again
+        moderation_comment=event.moderation_comment,
+        reject_labels=tuple(event.reject_labels) if event.kind in _RED_KINDS else (),
+        submitted=event.kind in _SUBMITTED_KINDS,
+        occurred_at=event.occurred_at,
+    )
+
+
+def upgrade_refusal(state: CustomerState) -> str | None:
+    """Why the customer cannot start a KYC level upgrade now, or None: only an active, approved customer with a
+    higher level to go to, and one upgrade at a time."""
+    if state.stage is not OnboardingStage.ONBOARDED:
+        return f"a KYC level upgrade needs an onboarded customer (stage is {state.stage.value})"
+    if state.status is not CustomerStatus.ACTIVE:
+        return f"a KYC level upgrade needs an ACTIVE customer (status is {state.status.value})"
+    if state.kyc_status is not KycStatus.APPROVED:
+        return f"a KYC level upgrade needs an approved KYC (it is {state.kyc_status.value})"
+    if state.kyc_level not in NEXT_LEVEL:
+        return f"the customer is at the highest KYC level ({state.kyc_level.value})"
+    if state.kyc_upgrade is not None and state.kyc_upgrade.in_progress:
+        upgrade = state.kyc_upgrade
+        return f"an upgrade to {upgrade.level.value} is already in progress (since {upgrade.started_at.isoformat()})"
+    return None
+
+
+def start_upgrade(
+    state: CustomerState,
+    *,
+    level_name: str,
+    requested_by: str,
+    verification_url: str,
+    now: datetime,
+    policy: OnboardingPolicy,
+) -> KycUpgrade:
+    """A new upgrade to the next level, with onboarding's timers: reminders, the status poll and expiry."""
+    return KycUpgrade(
+        level=NEXT_LEVEL[state.kyc_level],
+        level_name=level_name,
+        requested_by=requested_by,
+        started_at=now,
+        verification_url=verification_url,
+        next_reminder_at=reminder_at(now, submitted=False, sent=0, policy=policy),
+        next_poll_at=now + policy.status_poll_interval,
+        expires_at=now + policy.expires_after,
+    )
+
+
+def upgrade_after(upgrade: KycUpgrade, decision: KycDecision, now: datetime) -> KycUpgrade:
+    """The upgrade once an applied decision of its review is executed; an ended one has no timers."""
+    status = decision.upgrade_status
+    assert status is not None, "only an applied upgrade decision moves the upgrade"
+    changes: dict[str, Any] = {"status": status}
+    if decision.submitted:
+        changes |= {"submitted": True, "next_reminder_at": None}
+    if decision.moderation_comment is not None:
+        changes["moderation_comment"] = decision.moderation_comment
+    if decision.reject_labels:
+        changes["reject_labels"] = list(decision.reject_labels)
+    upgrade = upgrade.model_copy(update=changes)
+    return upgrade_ended(upgrade, status, now) if status.ended else upgrade
+
+
+def upgrade_ended(upgrade: KycUpgrade, status: KycUpgradeStatus, now: datetime) -> KycUpgrade:
+    """The upgrade ended (a verdict, EXPIRED, CANCELLED): no more timers."""
+    assert status.ended
+    return upgrade.model_copy(
+        update={"status": status, "ended_at": now, "next_reminder_at": None, "next_poll_at": None, "expires_at": None}
+    )
+
+
 def remembered(state: CustomerState, event: KycEvent) -> list[str]:
     """The dedupe keys to keep after applying (or ignoring) `event`: the newest REMEMBERED_EVENTS."""
     return [*state.applied_kyc_events, event.dedupe_key][-REMEMBERED_EVENTS:]
@@ -183,20 +279,36 @@ class TimerDue(StrEnum):
     REMIND = "REMIND"
 
 
-def next_reminder_at(state: CustomerState, policy: OnboardingPolicy) -> datetime | None:
-    """The next reminder, while the customer has submitted nothing and the schedule has reminders left."""
-    schedule, started = policy.reminders_after, state.kyc_started_at
-    if started is None or state.kyc_submitted or state.reminders_sent >= len(schedule):
+class Timers(Protocol):
+    """What waits for a Sumsub verdict on a clock: onboarding (the customer's state) or a level upgrade."""
+
+    next_reminder_at: datetime | None
+    next_poll_at: datetime | None
+    expires_at: datetime | None
+
+
+def reminder_at(started: datetime | None, *, submitted: bool, sent: int, policy: OnboardingPolicy) -> datetime | None:
+    """The next reminder, while nothing was submitted since `started` and the schedule has reminders left."""
+    schedule = policy.reminders_after
+    if started is None or submitted or sent >= len(schedule):
         return None
-    return started + schedule[state.reminders_sent]
+    return started + schedule[sent]
 
 
-def wake_at(state: CustomerState) -> datetime:
+def next_reminder_at(state: CustomerState, policy: OnboardingPolicy) -> datetime | None:
+    return reminder_at(state.kyc_started_at, submitted=state.kyc_submitted, sent=state.reminders_sent, policy=policy)
+
+
+def next_upgrade_reminder_at(upgrade: KycUpgrade, policy: OnboardingPolicy) -> datetime | None:
+    return reminder_at(upgrade.started_at, submitted=upgrade.submitted, sent=upgrade.reminders_sent, policy=policy)
+
+
+def wake_at(state: Timers) -> datetime:
     """When a customer waiting for a verdict next needs the workflow: a reminder, a poll or expiry."""
     return min(t for t in (state.next_reminder_at, state.next_poll_at, state.expires_at) if t is not None)
 
 
-def timer_due(state: CustomerState, now: datetime) -> TimerDue | None:
+def timer_due(state: Timers, now: datetime) -> TimerDue | None:
     """Which timer has come due at `now`; expiry wins over a poll, a poll over a reminder."""
     if state.expires_at is not None and now >= state.expires_at:
         return TimerDue.EXPIRE

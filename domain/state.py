@@ -18,6 +18,7 @@ from domain.customer import (
     KycDecidedBy,
     KycLevel,
     KycStatus,
+    KycUpgradeStatus,
     OnboardingStage,
 )
 from domain.kyc import KycEvent
@@ -55,6 +56,30 @@ class DepositAccount(BaseModel):
     created_at: datetime
 
 
+class KycUpgrade(BaseModel):
+    """A move of an active customer to a higher KYC level, reviewed by Sumsub at that level while the customer
+    stays ACTIVE at its current one; the latest one is kept after it ends. Its timers work as onboarding's."""
+
+    level: KycLevel
+    level_name: str = Field(description="Sumsub's name of the level (a setting), which its events carry.")
+    status: KycUpgradeStatus = KycUpgradeStatus.STARTED
+    requested_by: str
+    started_at: datetime
+    verification_url: str | None = None
+    submitted: bool = False
+    reminders_sent: int = 0
+    next_reminder_at: datetime | None = None
+    next_poll_at: datetime | None = None
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    moderation_comment: str | None = None
+    reject_labels: list[str] = Field(default_factory=list)
+
+    @property
+    def in_progress(self) -> bool:
+        return not self.status.ended
+
+
 class CustomerState(BaseModel):
     """Everything the workflow knows about its customer; carried across continue-as-new."""
 
@@ -87,6 +112,9 @@ class CustomerState(BaseModel):
     updated_at: datetime
     kyc_decided_by: KycDecidedBy | None = Field(
         default=None, description="Who made the KYC outcome that stands (None until a verdict)."
+    )
+    kyc_upgrade: KycUpgrade | None = Field(
+        default=None, description="The latest move to a higher KYC level (in progress or ended); None if never."
     )
     erased_at: datetime | None = Field(
         default=None, description="Set by erasure (never by the workflow): personal data replaced by tombstones."
@@ -148,6 +176,12 @@ class KycOverrideRequest(BaseModel):
     requested_at: datetime
     decided_by: str
     decided_at: datetime
+    actor: str
+
+
+class KycLevelUpgradeRequest(BaseModel):
+    """Ops, or the customer themself, asks for the next KYC level."""
+
     actor: str
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.customer import CUSTOMER_TYPES, CustomerType, KycLevel, VerificationFlow
 from domain.deliveries import DEFAULT_RETRY_SCHEDULE, UrlPolicy
 from kit.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
 
@@ -132,6 +133,12 @@ class Settings(BaseSettings):
     sumsub_webhook_secret: str = "dev-sumsub-webhook-secret"
     sumsub_kyc_level: str = "basic-kyc-level"
     sumsub_kyb_level: str = "basic-kyb-level"
+    sumsub_advanced_kyc_level: str = Field(
+        default="advanced-kyc-level", description="The level an INDIVIDUAL customer's KYC level upgrade moves to."
+    )
+    sumsub_advanced_kyb_level: str = Field(
+        default="advanced-kyb-level", description="The level an organisation's KYC level upgrade moves to."
+    )
     sumsub_websdk_ttl_seconds: int = 7 * 24 * 3600
     sumsub_webhook_max_bytes: int = 256 * 1024
     sumsub_event_time_tolerance: timedelta = Field(
@@ -265,6 +272,13 @@ class Settings(BaseSettings):
         return UrlPolicy.parse(
             allow_http=self.event_webhook_allow_http, allowed_networks=self.event_webhook_allowed_networks
         )
+
+    def sumsub_level_name(self, customer_type: CustomerType, level: KycLevel = KycLevel.BASIC) -> str:
+        """Sumsub's level for a customer of this type at this KYC level (KYC for a person, KYB otherwise)."""
+        kyc = CUSTOMER_TYPES[customer_type].flow is VerificationFlow.KYC
+        if level is KycLevel.ADVANCED:
+            return self.sumsub_advanced_kyc_level if kyc else self.sumsub_advanced_kyb_level
+        return self.sumsub_kyc_level if kyc else self.sumsub_kyb_level
 
     @property
     def keycloak_issuer(self) -> str:

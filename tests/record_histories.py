@@ -41,6 +41,11 @@ PATHS = {
     "declined_then_approved_by_override": (
         paths.test_a_declined_customer_approved_by_override_activates_and_a_later_verdict_is_only_recorded
     ),
+    "kyc_level_upgraded": paths.test_a_level_upgrade_keeps_the_customer_active_at_basic_until_a_green_at_the_new_level,
+    "kyc_level_upgrade_declined_then_asked_again": (
+        paths.test_a_red_review_of_the_upgrade_leaves_basic_records_why_and_suspends_nothing
+    ),
+    "kyc_level_upgrade_reminded_polled_expired": paths.test_the_upgrade_is_reminded_polled_and_expires_as_onboarding_does,
 }
 
 # EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.

@@ -25,7 +25,13 @@ from activities.database import OpenDepositAccountInput, RecordChangeInput, SetA
 from activities.keycloak import ChangeUserEmailInput, ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
 from activities.notifications import Notification
 from activities.profiles import StoredProfileFields, StoreVerifiedProfileInput
-from activities.sumsub import ApplicantRef, ChangeApplicantEmailInput, CreateApplicantInput, CreateKycLinkInput
+from activities.sumsub import (
+    ApplicantRef,
+    ChangeApplicantEmailInput,
+    CreateApplicantInput,
+    CreateKycLinkInput,
+    MoveToLevelInput,
+)
 from domain import kyc_rules
 from domain.customer import CustomerType, KycDecidedBy
 from domain.errors import ErrorType
@@ -35,6 +41,7 @@ from domain.state import (
     CloseRequest,
     CustomerState,
     CustomerWorkflowInput,
+    KycLevelUpgradeRequest,
     KycOverrideRequest,
     OnboardingPolicy,
     ReactivateRequest,
@@ -95,6 +102,9 @@ class FakeWorld:
         self.calls: list[str] = []  # the order of the side effects that matter to a test
         self.profile_outages = 0  # transient failures before store_verified_profile succeeds
         self.profile_reads: list[StoreVerifiedProfileInput] = []
+        self.level_moves: list[MoveToLevelInput] = []
+        self.level_move_refused = False  # Sumsub: a review is pending, queued or on hold
+        self.kyc_link_levels: list[str] = []
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="record_change")
@@ -153,7 +163,15 @@ class FakeWorld:
             if self.kyc_link_outages:
                 self.kyc_link_outages -= 1
                 raise ConnectionError("Sumsub unreachable")
-            return "https://sumsub.example/websdk/abc"
+            self.kyc_link_levels.append(request.level.value)
+            return f"https://sumsub.example/websdk/{request.level.value.lower()}"
+
+        @activity.defn(name="move_sumsub_applicant_to_level")
+        async def move_sumsub_applicant_to_level(request: MoveToLevelInput) -> str:
+            if self.level_move_refused:
+                raise ApplicationError("Sumsub refused the request (400)", type="SumsubRejected", non_retryable=True)
+            self.level_moves.append(request)
+            return ADVANCED_LEVEL
 
         @activity.defn(name="deactivate_sumsub_applicant")
         async def deactivate_sumsub_applicant(request: ApplicantRef) -> None:
@@ -202,6 +220,7 @@ class FakeWorld:
             delete_keycloak_user,
             create_sumsub_applicant,
             create_kyc_link,
+            move_sumsub_applicant_to_level,
             deactivate_sumsub_applicant,
             poll_kyc_review,
             notify_customer,
@@ -211,15 +230,26 @@ class FakeWorld:
         ]
 
 
-def event(kind: KycEventKind, minute: int, applicant_id: str = "applicant-1", comment: str | None = None) -> KycEvent:
+def event(
+    kind: KycEventKind,
+    minute: int,
+    applicant_id: str = "applicant-1",
+    comment: str | None = None,
+    level_name: str | None = None,
+) -> KycEvent:
     return KycEvent(
         kind=kind,
         sumsub_type="applicantReviewed",
         applicant_id=applicant_id,
         occurred_at=datetime(2026, 1, 1, 12, minute, tzinfo=UTC),
-        dedupe_key=f"{kind.value}:{minute}:{applicant_id}",
+        dedupe_key=f"{kind.value}:{minute}:{applicant_id}:{level_name}",
         moderation_comment=comment,
+        reject_labels=["FORGERY"] if kind is KycEventKind.DECLINED and level_name else [],
+        level_name=level_name,
     )
+
+
+ADVANCED_LEVEL = "advanced-kyc-level"
 
 
 class Case:
@@ -720,3 +750,148 @@ async def test_polling_the_same_completed_review_again_changes_and_records_nothi
         await eventually(lambda: world.polls >= 3)
     assert world.recorded.count("kyc.resubmission_requested") == 1
     assert "kyc.event_ignored" not in world.recorded
+
+
+# --- KYC level upgrade ---------------------------------------------------------------------------
+
+
+async def onboarded(case: Case) -> WorkflowHandle[Any, CustomerState]:
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await case.send(event(KycEventKind.APPROVED, 1))
+    await case.wait_for("ONBOARDED")
+    return handle
+
+
+def upgrade_of(state: CustomerState) -> Any:
+    assert state.kyc_upgrade is not None
+    return state.kyc_upgrade
+
+
+async def test_a_level_upgrade_keeps_the_customer_active_at_basic_until_a_green_at_the_new_level(case: Case) -> None:
+    handle = await onboarded(case)
+    started = await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="cust-1"))
+    upgrade = upgrade_of(started)
+    assert (started.status.value, started.kyc_level.value) == ("ACTIVE", "BASIC")
+    assert (upgrade.status.value, upgrade.level_name, upgrade.requested_by) == ("STARTED", ADVANCED_LEVEL, "cust-1")
+    assert upgrade.verification_url == "https://sumsub.example/websdk/advanced"
+    assert [m.level.value for m in case.world.level_moves] == ["ADVANCED"]
+    assert case.world.kyc_link_levels == ["BASIC", "ADVANCED"]
+    refused = await refusal(
+        handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="x"))
+    )
+    assert refused.type == ErrorType.ILLEGAL_TRANSITION and "already in progress" in refused.message
+
+    submitted = event(KycEventKind.SUBMITTED, 10, level_name=ADVANCED_LEVEL)
+    await case.send(submitted)
+    pending = await applied(handle, submitted)
+    assert (upgrade_of(pending).status.value, pending.kyc_level.value, pending.status.value) == (
+        "PENDING",
+        "BASIC",
+        "ACTIVE",
+    )
+    green = event(KycEventKind.APPROVED, 11, level_name=ADVANCED_LEVEL)
+    await case.send(green)
+    advanced = await applied(handle, green)
+    assert (advanced.kyc_level.value, upgrade_of(advanced).status.value, advanced.status.value) == (
+        "ADVANCED",
+        "APPROVED",
+        "ACTIVE",
+    )
+    assert upgrade_of(advanced).ended_at is not None and upgrade_of(advanced).next_poll_at is None
+    await eventually(lambda: "kyc.upgrade_approved" in case.world.recorded)
+    upgrade_rows = [t for t in case.world.recorded if t.startswith("kyc.upgrade")]
+    assert upgrade_rows == ["kyc.upgrade_started", "kyc.upgrade_submitted", "kyc.upgrade_approved"]
+    assert case.world.actors[case.world.recorded.index("kyc.upgrade_started")] == "cust-1"
+    highest = await refusal(
+        handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="x"))
+    )
+    assert highest.message == "the customer is at the highest KYC level (ADVANCED)"
+
+
+async def test_a_red_review_of_the_upgrade_leaves_basic_records_why_and_suspends_nothing(case: Case) -> None:
+    handle = await onboarded(case)
+    await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+    red = event(KycEventKind.DECLINED, 20, comment="document expired", level_name=ADVANCED_LEVEL)
+    await case.send(red)
+    after = await applied(handle, red)
+    upgrade = upgrade_of(after)
+    assert (after.status.value, after.kyc_status.value, after.kyc_level.value) == ("ACTIVE", "APPROVED", "BASIC")
+    assert (upgrade.status.value, upgrade.moderation_comment, upgrade.reject_labels) == (
+        "DECLINED",
+        "document expired",
+        ["FORGERY"],
+    )
+    assert case.world.account_statuses == [] and case.world.user_enabled == []  # no suspension
+    await eventually(lambda: "kyc.upgrade_declined" in case.world.recorded)
+    details = case.world.details[case.world.recorded.index("kyc.upgrade_declined")]
+    assert (details["moderation_comment"], details["reject_labels"]) == ("document expired", ["FORGERY"])
+    # A declined upgrade may be asked for again.
+    again = await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+    assert upgrade_of(again).status.value == "STARTED"
+
+
+async def test_sumsub_refusing_the_level_change_refuses_the_upgrade_and_changes_nothing(case: Case) -> None:
+    handle = await onboarded(case)
+    case.world.level_move_refused = True
+    refused = await refusal(
+        handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="o"))
+    )
+    assert refused.type == ErrorType.ILLEGAL_TRANSITION and "SumsubRejected" in refused.message
+    state = await handle.query(CustomerWorkflow.state)
+    assert state.kyc_upgrade is None and "kyc.upgrade_started" not in case.world.recorded
+    assert case.world.kyc_link_levels == ["BASIC"]
+
+
+async def test_the_upgrade_is_reminded_polled_and_expires_as_onboarding_does(
+    env: WorkflowEnvironment, world: FakeWorld
+) -> None:
+    # Onboarding is approved at once; then the upgrade waits: a reminder at 1 s, polls every second, expiry at 4 s.
+    policy = OnboardingPolicy(
+        reminders_after=[timedelta(seconds=1)],
+        expires_after=timedelta(seconds=4),
+        status_poll_interval=timedelta(seconds=1),
+    )
+    case = Case(env, world, policy)
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
+        world.polled_review = event(KycEventKind.APPROVED, 1)  # onboarding's verdict, found by the first poll
+        handle = await case.start()
+        await case.wait_for("ONBOARDED")
+        polls_before = world.polls
+        await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+        await eventually(lambda: "kyc.upgrade_expired" in world.recorded, timeout=20)
+        state = await handle.query(CustomerWorkflow.state)
+    assert upgrade_of(state).status.value == "EXPIRED" and state.kyc_level.value == "BASIC"
+    assert state.status.value == "ACTIVE"
+    reminders = [n for n in world.notifications if n.kind == "kyc_upgrade_reminder"]
+    assert [n.details for n in reminders] == [{"number": 1, "level": "ADVANCED"}]
+    assert world.polls > polls_before  # the upgrade's review was polled (the same old verdict: nothing applied)
+    assert world.recorded.count("kyc.approved") == 1
+
+
+async def test_a_green_of_the_upgrade_whose_webhook_was_lost_is_found_by_polling(
+    env: WorkflowEnvironment, world: FakeWorld
+) -> None:
+    policy = OnboardingPolicy(
+        reminders_after=[], expires_after=timedelta(hours=1), status_poll_interval=timedelta(seconds=1)
+    )
+    case = Case(env, world, policy)
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
+        handle = await onboarded(case)
+        await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+        world.polled_review = event(KycEventKind.APPROVED, 40, level_name=ADVANCED_LEVEL)
+        await eventually(lambda: "kyc.upgrade_approved" in world.recorded)
+        state = await handle.query(CustomerWorkflow.state)
+    assert state.kyc_level.value == "ADVANCED"
+
+
+async def test_closing_a_customer_cancels_its_upgrade(case: Case) -> None:
+    handle = await onboarded(case)
+    await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+    closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="customer request", actor="ops"))
+    assert (closed.stage.value, upgrade_of(closed).status.value) == ("CLOSED", "CANCELLED")
+    assert upgrade_of(closed).next_poll_at is None

@@ -131,6 +131,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 identity.change_keycloak_user_email,
                 kyc.create_sumsub_applicant,
                 kyc.create_kyc_link,
+                kyc.move_sumsub_applicant_to_level,
                 kyc.deactivate_sumsub_applicant,
                 kyc.change_sumsub_applicant_email,
                 kyc.poll_kyc_review,

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ChangeApplicantEmailInput,
         CreateApplicantInput,
         CreateKycLinkInput,
+        MoveToLevelInput,
         SumsubActivities,
     )
     from domain import kyc_rules
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         KycDecidedBy,
         KycLevel,
         KycStatus,
+        KycUpgradeStatus,
         OnboardingStage,
         normalise_email,
     )
@@ -63,7 +65,9 @@ with workflow.unsafe.imports_passed_through():
         CloseRequest,
         CustomerState,
         CustomerWorkflowInput,
+        KycLevelUpgradeRequest,
         KycOverrideRequest,
+        KycUpgrade,
         ReactivateRequest,
         RegisterRequest,
         RetryOnboardingRequest,
@@ -80,6 +84,7 @@ ACTIVITY_ATTEMPT_TIMEOUT = timedelta(seconds=15)
 VERIFIED_PROFILE_PATCH = "verified-profile"  # read and store the verified profile before activating
 PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalInfoChanged
 KYC_OVERRIDE_PATCH = "kyc-override"  # the four-eyes KYC override update
+KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update and its review's timers
 # A decline by override suspends an active customer; only a later approving override lifts it.
 KYC_OVERRIDE_SUSPENSION = "kyc_override_declined"
 
@@ -285,6 +290,56 @@ class CustomerWorkflow:
     def _validate_change_email(self, request: ChangeEmailRequest) -> None:
         self._refuse_unless(CustomerAction.CHANGE_EMAIL)
 
+    @workflow.update
+    async def upgrade_kyc_level(self, request: KycLevelUpgradeRequest) -> CustomerState:
+        """Moves the applicant to the next level at Sumsub and opens that level's review. The customer stays
+        ACTIVE at its level meanwhile; a GREEN at the new level moves it up, a RED is recorded (kyc_rules)."""
+        async with self._lock:
+            self._refuse_upgrade()
+            workflow.patched(KYC_LEVEL_UPGRADE_PATCH)
+            reg, applicant_id = self._state.registration, self._state.applicant_id
+            assert applicant_id is not None, "an onboarded customer has an applicant"
+            level = kyc_rules.NEXT_LEVEL[self._state.kyc_level]
+            try:
+                level_name = await self._step(
+                    "move Sumsub applicant to level",
+                    SumsubActivities.move_sumsub_applicant_to_level,
+                    MoveToLevelInput(applicant_id=applicant_id, customer_type=reg.customer_type, level=level),
+                )
+                url = await self._step(
+                    "create KYC link",
+                    SumsubActivities.create_kyc_link,
+                    CreateKycLinkInput(customer_id=reg.customer_id, customer_type=reg.customer_type, level=level),
+                )
+            except ActivityError as err:
+                # Sumsub refused (a review is pending, queued or on hold): nothing changed here.
+                raise ApplicationError(
+                    f"Sumsub did not start the upgrade: {_reason(err)}",
+                    type=ErrorType.ILLEGAL_TRANSITION,
+                    non_retryable=True,
+                ) from None
+            self._state.kyc_upgrade = kyc_rules.start_upgrade(
+                self._state,
+                level_name=level_name,
+                requested_by=request.actor,
+                verification_url=url,
+                now=workflow.now(),
+                policy=self._policy,
+            )
+            await self._record(
+                "kyc.upgrade_started", actor=request.actor, details={"level": level.value, "level_name": level_name}
+            )
+        return self._state
+
+    @upgrade_kyc_level.validator
+    def _validate_upgrade_kyc_level(self, request: KycLevelUpgradeRequest) -> None:
+        self._refuse_upgrade()
+
+    def _refuse_upgrade(self) -> None:
+        reason = kyc_rules.upgrade_refusal(self._state)
+        if reason is not None:
+            raise ApplicationError(reason, type=ErrorType.ILLEGAL_TRANSITION, non_retryable=True)
+
     # --- the process --------------------------------------------------------------------------------
 
     @workflow.run
@@ -412,11 +467,52 @@ class CustomerWorkflow:
         return bool(self._kyc_inbox) or self._state.stage is not since or workflow.info().is_continue_as_new_suggested()
 
     async def _serve(self, stage: OnboardingStage) -> None:
-        """After onboarding ended (ONBOARDED, or a terminal exit): handle later KYC events until ops act."""
-        await workflow.wait_condition(lambda: self._something_to_do(since=stage))
+        """After onboarding ended (ONBOARDED, or a terminal exit): handle later KYC events until ops act, and
+        wait for the review of a KYC level upgrade as onboarding waits for its verdict."""
+        upgrade = self._upgrading()
+        if upgrade is not None:
+            await self._wait_for_upgrade(upgrade)
+            return
+        latest = self._state.kyc_upgrade  # a new one (the update) ends this wait
+        await workflow.wait_condition(
+            lambda: self._something_to_do(since=stage) or self._state.kyc_upgrade is not latest
+        )
         async with self._lock:
             if self._kyc_inbox:
                 await self._apply_kyc_events()
+
+    def _upgrading(self) -> KycUpgrade | None:
+        """The KYC level upgrade in progress, if any (only an onboarded customer has one)."""
+        upgrade = self._state.kyc_upgrade
+        in_progress = upgrade is not None and upgrade.in_progress
+        return upgrade if in_progress and self._state.stage is OnboardingStage.ONBOARDED else None
+
+    async def _wait_for_upgrade(self, upgrade: KycUpgrade) -> None:
+        """Waits for a Sumsub event, the upgrade's next reminder, status poll or expiry, then acts on it."""
+        wake_at = kyc_rules.wake_at(upgrade)
+        stage = self._state.stage
+        try:
+            await workflow.wait_condition(
+                lambda: self._something_to_do(since=stage) or self._state.kyc_upgrade is not upgrade,
+                timeout=max(wake_at - workflow.now(), timedelta(0)),
+                timeout_summary=f"wait for the KYC upgrade's review until {wake_at:%Y-%m-%d %H:%M} UTC",
+            )
+        except TimeoutError:
+            pass
+        async with self._lock:
+            if self._kyc_inbox:
+                await self._apply_kyc_events()
+                return
+            if self._upgrading() is not upgrade:
+                return
+            due = kyc_rules.timer_due(upgrade, workflow.now())
+            if due is TimerDue.EXPIRE:
+                self._state.kyc_upgrade = kyc_rules.upgrade_ended(upgrade, KycUpgradeStatus.EXPIRED, workflow.now())
+                await self._record("kyc.upgrade_expired", details={"level_name": upgrade.level_name})
+            elif due is TimerDue.POLL:
+                await self._poll_review()
+            elif due is TimerDue.REMIND:
+                await self._remind_upgrade(upgrade)
 
     async def _activate(self) -> None:
         reg = self._state.registration
@@ -469,6 +565,9 @@ class CustomerWorkflow:
 
     async def _apply_kyc_decision(self, decision: KycDecision) -> None:
         """Sets what the decision says, then runs its effect."""
+        if decision.upgrade:
+            self._apply_upgrade_decision(decision)
+            return
         if decision.ignored is not None or decision.kyc_status is None:
             return
         if decision.stage is not None:
@@ -487,6 +586,17 @@ class CustomerWorkflow:
             await self._suspend(kyc_rules.KYC_REVIEW_SUSPENSION, actor="sumsub")
         elif decision.effect is KycEffect.REACTIVATE:
             await self._reactivate(actor="sumsub")
+
+    def _apply_upgrade_decision(self, decision: KycDecision) -> None:
+        """Moves the upgrade as its review says; only an approval changes the customer (its level)."""
+        upgrade = self._state.kyc_upgrade
+        if decision.ignored is not None or decision.upgrade_status is None or upgrade is None:
+            return
+        self._state.kyc_upgrade = upgrade = kyc_rules.upgrade_after(upgrade, decision, workflow.now())
+        self._state.last_kyc_event_at = decision.occurred_at
+        if upgrade.status is KycUpgradeStatus.APPROVED:
+            self._state.kyc_level = upgrade.level
+            workflow.logger.info("KYC level upgraded", extra=self._log_fields(level=upgrade.level.value))
 
     async def _store_verified_profile(self, *, until_done: bool) -> list[str]:
         """The activity stores the profile in PostgreSQL itself and answers with the names of the fields
@@ -530,8 +640,14 @@ class CustomerWorkflow:
         await self._record("kyc.reminder_sent", details={"number": self._state.reminders_sent})
 
     async def _poll_review(self) -> None:
-        """The safety net: a completed review whose webhook never came is applied as the webhook would be."""
-        self._state.next_poll_at = workflow.now() + self._policy.status_poll_interval
+        """The safety net: a completed review whose webhook never came is applied as the webhook would be
+        (onboarding's review, or the level upgrade's)."""
+        next_poll_at = workflow.now() + self._policy.status_poll_interval
+        upgrade = self._upgrading()
+        if upgrade is not None:
+            self._state.kyc_upgrade = upgrade.model_copy(update={"next_poll_at": next_poll_at})
+        else:
+            self._state.next_poll_at = next_poll_at
         if self._state.applicant_id is None:
             return
         event = await self._step(
@@ -542,6 +658,22 @@ class CustomerWorkflow:
         if event is not None and kyc_rules.is_new_verdict(self._state, event):
             self._kyc_inbox.append(event)
             await self._apply_kyc_events()
+
+    async def _remind_upgrade(self, upgrade: KycUpgrade) -> None:
+        sent = upgrade.reminders_sent + 1
+        upgrade = upgrade.model_copy(update={"reminders_sent": sent})
+        upgrade.next_reminder_at = kyc_rules.next_upgrade_reminder_at(upgrade, self._policy)
+        self._state.kyc_upgrade = upgrade
+        await self._step(
+            "send KYC upgrade reminder",
+            NotificationActivities.notify_customer,
+            Notification(
+                customer_id=self._state.customer_id,
+                kind="kyc_upgrade_reminder",
+                details={"number": sent, "level": upgrade.level.value},
+            ),
+        )
+        await self._record("kyc.upgrade_reminder_sent", details={"number": sent})
 
     async def _expire(self) -> None:
         self._move_to(OnboardingStage.EXPIRED)
@@ -584,6 +716,9 @@ class CustomerWorkflow:
         self._state.status = CustomerStatus.INACTIVE
         self._state.suspension_reason = None
         self._state.next_reminder_at = self._state.next_poll_at = self._state.expires_at = None
+        upgrade = self._upgrading()
+        if upgrade is not None:
+            self._state.kyc_upgrade = kyc_rules.upgrade_ended(upgrade, KycUpgradeStatus.CANCELLED, workflow.now())
         self._move_to(OnboardingStage.CLOSED)
         await self._record("customer.closed", actor=actor, details={"reason": reason})
 

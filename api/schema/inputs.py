@@ -61,6 +61,11 @@ class CustomerKycLinkCreateInput:
 
 
 @strawberry.input
+class CustomerKycLevelUpgradeInput:
+    customer_id: strawberry.ID
+
+
+@strawberry.input
 class CustomerRegisterInput:
     email: str
     customer_type: CustomerType

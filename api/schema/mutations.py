@@ -13,6 +13,7 @@ from api.schema.documents import DocumentMutation
 from api.schema.inputs import (
     CustomerCloseInput,
     CustomerEmailUpdateInput,
+    CustomerKycLevelUpgradeInput,
     CustomerKycLinkCreateInput,
     CustomerOnboardingRetryInput,
     CustomerReactivateInput,
@@ -23,7 +24,16 @@ from api.schema.inputs import (
     valid_provided_names,
     valid_telegram_handle,
 )
-from api.schema.permissions import Context, OpsOnly, PortalOpsOrCustomer, PortalOrOps, actor, is_staff, own_customer
+from api.schema.permissions import (
+    Context,
+    OpsOnly,
+    OpsOrCustomer,
+    PortalOpsOrCustomer,
+    PortalOrOps,
+    actor,
+    is_staff,
+    own_customer,
+)
 from api.schema.subscriptions import SubscriptionMutation
 from api.schema.types import Customer, CustomerKycLinkCreatePayload, CustomerPayload, StoredWebhookType
 from api.service import parse_customer_id
@@ -49,6 +59,20 @@ class Mutation(DocumentMutation, SubscriptionMutation, ComplianceMutation):
         if not is_staff(info):
             await own_customer(info, customer_id)
         return CustomerKycLinkCreatePayload(url=await info.context.services.customers.create_kyc_link(customer_id))
+
+    @strawberry.mutation(
+        permission_classes=[OpsOrCustomer],
+        description="Moves an ACTIVE customer at BASIC to the ADVANCED KYC level's review at Sumsub (refused by Sumsub "
+        "while a review is pending, queued or on hold: CONFLICT); the customer stays ACTIVE at BASIC until Sumsub "
+        "approves. For ops, or the customer themself.",
+    )
+    async def customer_kyc_level_upgrade(
+        self, info: Info[Context, Any], input: CustomerKycLevelUpgradeInput
+    ) -> CustomerPayload:
+        customer_id = parse_customer_id(input.customer_id, field="customerId")
+        if not info.context.principal.has_role("ops"):
+            await own_customer(info, customer_id)
+        return _payload(await info.context.services.customers.upgrade_kyc_level(customer_id, actor=actor(info)))
 
     @strawberry.mutation(permission_classes=[PortalOrOps])
     async def customer_register(self, info: Info[Context, Any], input: CustomerRegisterInput) -> CustomerPayload:

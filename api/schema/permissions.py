@@ -4,7 +4,8 @@
     compliance  four-eyes KYC overrides and erasure (one officer requests, another confirms), the export
     portal    the portal's server: register, read one customer by id (no audit trail), a KYC link;
               no listing, no lookup by email, no events
-    customer  a customer's own token: `me`, its own `customer(id)` and KYC link, never another's
+    customer  a customer's own token: `me`, its own `customer(id)`, KYC link and KYC level upgrade, never
+              another's
 
 A role check on a field refuses before any resolver runs. A customer's token passes the check of the
 fields it may call for itself; the resolver then asks `own_customer` whether the id is the token's.
@@ -51,6 +52,12 @@ class PortalOpsOrCustomer(_RolePermission):
     """Staff for any customer, a customer's token for its own only (`own_customer` in the resolver)."""
 
     roles = (*STAFF_ROLES, CUSTOMER_ROLE)
+
+
+class OpsOrCustomer(_RolePermission):
+    """Ops for any customer, a customer's token for its own only (`own_customer` in the resolver)."""
+
+    roles = ("ops", CUSTOMER_ROLE)
 
 
 class OpsOnly(_RolePermission):

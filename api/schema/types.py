@@ -21,10 +21,11 @@ from domain.customer import (
     KycDecidedBy,
     KycLevel,
     KycStatus,
+    KycUpgradeStatus,
     OnboardingStage,
     workflow_id_for,
 )
-from domain.state import CustomerState
+from domain.state import CustomerState, KycUpgrade
 
 # The domain's enums are the GraphQL enums, under their own names: strawberry.enum marks each class in place,
 # so fields are annotated with the domain classes themselves (mypy takes no call's result for a type).
@@ -33,9 +34,45 @@ strawberry.enum(CustomerStatus, name="CustomerStatus")
 strawberry.enum(KycStatus, name="KycStatus")
 strawberry.enum(KycLevel, name="KycLevel")
 strawberry.enum(KycDecidedBy, name="KycDecidedBy")
+strawberry.enum(KycUpgradeStatus, name="KycUpgradeStatus")
 strawberry.enum(OnboardingStage, name="OnboardingStage")
 strawberry.enum(AccountCategory, name="AccountCategory")
 strawberry.enum(DepositAccountStatus, name="DepositAccountStatus")
+
+
+@strawberry.type(
+    name="KycUpgrade",
+    description="A move to a higher KYC level: Sumsub reviews the customer at that level while the customer stays "
+    "ACTIVE at its own; APPROVED moves it up, DECLINED keeps it where it was (with Sumsub's reason).",
+)
+class KycUpgradeType:
+    level: KycLevel
+    level_name: str = strawberry.field(description="Sumsub's level the applicant was moved to.")
+    status: KycUpgradeStatus
+    requested_by: str
+    started_at: datetime
+    ended_at: datetime | None
+    verification_url: str | None = strawberry.field(description="The WebSDK link for this level's documents.")
+    moderation_comment: str | None
+    reject_labels: list[str]
+    next_reminder_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def from_upgrade(cls, upgrade: KycUpgrade) -> KycUpgradeType:
+        return cls(
+            level=upgrade.level,
+            level_name=upgrade.level_name,
+            status=upgrade.status,
+            requested_by=upgrade.requested_by,
+            started_at=upgrade.started_at,
+            ended_at=upgrade.ended_at,
+            verification_url=upgrade.verification_url,
+            moderation_comment=upgrade.moderation_comment,
+            reject_labels=upgrade.reject_labels,
+            next_reminder_at=upgrade.next_reminder_at,
+            expires_at=upgrade.expires_at,
+        )
 
 
 @strawberry.type
@@ -48,6 +85,9 @@ class Kyc:
     applicant_id: str | None
     verification_url: str | None
     moderation_comment: str | None
+    upgrade: KycUpgradeType | None = strawberry.field(
+        description="The latest KYC level upgrade (customerKycLevelUpgrade), in progress or ended; null if never."
+    )
 
 
 @strawberry.type
@@ -162,6 +202,7 @@ class Customer:
                 applicant_id=state.applicant_id,
                 verification_url=state.verification_url,
                 moderation_comment=state.moderation_comment,
+                upgrade=None if state.kyc_upgrade is None else KycUpgradeType.from_upgrade(state.kyc_upgrade),
             ),
             onboarding=Onboarding(
                 stage=state.stage,

@@ -147,6 +147,16 @@ class _Applicant:
         self.review_result = None
         self.review_date = None
 
+    @property
+    def level_locked(self) -> bool:
+        """Sumsub refuses a level change while a review is under way."""
+        return self.review_status in ("pending", "queued", "onHold")
+
+    def move_to(self, level_name: str) -> None:
+        """At another level the applicant starts again: that level's documents are requested."""
+        self.level_name = level_name
+        self.reset()
+
     def review_json(self) -> Json:
         review: Json = {
             "reviewId": self.review_id,
@@ -452,10 +462,10 @@ class _Emulator:
         self._notify(applicant, "applicantCreated")
         return applicant
 
-    def _notify(self, applicant: _Applicant, event_type: str) -> None:
-        """Saves the applicant's new state, then sends the webhook that announces it."""
+    def _notify(self, applicant: _Applicant, event_type: str, **extra: Any) -> None:
+        """Saves the applicant's new state, then sends the webhook that announces it (plus `extra` fields)."""
         self._save(applicant)
-        self.webhooks.send(applicant.webhook_payload(event_type))
+        self.webhooks.send(applicant.webhook_payload(event_type) | extra)
 
     def _act(self, applicant: _Applicant, action: str) -> bool:
         """Applies a WebSDK button; False for an unknown action."""
@@ -555,6 +565,23 @@ class _Emulator:
         applicant.reset()
         self._notify(applicant, "applicantReset")
         return JSONResponse({"ok": 1})
+
+    async def move_to_level(self, request: Request) -> Response:
+        """POST .../moveToLevel?name=: refused while a review is pending, queued or on hold; moving to the level
+        the applicant is at changes nothing (so a repeated call is harmless)."""
+        applicant = self._applicants.get(request.path_params["applicant_id"])
+        if applicant is None:
+            return _error(404, "Applicant not found")
+        level_name = request.query_params.get("name")
+        if not level_name:
+            return _error(400, "Required request parameter 'name' is not present")
+        if applicant.level_locked:
+            return _error(400, f"Level can't be changed while the applicant's review is {applicant.review_status}")
+        if level_name != applicant.level_name:
+            previous = applicant.level_name
+            applicant.move_to(level_name)
+            self._notify(applicant, "applicantLevelChanged", previousLevelName=previous)
+        return JSONResponse(applicant.to_json())
 
     async def change_profile(self, request: Request) -> Response:
         """PATCH /resources/applicants: only the given fields change (email here); null fields are ignored."""
@@ -926,6 +953,7 @@ def create_app(
         Route("/resources/applicants/{reference:path}/one", signed(emulator.get_applicant), methods=["GET"]),
         Route("/resources/applicants/{applicant_id}/status", signed(emulator.get_status), methods=["GET"]),
         Route("/resources/applicants/{applicant_id}/reset", signed(emulator.reset), methods=["POST"]),
+        Route("/resources/applicants/{applicant_id}/moveToLevel", signed(emulator.move_to_level), methods=["POST"]),
         Route(
             "/resources/applicants/{applicant_id}/presence/deactivated",
             signed(emulator.deactivate),

@@ -259,6 +259,13 @@ class SumsubClient:
         data = await self._request("POST", "/resources/sdkIntegrations/levels/-/websdkLink", json=body)
         return str(data["url"])
 
+    async def move_to_level(self, applicant_id: str, level_name: str) -> None:
+        """Moves the applicant to another level (`applicantLevelChanged` follows); Sumsub refuses it while a
+        review is pending, queued or on hold."""
+        await self._request(
+            "POST", f"/resources/applicants/{_segment(applicant_id)}/moveToLevel", params={"name": level_name}
+        )
+
     async def reset_applicant(self, applicant_id: str) -> None:
         """Sends the applicant back to `init` so they can verify again from scratch."""
         await self._request("POST", f"/resources/applicants/{_segment(applicant_id)}/reset")

@@ -92,6 +92,10 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _texts(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
 def kyc_event_from_webhook(
     payload: dict[str, Any],
     *,
@@ -113,6 +117,9 @@ def kyc_event_from_webhook(
         occurred_at=received_at if bounded else stamped,
         dedupe_key=dedupe_key,
         moderation_comment=_text(_review_result(payload).get("moderationComment")),
+        reject_labels=_texts(_review_result(payload).get("rejectLabels")),
+        level_name=_text(payload.get("levelName")),
+        previous_level_name=_text(payload.get("previousLevelName")),
         stamped_at=stamped if bounded else None,
     )
 
