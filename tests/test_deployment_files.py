@@ -267,13 +267,16 @@ SHARED_PACKAGES = ("domain", "integrations", "db", "kit")  # dev/ never runs in 
 
 
 def _fields_in(source: str) -> set[str]:
-    """Settings fields read as `settings.x` in some source; a property counts as the fields it uses."""
+    """Settings fields read as `settings.x` in some source; a property or method counts as the fields it uses."""
     fields: set[str] = set()
     for name in SETTINGS_ATTRIBUTE.findall(source):
+        attribute = inspect.getattr_static(Settings, name, None)
         if name in Settings.model_fields:
             fields.add(name)
-        elif isinstance(getattr(Settings, name, None), property):  # e.g. keycloak_issuer
-            fields |= _fields_in(inspect.getsource(getattr(Settings, name).fget).replace("self.", "settings."))
+        elif isinstance(attribute, property):  # e.g. keycloak_issuer
+            fields |= _fields_in(inspect.getsource(attribute.fget).replace("self.", "settings."))
+        elif inspect.isfunction(attribute):  # e.g. sumsub_level_name(...)
+            fields |= _fields_in(inspect.getsource(attribute).replace("self.", "settings."))
     return fields
 
 

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dev.emulators.sumsub import DEFAULT_ACTION_RETRY_DELAYS, _WebhookSender, create_app
-from integrations.sumsub.client import Applicant, SumsubAuth, SumsubClient, sign_request
+from integrations.sumsub.client import Applicant, SumsubAuth, SumsubClient, SumsubError, sign_request
 from integrations.sumsub.webhooks import verify_webhook_digest
 from tests.helpers import free_port, running_app
 
@@ -175,6 +175,7 @@ API_CALLS = [
     ("POST", "/resources/sdkIntegrations/levels/-/websdkLink", b'{"levelName":"l","userId":"x","ttlInSecs":60}'),
     ("POST", "/resources/accessTokens/sdk", b'{"levelName":"l","userId":"x","ttlInSecs":60}'),
     ("POST", "/resources/applicants/5cb56e8e0a975a35f333cb83/reset", b""),
+    ("POST", "/resources/applicants/5cb56e8e0a975a35f333cb83/moveToLevel?name=advanced-kyc-level", b""),
     ("PATCH", "/resources/applicants/5cb56e8e0a975a35f333cb83/presence/deactivated", b""),
     ("POST", "/resources/applicants/5cb56e8e0a975a35f333cb83/status/testCompleted", b'{"reviewAnswer":"GREEN"}'),
 ]
@@ -329,6 +330,41 @@ async def test_api_state_changes_send_their_webhooks() -> None:
     }
     assert by_type["applicantReset"]["reviewStatus"] == "init"
     assert "reviewResult" not in by_type["applicantReset"]
+
+
+async def test_moving_to_another_level_is_refused_during_a_review_and_announced_with_the_previous_level() -> None:
+    async with emulator() as stack:
+        applicant = await create_applicant(stack, "level")
+        link = await stack.client.create_websdk_link(
+            external_user_id=applicant.external_user_id, level_name=LEVEL, ttl_seconds=600
+        )
+        token = link.rsplit("/", 1)[1]
+        assert (await stack.http.post(f"/websdk/{token}/submit")).status_code == 303  # the review is pending now
+        with pytest.raises(SumsubError) as refused:
+            await stack.client.move_to_level(applicant.id, "advanced-kyc-level")
+        assert refused.value.status_code == 400
+        assert refused.value.description == "Level can't be changed while the applicant's review is pending"
+        assert (await stack.client.get_review_status(applicant.id)).level_name == LEVEL
+
+        await stack.client.simulate_review(applicant.id, review_answer="GREEN")
+        await stack.client.move_to_level(applicant.id, "advanced-kyc-level")
+        await stack.client.move_to_level(applicant.id, "advanced-kyc-level")  # already there: nothing happens
+        status = await stack.client.get_review_status(applicant.id)
+        assert (status.level_name, status.review_status, status.review_result) == ("advanced-kyc-level", "init", None)
+        await eventually(lambda: len(stack.receiver.payloads("applicantLevelChanged")) == 1)
+        [changed] = stack.receiver.payloads("applicantLevelChanged")
+        assert (changed["levelName"], changed["previousLevelName"], changed["reviewStatus"]) == (
+            "advanced-kyc-level",
+            LEVEL,
+            "init",
+        )
+        # The review at the new level carries that level's name.
+        await stack.client.simulate_review(applicant.id, review_answer="RED", reject_type="FINAL")
+        await eventually(lambda: len(stack.receiver.payloads("applicantReviewed")) == 2)
+        assert stack.receiver.payloads("applicantReviewed")[-1]["levelName"] == "advanced-kyc-level"
+        with pytest.raises(SumsubError) as unknown:
+            await stack.client.move_to_level("5cb56e8e0a975a35f333cb83", "advanced-kyc-level")
+        assert unknown.value.status_code == 404
 
 
 async def test_failed_delivery_is_resent_until_it_succeeds() -> None:
