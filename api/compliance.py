@@ -361,9 +361,13 @@ def _tombstone(state: CustomerState, now: datetime) -> CustomerState:
             "company_name": None,
         }
     )
+    upgrade = state.kyc_upgrade
     return state.model_copy(
         update={
             "registration": registration,
+            "kyc_upgrade": None
+            if upgrade is None
+            else upgrade.model_copy(update={"verification_url": None, "moderation_comment": None}),
             "keycloak_user_id": None,
             "verification_url": None,
             "moderation_comment": None,

@@ -30,7 +30,9 @@ from api.service import CustomerService
 from db.data_keys import DataKeyStore
 from dev.emulators.sumsub import create_app
 from dev.stack import DevStack
+from domain.customer import CustomerType, KycLevel, KycUpgradeStatus
 from domain.four_eyes import RequestKind, RequestState
+from domain.state import CustomerState, KycUpgrade, Registration
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from kit.settings import Settings
@@ -760,3 +762,31 @@ async def test_two_officers_signed_in_as_themselves_through_the_console_make_the
         done = (await graphql(ben, CONFIRM, {"id": requested["id"]}))["data"]["complianceRequestConfirm"]
     assert done["executedAt"] is not None and done["decidedBy"] != requested["requestedBy"]
     assert done["decidedByActor"] == COMPLIANCE_CONSOLE
+
+
+def test_an_erased_customers_kyc_upgrade_keeps_its_facts_and_loses_sumsubs_words_and_the_link() -> None:
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+    upgrade = KycUpgrade(
+        level=KycLevel.ADVANCED,
+        level_name="advanced-kyc-level",
+        status=KycUpgradeStatus.DECLINED,
+        requested_by="ops",
+        started_at=now,
+        ended_at=now,
+        verification_url="https://sumsub.example/websdk/abc",
+        moderation_comment="Jane Doe's passport is forged",
+        reject_labels=["FORGERY"],
+    )
+    registration = Registration(
+        customer_id=str(uuid.uuid4()), email="jane@example.com", customer_type=CustomerType.INDIVIDUAL
+    )
+    erased = _tombstone(
+        CustomerState(registration=registration, created_at=now, updated_at=now, kyc_upgrade=upgrade), now
+    )
+    assert erased.kyc_upgrade is not None
+    assert (erased.kyc_upgrade.status, erased.kyc_upgrade.level, erased.kyc_upgrade.reject_labels) == (
+        KycUpgradeStatus.DECLINED,
+        KycLevel.ADVANCED,
+        ["FORGERY"],
+    )
+    assert "Jane" not in erased.model_dump_json() and "websdk" not in erased.model_dump_json()
