@@ -39,6 +39,18 @@ from kit.codec import (
 __all__ = ["SHRED_CHANNEL", "DataKeyStore", "data_key_store"]
 
 SHRED_CHANNEL = "customer_data_key_shredded"
+# The customer's key row, made from $1/$3/$4 if it has none; a shredded row is returned as it is (and refused).
+_KEY_OF_CUSTOMER_OR_NEW = """
+    WITH made AS (
+        INSERT INTO customer_data_keys (key_id, customer_id, master_key_id, wrapped_key)
+        VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO NOTHING
+        RETURNING key_id, master_key_id, wrapped_key
+    )
+    SELECT key_id, master_key_id, wrapped_key FROM made
+    UNION ALL
+    SELECT key_id, master_key_id, wrapped_key FROM customer_data_keys WHERE customer_id = $2
+    LIMIT 1
+"""
 
 log = structlog.get_logger("data_keys")
 
@@ -76,27 +88,21 @@ class DataKeyStore:
         if cached is not None:
             return cached
         caching, generation = await self._ensure_listening(), self._generation
+        key_id = f"{CUSTOMER_KEY_PREFIX}{secrets.token_hex(12)}"
+        # One round trip (a registration's first payload waits for it): the row that exists, else ours.
         row = await self._pool.fetchrow(
-            "SELECT key_id, master_key_id, wrapped_key FROM customer_data_keys WHERE customer_id = $1", customer_id
+            _KEY_OF_CUSTOMER_OR_NEW,
+            key_id,
+            customer_id,
+            self._wrapping_key_id,
+            self._wrap(key_id, os.urandom(KEY_BYTES)),
         )
-        if row is None:
-            key_id = f"{CUSTOMER_KEY_PREFIX}{secrets.token_hex(12)}"
-            wrapped = self._wrap(key_id, os.urandom(KEY_BYTES))
-            await self._pool.execute(
-                """
-                INSERT INTO customer_data_keys (key_id, customer_id, master_key_id, wrapped_key)
-                VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO NOTHING
-                """,
-                key_id,
-                customer_id,
-                self._wrapping_key_id,
-                wrapped,
-            )
+        if row is None:  # a concurrent first use won after this statement's snapshot: its row is committed now
             row = await self._pool.fetchrow(
                 "SELECT key_id, master_key_id, wrapped_key FROM customer_data_keys WHERE customer_id = $1",
                 customer_id,
             )
-            assert row is not None  # ours or the concurrent winner's
+            assert row is not None
         cipher = self._unwrap(row["key_id"], row["master_key_id"], row["wrapped_key"])
         if caching and generation == self._generation:
             self._by_customer[customer_id] = (row["key_id"], cipher)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import dataclasses
 import os
 import re
@@ -166,7 +167,10 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         customer_id = customer_id_of_workflow(workflow_id) if workflow_id else None
         if self.data_keys is None or customer_id == self.customer_id:
             return self
-        return EncryptionCodec(self._keys, data_keys=self.data_keys, customer_id=customer_id)
+        # The SDK asks for every activation and activity: share the checked keys and ciphers, change the customer.
+        derived = copy.copy(self)
+        derived.customer_id = customer_id
+        return derived
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         if self.customer_id is None or self.data_keys is None or not payloads:

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         "every new workflow (under a burst of registrations most of the worker's CPU) and keeps a copy per cached "
         "workflow; the tests run the workflow in it, so non-deterministic code still fails there.",
     )
+    worker_workflow_task_pollers: int = Field(
+        default=50,
+        description="Workflow task polls a worker keeps open, half of them on the task queue that a new customer's first "
+        "task waits in (the SDK's 5, one of them there, left a burst of 100 registrations waiting seconds).",
+    )
     dev_temporal_port: int = Field(
         default=7233,
         description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset).",
