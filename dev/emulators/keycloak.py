@@ -65,7 +65,7 @@ from dev.emulators.keycloak_logins import (
 )
 from dev.emulators.keycloak_state import RealmStore
 from dev.emulators.latency import InjectedLatency
-from dev.emulators.state import SaveBeforeAnswering
+from dev.emulators.state import SaveBeforeAnswering, touch
 from kit.logging import configure_logging
 from kit.settings import get_settings
 
@@ -1081,6 +1081,7 @@ class _Emulator:
         user = self.realm.users.get(request.path_params["user_id"])
         if user is None:
             raise KeycloakError(404, {"error": "User not found"})
+        touch(user.id)  # every change of a user reaches it by id: the save writes only these
         return user
 
     async def create_user(self, request: Request) -> Response:
@@ -1107,6 +1108,7 @@ class _Emulator:
             required_actions=[a for a in rep.get("requiredActions") or [] if a in REQUIRED_ACTIONS],
         )
         self.realm.users[user.id] = user
+        touch(user.id)
         location = f"{self.public_url}/admin/realms/{self.realm.name}/users/{user.id}"
         return Response(status_code=201, headers={"Location": location})
 
@@ -1341,7 +1343,7 @@ def create_app(
     app.router.routes.extend([latency.route(), *emulator.routes()])
     if state_dir is None:
         return latency  # the Starlette app, behind the latency switch
-    return SaveBeforeAnswering(latency, lambda: stored.save(realm.users, realm.sent_emails))
+    return SaveBeforeAnswering(latency, lambda touched: stored.save(realm.users, realm.sent_emails, touched=touched))
 
 
 def _read_export(source: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:

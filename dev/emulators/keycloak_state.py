@@ -66,16 +66,20 @@ class RealmStore:
         self._store.write(SIGNING_KEY, generated.as_dict(private=True))
         return generated
 
-    def save(self, users: MutableMapping[str, Any], sent_emails: Sequence[dict[str, Any]]) -> None:
-        """Writes each user that changed since the last save, deletes the deleted, appends new e-mails."""
-        current = {}
-        for user_id, user in users.items():
-            current[user_id] = text = self._json(user)
+    def save(
+        self, users: MutableMapping[str, Any], sent_emails: Sequence[dict[str, Any]], *, touched: set[str] | None = None
+    ) -> None:
+        """Writes each user that changed since the last save, deletes the deleted, appends new e-mails.
+        `touched`: the only users that may have changed; None compares every user."""
+        candidates = list(users) if touched is None else [user_id for user_id in touched if user_id in users]
+        for user_id in candidates:
+            text = self._json(users[user_id])
             if self._written.get(user_id) != text:
                 self._store.write(f"{USERS_DIR}/{user_id}.json", json.loads(text))
-        for gone in self._written.keys() - current.keys():
+                self._written[user_id] = text
+        for gone in self._written.keys() - users.keys():
             self._store.delete(f"{USERS_DIR}/{gone}.json")
-        self._written = current
+            del self._written[gone]
         for email in sent_emails[self._emails_written :]:
             self._store.append(SENT_EMAILS, email)
         self._emails_written = len(sent_emails)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +115,24 @@ class Store:
         return records
 
 
+# The keys of the stored items the request being answered may have changed (see `touch`).
+_TOUCHED: ContextVar[set[str] | None] = ContextVar("touched", default=None)
+
+
+def touch(key: str) -> None:
+    """Marks a stored item (a user id) as possibly changed by the request being answered, so the save that
+    follows writes it. Per request, so a save of another request in between cannot lose the mark."""
+    touched = _TOUCHED.get()
+    if touched is not None:
+        touched.add(key)
+
+
 class SaveBeforeAnswering:
     """ASGI middleware: after a request that may have changed state (any method but GET, HEAD and
-    OPTIONS), calls `save` before the response starts, so what a client was told is already on disk."""
+    OPTIONS), calls `save` with the keys the request `touch`ed before the response starts, so what a client
+    was told is already on disk."""
 
-    def __init__(self, app: ASGIApp, save: Callable[[], None]) -> None:
+    def __init__(self, app: ASGIApp, save: Callable[[set[str]], None]) -> None:
         self.app = app
         self.save = save
 
@@ -126,10 +140,15 @@ class SaveBeforeAnswering:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        touched: set[str] = set()
+        token = _TOUCHED.set(touched)
 
         async def saving_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.save()
+                self.save(touched)
             await send(message)
 
-        await self.app(scope, receive, saving_send)
+        try:
+            await self.app(scope, receive, saving_send)
+        finally:
+            _TOUCHED.reset(token)
