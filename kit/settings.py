@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="Workflow task polls a worker keeps open, half of them on the task queue that a new customer's first "
         "task waits in (the SDK's 5, one of them there, left a burst of 100 registrations waiting seconds).",
     )
+    worker_max_cached_workflows: int = Field(
+        default=1000,
+        description="Customer workflows a worker keeps in memory (the SDK's default); one evicted replays its history "
+        "on its next event. Bounds the worker's memory however many customers wait for KYC.",
+    )
     dev_temporal_port: int = Field(
         default=7233,
         description="gRPC port of the Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is unset).",

@@ -14,6 +14,10 @@ Rows:
 - onboarding throughput: N customers from registration to ACTIVE (the WebSDK's submit and approve pressed
   as soon as each is possible), against N bare Temporal workflows with as many no-op activities as one of
   our onboardings scheduled (counted from its history), on the same Temporal server.
+- the same onboarding with two API processes (registrations alternate) and two workers, against one of each.
+- worker RSS once `--waiting` (10,000) more customers wait for KYC; goal < 500 MB.
+- the ops `customers` page (first 50, 50 of one stage, 50 from half-way down by cursor) after `--page-rows`
+  (100,000) projection rows are added; wrk, 16 connections; goal p99 < 50 ms.
 
 Everything (generator, stack, ceiling) shares this machine's CPUs: read the ratios, not the absolute numbers.
 A benchmark, not a test: nothing here passes or fails on time; exit status 1 only on wrong answers.
@@ -47,6 +51,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from dev.extra import extra_api, second_worker
 from dev.stack import REPO_ROOT, DevStack, free_port
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
@@ -54,11 +59,13 @@ from kit.settings import Settings
 from kit.temporal import connect
 from scripts.bench_api import GET_CUSTOMER, REGISTER, portal_token
 from scripts.bench_bare_workflow import BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
+from scripts.bench_customers import onboard_all, register_many, wait_for_stage
+from scripts.bench_scale import PAGE_LUA, check_page, fill_customers, page_queries, register_waiting, rss_mb
 from scripts.own_stack import own_stack
 
 DEV_WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
 WRK_BODIES = 30_000
-ROWS = ("registrations", "webhooks", "reads", "onboarding")
+ROWS = ("registrations", "webhooks", "reads", "onboarding", "scale", "waiting", "page")
 
 
 @dataclass
@@ -234,69 +241,6 @@ async def registration_burst(api_url: str, token: str, *, run_id: str, count: in
     )
 
 
-async def register_many(api_url: str, token: str, *, run_id: str, label: str, count: int) -> list[str]:
-    limit = asyncio.Semaphore(16)
-    async with httpx.AsyncClient(base_url=api_url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
-
-        async def one(i: int) -> str:
-            variables = {"input": {"email": f"{label}-{run_id}-{i}@example.com", "customerType": "INDIVIDUAL"}}
-            for attempt in range(10):
-                async with limit:
-                    body = (await http.post("/graphql", json={"query": REGISTER, "variables": variables})).json()
-                codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
-                if codes != ["SERVICE_UNAVAILABLE"]:
-                    break
-                await asyncio.sleep(0.5 * 2**attempt)  # as the API asks: retry (the worker is busy)
-            if body.get("errors"):
-                raise RuntimeError(f"registration failed: {body['errors']}")
-            return str(body["data"]["customerRegister"]["customer"]["id"])
-
-        return list(await asyncio.gather(*(one(i) for i in range(count))))
-
-
-async def wait_for_stage(pool: asyncpg.Pool, ids: list[str], stage: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while await pool.fetchval(
-        "SELECT count(*) FROM customers WHERE id = any($1::uuid[]) AND onboarding_stage = $2", ids, stage
-    ) < len(ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"customers did not all reach {stage} within {timeout:.0f} s")
-        await asyncio.sleep(0.2)
-
-
-# --- onboarding throughput ------------------------------------------------------------------------------
-
-
-async def onboard_all(api_url: str, token: str, pool: asyncpg.Pool, *, run_id: str, count: int) -> float:
-    """Seconds from the first registration until all `count` customers are ACTIVE; the WebSDK's buttons are
-    pressed as soon as each customer can take them."""
-    started = time.perf_counter()
-    ids = await register_many(api_url, token, run_id=run_id, label="onboard", count=count)
-    pressed: dict[str, str] = {}
-    async with httpx.AsyncClient(timeout=30) as http:
-        deadline = time.monotonic() + 600
-        while True:
-            rows = await pool.fetch(
-                "SELECT id::text, onboarding_stage, state->>'verification_url' AS url FROM customers "
-                "WHERE id = any($1::uuid[])",
-                ids,
-            )
-            if len(rows) == count and all(r["onboarding_stage"] == "ONBOARDED" for r in rows):
-                return time.perf_counter() - started
-            presses = []
-            for row in rows:
-                action = {"AWAITING_KYC": "submit", "KYC_IN_REVIEW": "approve"}.get(row["onboarding_stage"])
-                if action and pressed.get(row["id"]) != action:
-                    pressed[row["id"]] = action
-                    presses.append(http.post(f"{row['url']}/{action}"))
-            for response in await asyncio.gather(*presses):
-                if response.status_code != 303:
-                    raise RuntimeError(f"the WebSDK page refused a press: {response.status_code} {response.text}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("onboarding did not finish within 600 s")
-            await asyncio.sleep(0.1)
-
-
 async def activities_per_onboarding(temporal: Client, customer_id: str) -> int:
     history = await temporal.get_workflow_handle(workflow_id_for(customer_id)).fetch_history()
     return sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
@@ -405,9 +349,9 @@ async def bench(args: argparse.Namespace, stack: DevStack, wrk: str, work: Path)
             print(f"  ours: {row.ours}; ceiling: {row.ceiling}", flush=True)
         _stop_py_spy(profilers)
 
-        if not {"webhooks", "reads", "onboarding"} & set(args.rows):
+        if set(args.rows) == {"registrations"}:
             return rows
-        customers = await register_many(api, token, run_id=run_id, label="reads", count=20)
+        customers = await register_many([api], token, run_id=run_id, label="reads", count=20)
         await wait_for_stage(pool, customers, "AWAITING_KYC")
 
         # Webhook intake: the ceiling first, then ours, same generator and body shapes.
@@ -427,53 +371,133 @@ async def bench(args: argparse.Namespace, stack: DevStack, wrk: str, work: Path)
             print(f"webhook backlog delivered in {drained:.1f} s", flush=True)
 
         # customer(id): the same rows, the same generator.
-        ids = work / "ids.txt"
-        ids.write_text("\n".join(customers) + "\n")
-        script = work / "read.lua"
-        script.write_text(READ_LUA)
         token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
-        await _check_read(api, token, customers[0])
-        reads: dict[str, WrkResult] = {}
-        for label, url in (("ceiling", ceiling_url), ("ours", api)) if "reads" in args.rows else ():
-            print(f"customer(id) ({label}) with wrk ...", flush=True)
-            reads[label] = await run_wrk(
-                wrk, url, script, [label, token, str(ids)], connections=16, seconds=args.seconds
-            )
-        if reads:
+        if "reads" in args.rows:
+            ids = work / "ids.txt"
+            ids.write_text("\n".join(customers) + "\n")
+            script = work / "read.lua"
+            script.write_text(READ_LUA)
+            await _check_read(api, token, customers[0])
+            reads: dict[str, WrkResult] = {}
+            for label, url in (("ceiling", ceiling_url), ("ours", api)):
+                print(f"customer(id) ({label}) with wrk ...", flush=True)
+                reads[label] = await run_wrk(
+                    wrk, url, script, [label, token, str(ids)], connections=16, seconds=args.seconds
+                )
             rows.append(_versus("customer(id), 16 connections", reads, goal="ratio >= 0.5, p99 < 20 ms"))
-        if "onboarding" not in args.rows:
-            return rows
 
-        # Onboarding throughput against bare Temporal.
-        print(f"onboarding {args.onboard} customers ...", flush=True)
-        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
-        ours = await onboard_all(api, token, pool, run_id=run_id, count=args.onboard)
-        temporal = await connect(
-            Settings.model_validate(
-                {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
-            )
-        )
-        one = await pool.fetchval(
-            "SELECT id::text FROM customers WHERE onboarding_stage = 'ONBOARDED' AND email LIKE $1 LIMIT 1",
-            f"onboard-{run_id}-%",
-        )
-        steps = await activities_per_onboarding(temporal, one)
-        print(f"{args.onboard} bare workflows of {steps} activities ...", flush=True)
-        bare = await bare_temporal(stack.temporal_address, count=args.onboard, steps=steps)
-        rows.append(
-            Row(
-                f"onboarding throughput ({args.onboard} customers, {steps} activities each)",
-                f"{args.onboard / ours:.2f}/s ({ours:.1f} s)",
-                f"{args.onboard / bare:.2f}/s ({bare:.1f} s)",
-                bare / ours,
-                "ratio >= 1.0",
-                {"ours_seconds": ours, "bare_seconds": bare, "activities": steps, "customers": args.onboard},
-            )
-        )
+        if {"onboarding", "scale"} & set(args.rows):
+            onboarding = await _onboarding(args, stack, pool, token, run_id=run_id)
+            rows.append(onboarding)
+            if "scale" in args.rows:
+                rows.append(await _two_of_each(args, stack, pool, token, run_id=run_id, one_of_each=onboarding))
+        if "waiting" in args.rows:
+            rows.append(await _waiting(args, stack, pool, token, run_id=run_id))
+        if "page" in args.rows:
+            rows.extend(await _pages(args, stack, pool, wrk, work, template_id=customers[0], run_id=run_id))
     finally:
         ceiling.terminate()
         ceiling.wait(timeout=15)
         await pool.close()
+    return rows
+
+
+async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool, token: str, *, run_id: str) -> Row:
+    """Onboarding throughput against bare Temporal workflows with as many activities, on the same server."""
+    print(f"onboarding {args.onboard} customers ...", flush=True)
+    ours = await onboard_all([stack.api_url], token, pool, run_id=run_id, count=args.onboard)
+    temporal = await connect(
+        Settings.model_validate(
+            {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
+        )
+    )
+    one = await pool.fetchval(
+        "SELECT id::text FROM customers WHERE onboarding_stage = 'ONBOARDED' AND email LIKE $1 LIMIT 1",
+        f"onboard-{run_id}-%",
+    )
+    steps = await activities_per_onboarding(temporal, one)
+    print(f"{args.onboard} bare workflows of {steps} activities ...", flush=True)
+    bare = await bare_temporal(stack.temporal_address, count=args.onboard, steps=steps)
+    return Row(
+        f"onboarding throughput ({args.onboard} customers, {steps} activities each)",
+        f"{args.onboard / ours:.2f}/s ({ours:.1f} s)",
+        f"{args.onboard / bare:.2f}/s ({bare:.1f} s)",
+        bare / ours,
+        "ratio >= 1.0",
+        {"ours_seconds": ours, "bare_seconds": bare, "activities": steps, "customers": args.onboard},
+    )
+
+
+async def _two_of_each(
+    args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool, token: str, *, run_id: str, one_of_each: Row
+) -> Row:
+    """The same onboarding with a second API process (registrations alternate between them) and a second worker."""
+    assert one_of_each.details is not None
+    print(f"onboarding {args.onboard} customers with two API processes and two workers ...", flush=True)
+    async with second_worker(stack), extra_api(stack, {}) as second_api:
+        two = await onboard_all(
+            [stack.api_url, second_api], token, pool, run_id=run_id, count=args.onboard, label="onboard-two"
+        )
+    one = one_of_each.details["ours_seconds"]
+    return Row(
+        f"onboarding throughput, two API processes and two workers ({args.onboard} customers)",
+        f"{args.onboard / two:.2f}/s ({two:.1f} s)",
+        f"{args.onboard / one:.2f}/s ({one:.1f} s) with one of each",
+        one / two,
+        "shown (one machine of 2 cores)",
+        {"two_seconds": two, "one_seconds": one, "customers": args.onboard},
+    )
+
+
+async def _waiting(args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool, token: str, *, run_id: str) -> Row:
+    """The worker's resident memory once `--waiting` more customers wait for KYC (their workflows open)."""
+    pid = stack.pid("worker")
+    assert pid is not None
+    before = rss_mb(pid)
+    print(f"{args.waiting:,} customers to wait for KYC (worker RSS {before:.0f} MB) ...", flush=True)
+    seconds = await register_waiting(pool, stack.api_url, token, run_id=run_id, count=args.waiting)
+    after = rss_mb(pid)
+    waiting = await pool.fetchval("SELECT count(*) FROM customers WHERE onboarding_stage = 'AWAITING_KYC'")
+    return Row(
+        f"worker RSS, {waiting:,} customers waiting for KYC",
+        f"{after:.0f} MB ({before:.0f} MB before these {args.waiting:,})",
+        goal="< 500 MB at 10,000",
+        details={"rss_mb": after, "rss_before_mb": before, "waiting": waiting, "registered_in_seconds": seconds},
+    )
+
+
+async def _pages(
+    args: argparse.Namespace,
+    stack: DevStack,
+    pool: asyncpg.Pool,
+    wrk: str,
+    work: Path,
+    *,
+    template_id: str,
+    run_id: str,
+) -> list[Row]:
+    """The ops `customers` page over `--page-rows` more projection rows: wrk, 16 connections, per page."""
+    print(f"{args.page_rows:,} projection rows ...", flush=True)
+    await fill_customers(pool, template_id=template_id, count=args.page_rows, run_id=run_id)
+    total = await pool.fetchval("SELECT count(*) FROM customers")
+    token = await portal_token(stack.keycloak_url, "customers", "ops", "ops-dev-secret")
+    script = work / "page.lua"
+    script.write_text(PAGE_LUA)
+    rows: list[Row] = []
+    for name, query in (await page_queries(pool, deep=args.page_rows // 2)).items():
+        await check_page(stack.api_url, token, query)
+        body = work / f"page-{len(rows)}.json"
+        body.write_text(json.dumps({"query": query}))
+        print(f"customers page ({name}) with wrk ...", flush=True)
+        result = await run_wrk(wrk, stack.api_url, script, [str(body), token], connections=16, seconds=args.seconds)
+        rows.append(
+            Row(
+                f"customers page, {name}, {total:,} rows, 16 connections",
+                f"{result.per_second:.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
+                goal="p99 < 50 ms",
+                details={"rows": total} | asdict(result),
+            )
+        )
     return rows
 
 
@@ -586,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--onboard", type=int, default=50, help="customers onboarded for the throughput row")
     parser.add_argument("--api-workers", type=int, default=1, help="API_WORKERS of the stack's API")
+    parser.add_argument("--waiting", type=int, default=10_000, help="customers left waiting for KYC (RSS row)")
+    parser.add_argument("--page-rows", type=int, default=100_000, help="projection rows added for the page rows")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting for the stack (repeatable)"
     )

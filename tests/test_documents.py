@@ -23,9 +23,9 @@ from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 import db.events
 from api.documents import object_store, sanitise_filename, sniff_content_type
 from api.events_feed import cloud_event
+from dev.extra import extra_api
 from dev.stack import DevStack
 from tests.helpers import settings_of
-from tests.support.api import extra_api
 from tests.support.emulators import client_token, password_token
 from tests.support.event_schemas import validator
 from tests.support.graphql import finish_onboarding, graphql, press, register, wait_for_stage

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from playwright.async_api import Request, expect
 
+from dev.extra import extra_api
 from dev.stack import DevStack
 from tests.browser import chromium_context, ensure_chromium
-from tests.support.api import extra_api
 
 pytestmark = pytest.mark.stack
 

@@ -9,43 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from dev.stack import REPO_ROOT, DevStack
+from dev.extra import extra_api, second_worker
+from dev.stack import DevStack
 from domain.customer import workflow_id_for
-from tests.support.api import extra_api
 from tests.support.emulators import keycloak_users
 from tests.support.graphql import register, wait_for_stage
 from tests.support.webhooks import STORM_SCRIPT, post_webhook, storm_bodies
 
 CUSTOMERS = 12
-
-
-@asynccontextmanager
-async def second_worker(stack: DevStack) -> AsyncIterator[None]:
-    """`python -m workers.main` beside the stack's own, on the same task queues (its metrics off: the ports are taken)."""
-    log = stack.log_path("worker-2")
-    env = {**stack.child_env, "WORKER_METRICS_ADDRESS": "", "WORKER_BUSINESS_METRICS_ADDRESS": ""}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.main"], env=env, cwd=REPO_ROOT, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 30
-        while b"worker started" not in log.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.1)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 async def identities(temporal: Client, customer_id: str) -> set[str]:

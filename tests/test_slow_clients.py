@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from dev.extra import extra_api
 from dev.stack import DevStack
-from tests.support.api import extra_api
 
 SLOW_CONNECTIONS = 300
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: yes\r\n"  # never ends with the blank line

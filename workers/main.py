@@ -119,6 +119,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             # worker's sticky queue: as many polls there as on the sticky one.
             max_concurrent_workflow_task_polls=settings.worker_workflow_task_pollers,
             nonsticky_to_sticky_poll_ratio=1.0,
+            max_cached_workflows=settings.worker_max_cached_workflows,
             # The sandbox re-imports the workflow module for each new workflow: 40% of this process's CPU under
             # a burst of registrations (py-spy). Tests and the replay test keep it as the determinism guard.
             workflow_runner=SandboxedWorkflowRunner()

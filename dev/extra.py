@@ -1,4 +1,5 @@
-"""Another API process of a running stack, with settings of its own (a lower deadline, GraphiQL on)."""
+"""More processes beside a running stack's own, sharing its services: another API (with settings of its
+own) and another worker. The scale-out test and `make bench`'s two-of-each row use them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from dev.stack import REPO_ROOT, DevStack
-from tests.helpers import free_port
+from dev.stack import REPO_ROOT, DevStack, free_port
 
 
 @asynccontextmanager
@@ -40,3 +40,22 @@ async def extra_api(stack: DevStack, settings: Mapping[str, str]) -> AsyncIterat
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@asynccontextmanager
+async def second_worker(stack: DevStack) -> AsyncIterator[int]:
+    """`python -m workers.main` beside the stack's own, on the same task queues (its metrics off: the ports are
+    taken); yields its pid once it has started."""
+    log = stack.log_path("worker-2")
+    env = {**stack.child_env, "WORKER_METRICS_ADDRESS": "", "WORKER_BUSINESS_METRICS_ADDRESS": ""}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workers.main"], env=env, cwd=REPO_ROOT, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while b"worker started" not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            await asyncio.sleep(0.1)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

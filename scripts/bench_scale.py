@@ -1,0 +1,95 @@
+"""`make bench`'s rows about scale: onboarding with two API processes and two workers against one of each,
+the worker's memory with many customers waiting for KYC, and the `customers` page over 100,000 rows."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from api.service import encode_cursor
+from db.customers import CustomerKey
+from scripts.bench_customers import register_many, wait_for_stage
+
+# Waiting customers are registered in chunks, each chunk's customers waiting for KYC before the next starts.
+CHUNK = 500
+PAGE_FIELDS = "edges { node { id status onboarding { stage } } } pageInfo { endCursor hasNextPage }"
+PAGE_LUA = """
+local body, token
+init = function(args)
+  local file = io.open(args[1]); body = file:read("*a"); file:close()
+  token = args[2]
+end
+request = function()
+  return wrk.format("POST", "/graphql", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. token}, body)
+end
+"""
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def register_waiting(pool: asyncpg.Pool, api_url: str, token: str, *, run_id: str, count: int) -> float:
+    """Registers `count` customers and waits until every one waits for KYC; the seconds it took."""
+    started = time.perf_counter()
+    for first in range(0, count, CHUNK):
+        ids = await register_many(
+            [api_url], token, run_id=run_id, label=f"waiting{first}", count=min(CHUNK, count - first)
+        )
+        await wait_for_stage(pool, ids, "AWAITING_KYC", timeout=900)
+        print(f"  {first + len(ids)} waiting after {time.perf_counter() - started:.0f} s", flush=True)
+    return time.perf_counter() - started
+
+
+async def fill_customers(pool: asyncpg.Pool, *, template_id: str, count: int, run_id: str) -> None:
+    """`count` projection rows copied from a real customer's, each with its own id and email, a second apart
+    (older than it), their stages taking turns (a quarter KYC_IN_REVIEW): what the `customers` page reads."""
+    await pool.execute(
+        """
+        INSERT INTO customers (id, state, workflow_id, run_id, created_at, updated_at)
+        SELECT u.id,
+               jsonb_set(jsonb_set(jsonb_set(jsonb_set(t.state,
+                   '{registration,customer_id}', to_jsonb(u.id::text)),
+                   '{registration,email}', to_jsonb('page-' || $3 || '-' || g || '@example.com')),
+                   '{stage}', to_jsonb((ARRAY['AWAITING_KYC', 'KYC_IN_REVIEW', 'ONBOARDED', 'EXPIRED'])[1 + g % 4])),
+                   '{created_at}', to_jsonb(t.created_at - make_interval(secs => g))),
+               'customer-' || u.id, NULL, t.created_at - make_interval(secs => g), t.updated_at
+        FROM generate_series(1, $2) AS g
+        CROSS JOIN LATERAL (SELECT gen_random_uuid() AS id, g AS n) AS u
+        CROSS JOIN (SELECT state, created_at, updated_at FROM customers WHERE id = $1::uuid) AS t
+        """,
+        template_id,
+        count,
+        run_id,
+    )
+    await pool.execute("ANALYZE customers")
+
+
+async def page_queries(pool: asyncpg.Pool, *, deep: int) -> dict[str, str]:
+    """The pages measured: the newest 50, 50 of one stage, and 50 from `deep` places down (by cursor)."""
+    row = await pool.fetchrow(
+        "SELECT created_at, id::text FROM customers ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1", deep
+    )
+    assert row is not None
+    cursor = encode_cursor(CustomerKey(created_at=row["created_at"], customer_id=row["id"]))
+    return {
+        "first page": f"{{ customers(first: 50) {{ {PAGE_FIELDS} }} }}",
+        "one stage": f"{{ customers(first: 50, filter: {{stage: KYC_IN_REVIEW}}) {{ {PAGE_FIELDS} }} }}",
+        f"{deep:,} down": f'{{ customers(first: 50, after: "{cursor}") {{ {PAGE_FIELDS} }} }}',
+    }
+
+
+async def check_page(api_url: str, token: str, query: str) -> None:
+    """wrk counts answers, not their content: each page once, checked to hold 50 customers."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
+        body = (await http.post("/graphql", json={"query": query})).json()
+    if body.get("errors") or len(body["data"]["customers"]["edges"]) != 50:
+        raise RuntimeError(f"the customers page does not answer as the benchmark expects: {str(body)[:500]}")
