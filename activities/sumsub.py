@@ -17,6 +17,9 @@ from integrations.sumsub.client import SumsubClient, SumsubError
 from integrations.sumsub.webhooks import kind_of_review
 from kit.settings import Settings
 
+# Sumsub refuses a level change while a review is in one of these.
+_REVIEW_UNDER_WAY = frozenset({"pending", "queued", "onHold"})
+
 
 class CreateApplicantInput(BaseModel):
     customer_id: str
@@ -100,11 +103,19 @@ class SumsubActivities:
 
     @activity.defn
     async def move_sumsub_applicant_to_level(self, request: MoveToLevelInput) -> str:
-        """Moves the applicant to the level's Sumsub level and answers its name (what its events carry).
-        Sumsub refuses while a review is pending, queued or on hold: a refusal is final for this request."""
+        """Moves the applicant to the level's Sumsub level and answers its name (what its events carry); an
+        applicant already there (an earlier upgrade ended) is reset, so its review starts again. Sumsub refuses
+        while a review is pending, queued or on hold: a refusal is final for this request."""
         level_name = self._settings.sumsub_level_name(request.customer_type, request.level)
         with _permanent_errors_fail_fast():
-            await self._client.move_to_level(request.applicant_id, level_name)
+            review = await self._client.get_review_status(request.applicant_id)
+            if review.level_name != level_name:
+                await self._client.move_to_level(request.applicant_id, level_name)
+            elif review.review_status in _REVIEW_UNDER_WAY:
+                raise SumsubError(f"the applicant's review at {level_name} is {review.review_status}", status_code=409)
+            else:
+                # Asked again at the level of an upgrade that ended: the old verdict must not decide the new one.
+                await self._client.reset_applicant(request.applicant_id)
         return level_name
 
     @activity.defn

@@ -64,6 +64,7 @@ ERROR_TYPES: dict[ErrorType, type[ApiError]] = {
     ErrorType.EMAIL_MISMATCH: Conflict,
     ErrorType.EMAIL_CONFLICT: Conflict,
     ErrorType.REGISTRATION_REFUSED: Conflict,
+    ErrorType.DEPENDENCY_UNAVAILABLE: Unavailable,
     ErrorType.CUSTOMER_CONFLICT: Conflict,
     ErrorType.NO_DEPOSIT_ACCOUNT: Unavailable,
     ErrorType.KEYCLOAK_REJECTED: Unavailable,

@@ -412,7 +412,7 @@ class CustomerService:
         if upgrade is not None and upgrade.in_progress:
             level = upgrade.level_name  # the customer is verifying for the upgrade's level now
         else:
-            level = self._settings.sumsub_level_name(state.registration.customer_type)
+            level = self._settings.sumsub_level_name(state.registration.customer_type, state.kyc_level)
         try:
             return await self._sumsub_client().create_websdk_link(
                 external_user_id=customer_id, level_name=level, ttl_seconds=self._settings.sumsub_websdk_ttl_seconds

@@ -16,6 +16,8 @@ class ErrorType(StrEnum):
     EMAIL_MISMATCH = "EmailMismatch"  # a registration for an id whose customer has another email now
     EMAIL_CONFLICT = "EmailConflict"  # an email change refused (taken, or refused by Keycloak/Sumsub)
     REGISTRATION_REFUSED = "RegistrationRefused"  # the workflow of a registration nothing was created for
+    # A request the workflow could not carry out now because a dependency did not answer: retry later.
+    DEPENDENCY_UNAVAILABLE = "DependencyUnavailable"
     # Permanent failures of a side effect (activities): retrying would fail the same way.
     CUSTOMER_CONFLICT = "CustomerConflict"  # email or telegram handle owned by another customer
     NO_DEPOSIT_ACCOUNT = "NoDepositAccount"

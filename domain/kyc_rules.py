@@ -112,9 +112,14 @@ def decide(state: CustomerState, event: KycEvent) -> KycDecision:
     if event.kind is KycEventKind.PERSONAL_INFO_CHANGED:
         return _personal_info_changed(state)
     upgrade = state.kyc_upgrade
-    if upgrade is not None and upgrade.in_progress and event.level_name == upgrade.level_name:
-        # A review at the level the customer is moving to; it decides the upgrade, even after an override.
-        return _during_upgrade(event)
+    if (
+        upgrade is not None
+        and event.level_name == upgrade.level_name
+        and upgrade.status is not KycUpgradeStatus.APPROVED
+    ):
+        # A review at the level the customer is moving (or was moving) to: it decides only the upgrade, even after
+        # an override, and never suspends; after the upgrade ended only a late GREEN still counts.
+        return _during_upgrade(state, event) if upgrade.in_progress else _after_upgrade(state, event)
     if state.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE and KYC_EVENT_EFFECTS[event.kind] is not None:
         # Compliance decided under four eyes: Sumsub's later word is recorded for ops, never applied by itself.
         return KycDecision(ignored=AFTER_OVERRIDE)
@@ -132,6 +137,9 @@ def _personal_info_changed(state: CustomerState) -> KycDecision:
         return KycDecision(ignored="not verified yet: the profile is read when KYC approves")
     if state.stage is not OnboardingStage.ONBOARDED or state.applicant_id is None:
         return KycDecision(ignored=f"onboarding already ended ({state.stage.value})")
+    if state.kyc_upgrade is not None and state.kyc_upgrade.in_progress:
+        # Data from the upgrade's documents is not verified until its review approves (which reads it then).
+        return KycDecision(ignored="a KYC upgrade's review is under way: the profile is read when it approves")
     return KycDecision(effect=KycEffect.REFRESH_PROFILE)
 
 
@@ -179,21 +187,34 @@ def _after_onboarding(state: CustomerState, event: KycEvent) -> KycDecision:
     return KycDecision(ignored="no effect on an onboarded customer in this state")
 
 
-def _during_upgrade(event: KycEvent) -> KycDecision:
+def _during_upgrade(state: CustomerState, event: KycEvent) -> KycDecision:
     """The upgrade's review moves only the upgrade: the customer stays ACTIVE at its level whatever it says
     (a RED is recorded with why, not a suspension); a GREEN moves the customer to the new level."""
     effect = KYC_EVENT_EFFECTS[event.kind]
     if effect is None:
         ignored = None if event.kind is KycEventKind.CREATED else "no lifecycle meaning"
         return KycDecision(ignored=ignored, upgrade=True)
+    if event.kind is KycEventKind.APPROVED and state.kyc_status is not KycStatus.APPROVED:
+        return KycDecision(ignored=f"KYC is {state.kyc_status.value}: the level is not raised", upgrade=True)
+    approved = event.kind is KycEventKind.APPROVED
     return KycDecision(
         upgrade=True,
+        effect=KycEffect.REFRESH_PROFILE if approved else None,  # what the new level verified
         upgrade_status=KycUpgradeStatus(effect[0].value),  # a reset or level change: STARTED again
         moderation_comment=event.moderation_comment,
         reject_labels=tuple(event.reject_labels) if event.kind in _RED_KINDS else (),
         submitted=event.kind in _SUBMITTED_KINDS,
         occurred_at=event.occurred_at,
     )
+
+
+def _after_upgrade(state: CustomerState, event: KycEvent) -> KycDecision:
+    """A review at the level of an upgrade that ended without approval (expired, declined, cancelled): Sumsub
+    finishing late. A GREEN still moves an ACTIVE, approved customer up; anything else is only recorded."""
+    if event.kind is KycEventKind.APPROVED and state.status is CustomerStatus.ACTIVE:
+        return _during_upgrade(state, event)
+    ended = state.kyc_upgrade.status.value if state.kyc_upgrade else "ended"
+    return KycDecision(ignored=f"a review at the level of an upgrade that ended ({ended}): recorded only", upgrade=True)
 
 
 def upgrade_refusal(state: CustomerState) -> str | None:
@@ -214,13 +235,7 @@ def upgrade_refusal(state: CustomerState) -> str | None:
 
 
 def start_upgrade(
-    state: CustomerState,
-    *,
-    level_name: str,
-    requested_by: str,
-    verification_url: str,
-    now: datetime,
-    policy: OnboardingPolicy,
+    state: CustomerState, *, level_name: str, requested_by: str, now: datetime, policy: OnboardingPolicy
 ) -> KycUpgrade:
     """A new upgrade to the next level, with onboarding's timers: reminders, the status poll and expiry."""
     return KycUpgrade(
@@ -228,7 +243,6 @@ def start_upgrade(
         level_name=level_name,
         requested_by=requested_by,
         started_at=now,
-        verification_url=verification_url,
         next_reminder_at=reminder_at(now, submitted=False, sent=0, policy=policy),
         next_poll_at=now + policy.status_poll_interval,
         expires_at=now + policy.expires_after,
@@ -246,6 +260,8 @@ def upgrade_after(upgrade: KycUpgrade, decision: KycDecision, now: datetime) -> 
         changes["moderation_comment"] = decision.moderation_comment
     if decision.reject_labels:
         changes["reject_labels"] = list(decision.reject_labels)
+    if status is KycUpgradeStatus.APPROVED:  # an earlier RETRY's words no longer stand
+        changes |= {"moderation_comment": None, "reject_labels": []}
     upgrade = upgrade.model_copy(update=changes)
     return upgrade_ended(upgrade, status, now) if status.ended else upgrade
 

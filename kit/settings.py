@@ -9,7 +9,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.customer import CUSTOMER_TYPES, CustomerType, KycLevel, VerificationFlow
@@ -263,6 +263,17 @@ class Settings(BaseSettings):
                 f"refusing to start with the public dev values of {', '.join(still_dev)}: set real secrets "
                 "(or DEV_SECRETS_ALLOWED=true for local development; `make dev` does)"
             )
+
+    @model_validator(mode="after")
+    def _distinct_levels(self) -> Settings:
+        # An upgrade to the level the applicant is at would reset its review instead of moving it.
+        for basic, advanced in (
+            (self.sumsub_kyc_level, self.sumsub_advanced_kyc_level),
+            (self.sumsub_kyb_level, self.sumsub_advanced_kyb_level),
+        ):
+            if basic == advanced:
+                raise ValueError(f"the advanced Sumsub level must differ from the basic one ({basic!r})")
+        return self
 
     @field_validator("event_webhook_allowed_networks")
     @classmethod

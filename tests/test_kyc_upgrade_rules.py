@@ -57,7 +57,6 @@ def test_a_new_upgrade_goes_to_the_next_level_with_onboardings_timers() -> None:
         state(**ONBOARDED, kyc_level=KycLevel.BASIC),
         level_name=ADVANCED,
         requested_by="customer-sub",
-        verification_url="https://websdk/x",
         now=T0,
         policy=POLICY,
     )
@@ -97,7 +96,11 @@ UPGRADE_CASES: list[tuple[str, dict[str, Any], Any, KycDecision]] = [
         {"status": KycUpgradeStatus.PENDING, "submitted": True},
         event(KycEventKind.APPROVED, **AT_ADVANCED),
         KycDecision(
-            upgrade=True, upgrade_status=KycUpgradeStatus.APPROVED, submitted=True, occurred_at=T0 + timedelta(hours=1)
+            upgrade=True,
+            upgrade_status=KycUpgradeStatus.APPROVED,
+            effect=KycEffect.REFRESH_PROFILE,  # what the new level verified is read
+            submitted=True,
+            occurred_at=T0 + timedelta(hours=1),
         ),
     ),
     (
@@ -152,6 +155,39 @@ def test_events_of_another_level_or_without_a_level_keep_the_onboarded_rules() -
     assert kyc_rules.decide(ended, event(KycEventKind.DECLINED, **AT_ADVANCED)).effect is KycEffect.SUSPEND
 
 
+def test_a_review_at_the_level_of_an_upgrade_that_ended_never_suspends_and_a_late_green_still_counts() -> None:
+    for ended in (KycUpgradeStatus.EXPIRED, KycUpgradeStatus.DECLINED):
+        after = state(**upgrading(status=ended))
+        red = kyc_rules.decide(after, event(KycEventKind.DECLINED, **AT_ADVANCED))
+        assert (red.ignored, red.effect, red.upgrade) == (
+            f"a review at the level of an upgrade that ended ({ended.value}): recorded only",
+            None,
+            True,
+        )
+        green = kyc_rules.decide(after, event(KycEventKind.APPROVED, **AT_ADVANCED))
+        assert (green.upgrade_status, green.ignored) == (KycUpgradeStatus.APPROVED, None)
+    suspended = state(**upgrading(status=KycUpgradeStatus.CANCELLED) | {"status": CustomerStatus.SUSPENDED})
+    assert kyc_rules.decide(suspended, event(KycEventKind.APPROVED, **AT_ADVANCED)).ignored is not None
+
+
+def test_a_green_at_the_new_level_does_not_raise_a_customer_whose_kyc_was_declined() -> None:
+    declined = state(**upgrading() | {"kyc_status": KycStatus.DECLINED})
+    decision = kyc_rules.decide(declined, event(KycEventKind.APPROVED, **AT_ADVANCED))
+    assert (decision.ignored, decision.upgrade_status) == ("KYC is DECLINED: the level is not raised", None)
+
+
+def test_personal_data_changed_during_an_upgrade_waits_for_its_approval() -> None:
+    during = kyc_rules.decide(state(**upgrading()), event(KycEventKind.PERSONAL_INFO_CHANGED))
+    assert (during.ignored, during.effect) == (
+        "a KYC upgrade's review is under way: the profile is read when it approves",
+        None,
+    )
+    ended = kyc_rules.decide(
+        state(**upgrading(status=KycUpgradeStatus.DECLINED)), event(KycEventKind.PERSONAL_INFO_CHANGED)
+    )
+    assert ended.effect is KycEffect.REFRESH_PROFILE
+
+
 def test_an_upgrade_of_a_customer_approved_by_override_is_still_decided_by_its_review() -> None:
     overridden = state(**upgrading(), kyc_decided_by=KycDecidedBy.MANUAL_OVERRIDE)
     decision = kyc_rules.decide(overridden, event(KycEventKind.APPROVED, **AT_ADVANCED))
@@ -187,9 +223,22 @@ def test_the_upgrade_after_a_verdict_has_its_outcome_and_no_timers() -> None:
         None,
     )
     assert not declined.in_progress
-    retry = kyc_rules.decide(state(**upgrading()), event(KycEventKind.RESUBMISSION_REQUESTED, **AT_ADVANCED))
+    retry = kyc_rules.decide(
+        state(**upgrading()),
+        event(
+            KycEventKind.RESUBMISSION_REQUESTED, moderation_comment="blurry", reject_labels=["BAD_PHOTO"], **AT_ADVANCED
+        ),
+    )
     again = kyc_rules.upgrade_after(upgrade, retry, T0 + timedelta(hours=1))
     assert (again.status, again.in_progress, again.next_poll_at) == (KycUpgradeStatus.RESUBMISSION_REQUESTED, True, T0)
+    assert (again.moderation_comment, again.reject_labels) == ("blurry", ["BAD_PHOTO"])
+    green = kyc_rules.decide(state(**upgrading()), event(KycEventKind.APPROVED, **AT_ADVANCED))
+    approved = kyc_rules.upgrade_after(again, green, T0 + timedelta(hours=2))
+    assert (approved.status, approved.moderation_comment, approved.reject_labels) == (
+        KycUpgradeStatus.APPROVED,
+        None,
+        [],
+    )
     expired = kyc_rules.upgrade_ended(upgrade, KycUpgradeStatus.EXPIRED, T0 + timedelta(days=30))
     assert (expired.status, expired.in_progress, expired.next_poll_at) == (KycUpgradeStatus.EXPIRED, False, None)
 

@@ -85,6 +85,8 @@ VERIFIED_PROFILE_PATCH = "verified-profile"  # read and store the verified profi
 PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalInfoChanged
 KYC_OVERRIDE_PATCH = "kyc-override"  # the four-eyes KYC override update
 KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update and its review's timers
+# Sumsub's answer to an upgrade request is waited for this long (an ops action waits behind it).
+UPGRADE_STEP_BUDGET = timedelta(seconds=30)
 # A decline by override suspends an active customer; only a later approving override lifts it.
 KYC_OVERRIDE_SUSPENSION = "kyc_override_declined"
 
@@ -105,6 +107,7 @@ class CustomerWorkflow:
         self._lock = asyncio.Lock()
         # False only where the namespace lacks our custom search attributes (the time-skipping test server).
         self._searchable = input.keep_search_attributes
+        self._upgrade_starting = False  # one upgrade request at a time, while Sumsub is asked
 
     # --- messages -----------------------------------------------------------------------------------
 
@@ -293,50 +296,63 @@ class CustomerWorkflow:
     @workflow.update
     async def upgrade_kyc_level(self, request: KycLevelUpgradeRequest) -> CustomerState:
         """Moves the applicant to the next level at Sumsub and opens that level's review. The customer stays
-        ACTIVE at its level meanwhile; a GREEN at the new level moves it up, a RED is recorded (kyc_rules)."""
+        ACTIVE at its level meanwhile; a GREEN at the new level moves it up, a RED is recorded (kyc_rules).
+        Sumsub is asked within UPGRADE_STEP_BUDGET (the lock holds ops actions meanwhile): a refusal is
+        ILLEGAL_TRANSITION, no answer DEPENDENCY_UNAVAILABLE, and either leaves nothing changed."""
         async with self._lock:
             self._refuse_upgrade()
-            workflow.patched(KYC_LEVEL_UPGRADE_PATCH)
-            reg, applicant_id = self._state.registration, self._state.applicant_id
-            assert applicant_id is not None, "an onboarded customer has an applicant"
-            level = kyc_rules.NEXT_LEVEL[self._state.kyc_level]
+            self._upgrade_starting = True
             try:
-                level_name = await self._step(
-                    "move Sumsub applicant to level",
-                    SumsubActivities.move_sumsub_applicant_to_level,
-                    MoveToLevelInput(applicant_id=applicant_id, customer_type=reg.customer_type, level=level),
-                )
-                url = await self._step(
-                    "create KYC link",
-                    SumsubActivities.create_kyc_link,
-                    CreateKycLinkInput(customer_id=reg.customer_id, customer_type=reg.customer_type, level=level),
-                )
-            except ActivityError as err:
-                # Sumsub refused (a review is pending, queued or on hold): nothing changed here.
-                raise ApplicationError(
-                    f"Sumsub did not start the upgrade: {_reason(err)}",
-                    type=ErrorType.ILLEGAL_TRANSITION,
-                    non_retryable=True,
-                ) from None
-            self._state.kyc_upgrade = kyc_rules.start_upgrade(
-                self._state,
-                level_name=level_name,
-                requested_by=request.actor,
-                verification_url=url,
-                now=workflow.now(),
-                policy=self._policy,
-            )
-            await self._record(
-                "kyc.upgrade_started", actor=request.actor, details={"level": level.value, "level_name": level_name}
-            )
+                workflow.patched(KYC_LEVEL_UPGRADE_PATCH)
+                await self._start_upgrade(request)
+            finally:
+                self._upgrade_starting = False
         return self._state
+
+    async def _start_upgrade(self, request: KycLevelUpgradeRequest) -> None:
+        reg, applicant_id = self._state.registration, self._state.applicant_id
+        assert applicant_id is not None, "an onboarded customer has an applicant"
+        level = kyc_rules.NEXT_LEVEL[self._state.kyc_level]
+        try:
+            level_name = await self._step(
+                "move Sumsub applicant to level",
+                SumsubActivities.move_sumsub_applicant_to_level,
+                MoveToLevelInput(applicant_id=applicant_id, customer_type=reg.customer_type, level=level),
+                budget=UPGRADE_STEP_BUDGET,
+            )
+        except ActivityError as err:
+            refused = isinstance(err.cause, ApplicationError) and err.cause.type == ErrorType.SUMSUB_REJECTED
+            raise ApplicationError(
+                f"Sumsub did not start the upgrade: {_reason(err)}",
+                type=ErrorType.ILLEGAL_TRANSITION if refused else ErrorType.DEPENDENCY_UNAVAILABLE,
+                non_retryable=True,
+            ) from None
+        # The applicant is at the new level now: the upgrade is stored whether or not a link can be made (a
+        # fresh one is customerKycLinkCreate's, at the upgrade's level).
+        now = workflow.now()
+        self._state.kyc_upgrade = kyc_rules.start_upgrade(
+            self._state, level_name=level_name, requested_by=request.actor, now=now, policy=self._policy
+        )
+        try:
+            url = await self._step(
+                "create KYC link",
+                SumsubActivities.create_kyc_link,
+                CreateKycLinkInput(customer_id=reg.customer_id, customer_type=reg.customer_type, level=level),
+                budget=UPGRADE_STEP_BUDGET,
+            )
+            self._state.kyc_upgrade.verification_url = url
+        except ActivityError as err:
+            self._state.last_error = f"no KYC link for the upgrade: {_reason(err)}"
+        await self._record(
+            "kyc.upgrade_started", actor=request.actor, details={"level": level.value, "level_name": level_name}
+        )
 
     @upgrade_kyc_level.validator
     def _validate_upgrade_kyc_level(self, request: KycLevelUpgradeRequest) -> None:
         self._refuse_upgrade()
 
     def _refuse_upgrade(self) -> None:
-        reason = kyc_rules.upgrade_refusal(self._state)
+        reason = "an upgrade is being started" if self._upgrade_starting else kyc_rules.upgrade_refusal(self._state)
         if reason is not None:
             raise ApplicationError(reason, type=ErrorType.ILLEGAL_TRANSITION, non_retryable=True)
 
@@ -480,6 +496,11 @@ class CustomerWorkflow:
         async with self._lock:
             if self._kyc_inbox:
                 await self._apply_kyc_events()
+
+    def _cancel_upgrade(self) -> None:
+        upgrade = self._upgrading()
+        if upgrade is not None:
+            self._state.kyc_upgrade = kyc_rules.upgrade_ended(upgrade, KycUpgradeStatus.CANCELLED, workflow.now())
 
     def _upgrading(self) -> KycUpgrade | None:
         """The KYC level upgrade in progress, if any (only an onboarded customer has one)."""
@@ -698,6 +719,7 @@ class CustomerWorkflow:
         await self._set_user_enabled(False)
         self._state.status = CustomerStatus.SUSPENDED
         self._state.suspension_reason = reason
+        self._cancel_upgrade()  # an upgrade needs an ACTIVE customer; one may be asked for after reactivation
         workflow.logger.info("customer suspended", extra=self._log_fields(reason=reason, actor=actor))
         await self._record("customer.suspended", actor=actor, details={"reason": reason})
 
@@ -716,9 +738,7 @@ class CustomerWorkflow:
         self._state.status = CustomerStatus.INACTIVE
         self._state.suspension_reason = None
         self._state.next_reminder_at = self._state.next_poll_at = self._state.expires_at = None
-        upgrade = self._upgrading()
-        if upgrade is not None:
-            self._state.kyc_upgrade = kyc_rules.upgrade_ended(upgrade, KycUpgradeStatus.CANCELLED, workflow.now())
+        self._cancel_upgrade()
         self._move_to(OnboardingStage.CLOSED)
         await self._record("customer.closed", actor=actor, details={"reason": reason})
 
@@ -794,12 +814,13 @@ class CustomerWorkflow:
         arg: ActivityInput,
         *,
         until_done: bool = False,
+        budget: timedelta | None = None,
     ) -> ActivityResult:
         """Runs one side effect; while it runs (and retries) the state names it as the current step."""
         self._state.current_step = summary
         try:
             return await workflow.execute_activity_method(
-                activity, arg, **self._activity_options(summary, until_done=until_done)
+                activity, arg, **self._activity_options(summary, until_done=until_done, budget=budget)
             )
         finally:
             self._state.current_step = None
@@ -819,7 +840,9 @@ class CustomerWorkflow:
             **self._activity_options(f"record {event_type}", until_done=True),
         )
 
-    def _activity_options(self, summary: str, *, until_done: bool = False) -> dict[str, Any]:
+    def _activity_options(
+        self, summary: str, *, until_done: bool = False, budget: timedelta | None = None
+    ) -> dict[str, Any]:
         """Onboarding steps retry within the configured budget, then fail (and compensate). Writes to our
         own database and steps that enforce or undo (disable a user, freeze an account, deactivate an
         applicant) retry until they succeed: an outage pauses the customer, it never half-applies them."""
@@ -829,7 +852,7 @@ class CustomerWorkflow:
             "summary": summary,
         }
         if not until_done:
-            options["schedule_to_close_timeout"] = self._policy.activity_retry_budget
+            options["schedule_to_close_timeout"] = budget or self._policy.activity_retry_budget
         return options
 
     async def _continue_as_new(self, input: CustomerWorkflowInput) -> None:
