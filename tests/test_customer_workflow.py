@@ -104,6 +104,7 @@ class FakeWorld:
         self.profile_reads: list[StoreVerifiedProfileInput] = []
         self.level_moves: list[MoveToLevelInput] = []
         self.level_move_refused = False  # Sumsub: a review is pending, queued or on hold
+        self.level_move_down = False  # Sumsub does not answer
         self.kyc_link_levels: list[str] = []
 
     def activities(self) -> list[Callable[..., Any]]:
@@ -170,6 +171,8 @@ class FakeWorld:
         async def move_sumsub_applicant_to_level(request: MoveToLevelInput) -> str:
             if self.level_move_refused:
                 raise ApplicationError("Sumsub refused the request (400)", type="SumsubRejected", non_retryable=True)
+            if self.level_move_down:
+                raise ConnectionError("Sumsub unreachable")
             self.level_moves.append(request)
             return ADVANCED_LEVEL
 
@@ -895,3 +898,45 @@ async def test_closing_a_customer_cancels_its_upgrade(case: Case) -> None:
     closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="customer request", actor="ops"))
     assert (closed.stage.value, upgrade_of(closed).status.value) == ("CLOSED", "CANCELLED")
     assert upgrade_of(closed).next_poll_at is None
+
+
+async def test_sumsub_not_answering_the_upgrade_is_unavailable_and_changes_nothing(
+    env: WorkflowEnvironment, world: FakeWorld
+) -> None:
+    case = Case(env, world, QUIET.model_copy(update={"activity_retry_budget": timedelta(seconds=2)}))
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
+        handle = await onboarded(case)
+        world.level_move_down = True
+        down = await refusal(
+            handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="o"))
+        )
+        assert down.type == ErrorType.DEPENDENCY_UNAVAILABLE and "Sumsub did not start the upgrade" in down.message
+        state = await handle.query(CustomerWorkflow.state)
+        assert state.kyc_upgrade is None and "kyc.upgrade_started" not in world.recorded
+        world.level_move_down = False  # back: the same request succeeds
+        again = await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="o"))
+        assert upgrade_of(again).status.value == "STARTED"
+
+
+async def test_an_upgrade_whose_link_cannot_be_made_is_still_started_and_says_so(case: Case) -> None:
+    handle = await onboarded(case)
+    case.world.kyc_link_rejected = True
+    started = await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+    assert (upgrade_of(started).status.value, upgrade_of(started).verification_url) == ("STARTED", None)
+    assert started.last_error is not None and started.last_error.startswith("no KYC link for the upgrade")
+    assert len(case.world.level_moves) == 1 and "kyc.upgrade_started" in case.world.recorded
+
+
+async def test_a_suspension_cancels_an_upgrade_and_a_later_green_at_its_level_does_not_raise_the_customer(
+    case: Case,
+) -> None:
+    handle = await onboarded(case)
+    await handle.execute_update(CustomerWorkflow.upgrade_kyc_level, KycLevelUpgradeRequest(actor="ops"))
+    suspended = await handle.execute_update(CustomerWorkflow.suspend, SuspendRequest(reason="fraud check", actor="ops"))
+    assert upgrade_of(suspended).status.value == "CANCELLED"
+    green = event(KycEventKind.APPROVED, 50, level_name=ADVANCED_LEVEL)
+    await case.send(green)
+    after = await applied(handle, green)
+    assert (after.kyc_level.value, after.status.value) == ("BASIC", "SUSPENDED")

@@ -20,6 +20,7 @@ from keycloak import KeycloakAdmin
 import db.events
 from api.events_feed import cloud_event
 from dev.stack import DevStack
+from integrations.sumsub.client import SumsubClient
 from tests.support.emulators import password_token
 from tests.support.event_schemas import validator
 from tests.support.graphql import finish_onboarding, graphql, press, register, wait_for_stage
@@ -145,7 +146,7 @@ async def test_a_customer_upgrades_itself_and_is_advanced_once_sumsub_approves_t
 
 
 async def test_sumsub_rejecting_the_upgrade_leaves_the_customer_active_at_basic_and_says_why(
-    ops: httpx.AsyncClient, onboarded: Callable[[str], Any]
+    ops: httpx.AsyncClient, sumsub: SumsubClient, onboarded: Callable[[str], Any]
 ) -> None:
     customer_id, _ = await onboarded("rejected")
     started = await graphql(ops, UPGRADE, {"id": customer_id})
@@ -169,6 +170,16 @@ async def test_sumsub_rejecting_the_upgrade_leaves_the_customer_active_at_basic_
         ["FORGERY"],
     )
     assert not any(e["type"] == "customer.suspended" for e in events)
+
+    # Asked again: the applicant's review at the level starts afresh at Sumsub, so the old RED (which a status
+    # poll would read) cannot decide the new upgrade.
+    again = await graphql(ops, UPGRADE, {"id": customer_id})
+    assert again["data"]["customerKycLevelUpgrade"]["customer"]["kyc"]["upgrade"] == {"status": "STARTED"}, again
+    applicant_id = (
+        await graphql(ops, "query($id: ID!) { customer(id: $id) { kyc { applicantId } } }", {"id": customer_id})
+    )["data"]["customer"]["kyc"]["applicantId"]
+    review = await sumsub.get_review_status(applicant_id)
+    assert (review.level_name, review.review_status, review.review_result) == ("advanced-kyc-level", "init", None)
 
 
 async def test_refusals_are_precise_and_change_nothing(

@@ -318,7 +318,7 @@ class CustomerWorkflow:
                 "move Sumsub applicant to level",
                 SumsubActivities.move_sumsub_applicant_to_level,
                 MoveToLevelInput(applicant_id=applicant_id, customer_type=reg.customer_type, level=level),
-                budget=UPGRADE_STEP_BUDGET,
+                budget=min(UPGRADE_STEP_BUDGET, self._policy.activity_retry_budget),
             )
         except ActivityError as err:
             refused = isinstance(err.cause, ApplicationError) and err.cause.type == ErrorType.SUMSUB_REJECTED
@@ -338,7 +338,7 @@ class CustomerWorkflow:
                 "create KYC link",
                 SumsubActivities.create_kyc_link,
                 CreateKycLinkInput(customer_id=reg.customer_id, customer_type=reg.customer_type, level=level),
-                budget=UPGRADE_STEP_BUDGET,
+                budget=min(UPGRADE_STEP_BUDGET, self._policy.activity_retry_budget),
             )
             self._state.kyc_upgrade.verification_url = url
         except ActivityError as err:
