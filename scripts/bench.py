@@ -319,6 +319,16 @@ async def bare_temporal(temporal_address: str, *, count: int, steps: int) -> flo
 async def bench(args: argparse.Namespace, stack: DevStack, wrk: str, work: Path) -> list[Row]:
     run_id = uuid.uuid4().hex[:8]
     rows: list[Row] = []
+    try:
+        return await _rows(args, stack, wrk, work, run_id, rows)
+    except BaseException:
+        _print_so_far(rows)
+        raise
+
+
+async def _rows(
+    args: argparse.Namespace, stack: DevStack, wrk: str, work: Path, run_id: str, rows: list[Row]
+) -> list[Row]:
     api = stack.api_url
     pool = await asyncpg.create_pool(stack.child_env["DATABASE_URL"], min_size=1, max_size=4)
     assert pool is not None
@@ -607,6 +617,13 @@ async def _with_own_stack(args: argparse.Namespace, wrk: str) -> list[Row]:
     env = {"API_WORKERS": str(args.api_workers)} | dict(setting.split("=", 1) for setting in args.env)
     async with own_stack("bench-", env) as (stack, root):
         return await bench(args, stack, wrk, root)
+
+
+def _print_so_far(rows: list[Row]) -> None:
+    """A failing row must not lose the rows measured before it."""
+    if rows:
+        print("rows measured before the failure:", file=sys.stderr)
+        print(table(rows), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,10 @@ async def register_many(api_urls: Sequence[str], token: str, *, run_id: str, lab
             variables = {"input": {"email": f"{label}-{run_id}-{i}@example.com", "customerType": "INDIVIDUAL"}}
             for attempt in range(10):
                 async with limit:
-                    body = (await http.post("/graphql", json={"query": REGISTER, "variables": variables})).json()
+                    response = await http.post("/graphql", json={"query": REGISTER, "variables": variables})
+                if response.headers.get("content-type", "").split(";")[0] != "application/json":
+                    raise RuntimeError(f"registration answered {response.status_code}: {response.text[:300]!r}")
+                body = response.json()
                 codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
                 if codes != ["SERVICE_UNAVAILABLE"]:
                     break
