@@ -259,6 +259,7 @@ class CustomerService:
                 return None
             raise Unavailable("registration could not be completed now; retry") from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            await _settle(start)  # its failed start, else asyncio logs an error for it ("never retrieved")
             raise Unavailable("registration is taking long; retry (it may already be under way)") from exc
         except DataKeyErased:
             # The id is an erased customer's (its key is shredded: nothing can be sealed for it). As for a closed

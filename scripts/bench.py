@@ -364,6 +364,22 @@ async def _rows(
         customers = await register_many([api], token, run_id=run_id, label="reads", count=20)
         await wait_for_stage(pool, customers, "AWAITING_KYC")
 
+        # customer(id) before the webhook storm, whose relay backlog would share the API process with the reads.
+        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+        if "reads" in args.rows:
+            ids = work / "ids.txt"
+            ids.write_text("\n".join(customers) + "\n")
+            script = work / "read.lua"
+            script.write_text(READ_LUA)
+            await _check_read(api, token, customers[0])
+            reads: dict[str, WrkResult] = {}
+            for label, url in (("ceiling", ceiling_url), ("ours", api)):
+                print(f"customer(id) ({label}) with wrk ...", flush=True)
+                reads[label] = await run_wrk(
+                    wrk, url, script, [label, token, str(ids)], connections=16, seconds=args.seconds
+                )
+            rows.append(_versus("customer(id), 16 connections", reads, goal="ratio >= 0.5, p99 < 20 ms"))
+
         # Webhook intake: the ceiling first, then ours, same generator and body shapes.
         script = work / "webhook.lua"
         script.write_text(WEBHOOK_LUA)
@@ -379,22 +395,6 @@ async def _rows(
             rows.append(_versus("Sumsub webhook intake, 32 connections", intake, goal="ratio >= 0.8, p99 < 50 ms"))
             drained = await _drain_inbox(pool, timeout=args.drain_seconds)
             print(f"webhook backlog delivered in {drained:.1f} s", flush=True)
-
-        # customer(id): the same rows, the same generator.
-        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
-        if "reads" in args.rows:
-            ids = work / "ids.txt"
-            ids.write_text("\n".join(customers) + "\n")
-            script = work / "read.lua"
-            script.write_text(READ_LUA)
-            await _check_read(api, token, customers[0])
-            reads: dict[str, WrkResult] = {}
-            for label, url in (("ceiling", ceiling_url), ("ours", api)):
-                print(f"customer(id) ({label}) with wrk ...", flush=True)
-                reads[label] = await run_wrk(
-                    wrk, url, script, [label, token, str(ids)], connections=16, seconds=args.seconds
-                )
-            rows.append(_versus("customer(id), 16 connections", reads, goal="ratio >= 0.5, p99 < 20 ms"))
 
         if {"onboarding", "scale"} & set(args.rows):
             onboarding = await _onboarding(args, stack, pool, token, run_id=run_id)
@@ -465,7 +465,7 @@ async def _waiting(args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool
     assert pid is not None
     before = rss_mb(pid)
     print(f"{args.waiting:,} customers to wait for KYC (worker RSS {before:.0f} MB) ...", flush=True)
-    seconds = await register_waiting(pool, stack.api_url, token, run_id=run_id, count=args.waiting)
+    seconds = await register_waiting(pool, stack, run_id=run_id, count=args.waiting)
     after = rss_mb(pid)
     waiting = await pool.fetchval("SELECT count(*) FROM customers WHERE onboarding_stage = 'AWAITING_KYC'")
     return Row(

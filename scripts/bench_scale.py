@@ -11,6 +11,8 @@ import httpx
 
 from api.service import encode_cursor
 from db.customers import CustomerKey
+from dev.stack import DevStack
+from scripts.bench_api import portal_token
 from scripts.bench_customers import register_many, wait_for_stage
 
 # Waiting customers are registered in chunks, each chunk's customers waiting for KYC before the next starts.
@@ -37,12 +39,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-async def register_waiting(pool: asyncpg.Pool, api_url: str, token: str, *, run_id: str, count: int) -> float:
+async def register_waiting(pool: asyncpg.Pool, stack: DevStack, *, run_id: str, count: int) -> float:
     """Registers `count` customers and waits until every one waits for KYC; the seconds it took."""
     started = time.perf_counter()
     for first in range(0, count, CHUNK):
+        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")  # lives 300 s
         ids = await register_many(
-            [api_url], token, run_id=run_id, label=f"waiting{first}", count=min(CHUNK, count - first)
+            [stack.api_url], token, run_id=run_id, label=f"waiting{first}", count=min(CHUNK, count - first)
         )
         await wait_for_stage(pool, ids, "AWAITING_KYC", timeout=900)
         print(f"  {first + len(ids)} waiting after {time.perf_counter() - started:.0f} s", flush=True)
