@@ -46,9 +46,11 @@ class Settings(BaseSettings):
         "task waits in (the SDK's 5, one of them there, left a burst of 100 registrations waiting seconds).",
     )
     worker_max_cached_workflows: int = Field(
-        default=1000,
-        description="Customer workflows a worker keeps in memory (the SDK's default); one evicted replays its history "
-        "on its next event. Bounds the worker's memory however many customers wait for KYC.",
+        default=500,
+        ge=0,
+        description="Customer workflows a worker keeps in memory (the SDK's sticky cache; its default is 1000), about "
+        "127 KB each (430 KB in the sandbox); one evicted replays its history on its next event (a full onboarding's "
+        "history about 25 ms). Bounds the worker's memory however many customers wait for KYC; 0: no cache.",
     )
     dev_temporal_port: int = Field(
         default=7233,
