@@ -400,7 +400,18 @@ async def _rows(
             onboarding = await _onboarding(args, stack, pool, token, run_id=run_id)
             rows.append(onboarding)
             if "scale" in args.rows:
-                rows.append(await _two_of_each(args, stack, pool, token, run_id=run_id, one_of_each=onboarding))
+                rows.extend(
+                    await _two_of_each(
+                        args,
+                        stack,
+                        pool,
+                        token,
+                        run_id=run_id,
+                        one_of_each=onboarding,
+                        intake_one=intake.get("ours"),
+                        webhooks=(wrk, work, customers),
+                    )
+                )
         if "waiting" in args.rows:
             rows.append(await _waiting(args, stack, pool, token, run_id=run_id))
         if "page" in args.rows:
@@ -439,24 +450,70 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
 
 
 async def _two_of_each(
-    args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool, token: str, *, run_id: str, one_of_each: Row
-) -> Row:
-    """The same onboarding with a second API process (registrations alternate between them) and a second worker."""
+    args: argparse.Namespace,
+    stack: DevStack,
+    pool: asyncpg.Pool,
+    token: str,
+    *,
+    run_id: str,
+    one_of_each: Row,
+    intake_one: WrkResult | None,
+    webhooks: tuple[str, Path, list[str]],
+) -> list[Row]:
+    """The same onboarding with a second API process (registrations alternate between them) and a second worker;
+    and, when the webhook row ran, the same intake split over both APIs (two `wrk` of 16 connections at once,
+    one per API, against the one API's 32)."""
     assert one_of_each.details is not None
+    rows: list[Row] = []
     print(f"onboarding {args.onboard} customers with two API processes and two workers ...", flush=True)
     async with second_worker(stack), extra_api(stack, {}) as second_api:
         two = await onboard_all(
             [stack.api_url, second_api], token, pool, run_id=run_id, count=args.onboard, label="onboard-two"
         )
+        if intake_one is not None:
+            wrk, work, customers = webhooks
+            script = work / "webhook.lua"
+            print("webhook intake through two API processes (two wrk) ...", flush=True)
+            halves = []
+            for i in range(2):
+                bodies = work / f"bodies-two-{i}.tsv"
+                write_webhook_bodies(bodies, run_id=run_id, label=f"two{i}", customers=customers)
+                halves.append((bodies, (stack.api_url, second_api)[i]))
+            results = await asyncio.gather(
+                *(
+                    run_wrk(wrk, url, script, ["/webhooks/sumsub", str(bodies)], connections=16, seconds=args.seconds)
+                    for bodies, url in halves
+                )
+            )
+            drained = await _drain_inbox(pool, timeout=args.drain_seconds)
+            print(f"webhook backlog delivered in {drained:.1f} s (two workers)", flush=True)
+            per_second = sum(r.per_second for r in results)
+            p99 = max(r.p99_ms for r in results)
+            if any(r.non_2xx or r.socket_errors for r in results):
+                print(f"warning: intake through two APIs: {[(r.non_2xx, r.socket_errors) for r in results]}")
+            rows.append(
+                Row(
+                    "Sumsub webhook intake, two API processes and two workers (2 x 16 connections)",
+                    f"{per_second:.0f}/s, p99 {p99:.1f} ms (the worse API's)",
+                    f"{intake_one.per_second:.0f}/s, p99 {intake_one.p99_ms:.1f} ms with one of each",
+                    per_second / intake_one.per_second if intake_one.per_second else None,
+                    "shown (one machine of 2 cores)",
+                    {"two": [asdict(r) for r in results], "one": asdict(intake_one), "drain_seconds": drained},
+                )
+            )
     one = one_of_each.details["ours_seconds"]
-    return Row(
-        f"onboarding throughput, two API processes and two workers ({args.onboard} customers)",
-        f"{args.onboard / two:.2f}/s ({two:.1f} s)",
-        f"{args.onboard / one:.2f}/s ({one:.1f} s) with one of each",
-        one / two,
-        "shown (one machine of 2 cores)",
-        {"two_seconds": two, "one_seconds": one, "customers": args.onboard},
+    rows.insert(
+        0,
+        Row(
+            f"onboarding throughput, two API processes and two workers ({args.onboard} customers)",
+            f"{args.onboard / two:.2f}/s ({two:.1f} s)",
+            f"{args.onboard / one:.2f}/s ({one:.1f} s) with one of each",
+            one / two,
+            "shown (one machine of 2 cores)",
+            {"two_seconds": two, "one_seconds": one, "customers": args.onboard},
+        ),
     )
+    return rows
 
 
 async def _waiting(args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool, token: str, *, run_id: str) -> Row:
@@ -465,14 +522,21 @@ async def _waiting(args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool
     assert pid is not None
     before = rss_mb(pid)
     print(f"{args.waiting:,} customers to wait for KYC (worker RSS {before:.0f} MB) ...", flush=True)
-    seconds = await register_waiting(pool, stack, run_id=run_id, count=args.waiting)
+    seconds, samples = await register_waiting(pool, stack, run_id=run_id, count=args.waiting, worker_pid=pid)
     after = rss_mb(pid)
     waiting = await pool.fetchval("SELECT count(*) FROM customers WHERE onboarding_stage = 'AWAITING_KYC'")
     return Row(
         f"worker RSS, {waiting:,} customers waiting for KYC",
         f"{after:.0f} MB ({before:.0f} MB before these {args.waiting:,})",
         goal="< 500 MB at 10,000",
-        details={"rss_mb": after, "rss_before_mb": before, "waiting": waiting, "registered_in_seconds": seconds},
+        details={
+            "rss_mb": after,
+            "rss_before_mb": before,
+            "waiting": waiting,
+            "registered_in_seconds": seconds,
+            "rss_mb_after_each_chunk": samples,
+            "worker_max_cached_workflows": stack.child_env.get("WORKER_MAX_CACHED_WORKFLOWS", "default"),
+        },
     )
 
 

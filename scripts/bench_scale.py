@@ -39,17 +39,26 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-async def register_waiting(pool: asyncpg.Pool, stack: DevStack, *, run_id: str, count: int) -> float:
-    """Registers `count` customers and waits until every one waits for KYC; the seconds it took."""
+async def register_waiting(
+    pool: asyncpg.Pool, stack: DevStack, *, run_id: str, count: int, worker_pid: int | None = None
+) -> tuple[float, list[tuple[int, float]]]:
+    """Registers `count` customers and waits until every one waits for KYC; the seconds it took, and the
+    worker's RSS (MB) after each chunk: it grows by the cache's share until the cache is full, then levels."""
     started = time.perf_counter()
+    samples: list[tuple[int, float]] = []
     for first in range(0, count, CHUNK):
         token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")  # lives 300 s
         ids = await register_many(
             [stack.api_url], token, run_id=run_id, label=f"waiting{first}", count=min(CHUNK, count - first)
         )
         await wait_for_stage(pool, ids, "AWAITING_KYC", timeout=900)
-        print(f"  {first + len(ids)} waiting after {time.perf_counter() - started:.0f} s", flush=True)
-    return time.perf_counter() - started
+        rss = rss_mb(worker_pid) if worker_pid is not None else float("nan")
+        samples.append((first + len(ids), rss))
+        print(
+            f"  {first + len(ids)} waiting after {time.perf_counter() - started:.0f} s, worker RSS {rss:.0f} MB",
+            flush=True,
+        )
+    return time.perf_counter() - started, samples
 
 
 async def fill_customers(pool: asyncpg.Pool, *, template_id: str, count: int, run_id: str) -> None:
