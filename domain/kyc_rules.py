@@ -119,7 +119,7 @@ def decide(state: CustomerState, event: KycEvent) -> KycDecision:
     ):
         # A review at the level the customer is moving (or was moving) to: it decides only the upgrade, even after
         # an override, and never suspends; after the upgrade ended only a late GREEN still counts.
-        return _during_upgrade(state, event) if upgrade.in_progress else _after_upgrade(state, event)
+        return _during_upgrade(state, event) if upgrade.in_progress else _after_upgrade(state, upgrade, event)
     if state.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE and KYC_EVENT_EFFECTS[event.kind] is not None:
         # Compliance decided under four eyes: Sumsub's later word is recorded for ops, never applied by itself.
         return KycDecision(ignored=AFTER_OVERRIDE)
@@ -208,12 +208,12 @@ def _during_upgrade(state: CustomerState, event: KycEvent) -> KycDecision:
     )
 
 
-def _after_upgrade(state: CustomerState, event: KycEvent) -> KycDecision:
+def _after_upgrade(state: CustomerState, upgrade: KycUpgrade, event: KycEvent) -> KycDecision:
     """A review at the level of an upgrade that ended without approval (expired, declined, cancelled): Sumsub
     finishing late. A GREEN still moves an ACTIVE, approved customer up; anything else is only recorded."""
     if event.kind is KycEventKind.APPROVED and state.status is CustomerStatus.ACTIVE:
         return _during_upgrade(state, event)
-    ended = state.kyc_upgrade.status.value if state.kyc_upgrade else "ended"
+    ended = upgrade.status.value
     return KycDecision(ignored=f"a review at the level of an upgrade that ended ({ended}): recorded only", upgrade=True)
 
 

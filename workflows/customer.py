@@ -313,12 +313,13 @@ class CustomerWorkflow:
         reg, applicant_id = self._state.registration, self._state.applicant_id
         assert applicant_id is not None, "an onboarded customer has an applicant"
         level = kyc_rules.NEXT_LEVEL[self._state.kyc_level]
+        budget = min(UPGRADE_STEP_BUDGET, self._policy.activity_retry_budget)
         try:
             level_name = await self._step(
                 "move Sumsub applicant to level",
                 SumsubActivities.move_sumsub_applicant_to_level,
                 MoveToLevelInput(applicant_id=applicant_id, customer_type=reg.customer_type, level=level),
-                budget=min(UPGRADE_STEP_BUDGET, self._policy.activity_retry_budget),
+                budget=budget,
             )
         except ActivityError as err:
             refused = isinstance(err.cause, ApplicationError) and err.cause.type == ErrorType.SUMSUB_REJECTED
@@ -338,7 +339,7 @@ class CustomerWorkflow:
                 "create KYC link",
                 SumsubActivities.create_kyc_link,
                 CreateKycLinkInput(customer_id=reg.customer_id, customer_type=reg.customer_type, level=level),
-                budget=min(UPGRADE_STEP_BUDGET, self._policy.activity_retry_budget),
+                budget=budget,
             )
             self._state.kyc_upgrade.verification_url = url
         except ActivityError as err:
