@@ -29,6 +29,7 @@ from api.edge import BodyDeadline
 from api.events_feed import events_feed
 from api.export import DataExport
 from api.kyc_documents import kyc_document_download
+from api.read_cache import ReadCache
 from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
@@ -150,8 +151,9 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         max_cost=settings.api_graphql_max_cost,
         max_bytes=settings.api_graphql_max_bytes,
     )
+    schema = build_schema(limits, introspection=graphiql)
     graphql = AuthenticatedGraphQL(
-        build_schema(limits, introspection=graphiql),
+        schema,
         graphql_ide="graphiql" if graphiql else None,
         multipart_uploads_enabled=True,  # customerDocumentCreate (GraphQL multipart request spec)
     )
@@ -160,7 +162,9 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
             Route(
                 "/graphql",
                 BodyLimit(
-                    graphql, limits.max_bytes, multipart_limit=document_policy.max_bytes + MULTIPART_OVERHEAD_BYTES
+                    ReadCache(graphql, schema, max_customers=settings.api_read_cache_customers),
+                    limits.max_bytes,
+                    multipart_limit=document_policy.max_bytes + MULTIPART_OVERHEAD_BYTES,
                 ),
                 methods=["GET", "POST"],
             ),

@@ -94,6 +94,12 @@ REGISTRATIONS = Counter(
 WEBHOOKS_RECEIVED = Counter(
     "sumsub_webhooks_received", "Sumsub webhook requests received (before any check).", registry=API_REGISTRY
 )
+READ_CACHE = Counter(
+    "api_read_cache",
+    "customer(id) reads the API could answer from memory (hit) or asked Strawberry for (miss); see api/read_cache.py.",
+    ["result"],
+    registry=API_REGISTRY,
+)
 WEBHOOKS_DUPLICATE = Counter(
     "sumsub_webhooks_duplicate",
     "Authentic Sumsub webhooks already in the inbox (acknowledged, not redelivered).",

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     api_body_timeout: float = Field(
         default=30.0, description="Seconds a client has to send a request's whole body; then 408."
     )
+    api_read_cache_customers: int = Field(
+        default=10_000,
+        ge=0,
+        description="Customers whose repeated customer(id) answers each API process keeps while their projection row "
+        "is unchanged (api/read_cache.py); 0 turns it off.",
+    )
     api_graphql_max_bytes: int = Field(
         default=1024 * 1024, description="Larger POST /graphql bodies are refused with 413 before they are read whole."
     )
