@@ -60,7 +60,16 @@ from kit.temporal import connect
 from scripts.bench_api import GET_CUSTOMER, REGISTER, portal_token
 from scripts.bench_bare_workflow import BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
 from scripts.bench_customers import onboard_all, register_many, wait_for_stage
-from scripts.bench_scale import PAGE_LUA, check_page, fill_customers, page_queries, register_waiting, rss_mb
+from scripts.bench_scale import (
+    PAGE_LUA,
+    check_page,
+    cpu_seconds,
+    cpu_used,
+    fill_customers,
+    page_queries,
+    register_waiting,
+    rss_mb,
+)
 from scripts.own_stack import own_stack
 
 DEV_WEBHOOK_SECRET = "dev-sumsub-webhook-secret"
@@ -426,7 +435,9 @@ async def _rows(
 async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.Pool, token: str, *, run_id: str) -> Row:
     """Onboarding throughput against bare Temporal workflows with as many activities, on the same server."""
     print(f"onboarding {args.onboard} customers ...", flush=True)
+    cpu_before = cpu_seconds(stack)
     ours = await onboard_all([stack.api_url], token, pool, run_id=run_id, count=args.onboard)
+    cpu_ours = cpu_used(cpu_before, cpu_seconds(stack))
     temporal = await connect(
         Settings.model_validate(
             {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
@@ -438,14 +449,23 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
     )
     steps = await activities_per_onboarding(temporal, one)
     print(f"{args.onboard} bare workflows of {steps} activities ...", flush=True)
+    cpu_before = cpu_seconds(stack)
     bare = await bare_temporal(stack.temporal_address, count=args.onboard, steps=steps)
+    cpu_bare = cpu_used(cpu_before, cpu_seconds(stack))  # its worker runs in this process: "load client"
+    print(f"  CPU seconds, ours: {cpu_ours}; bare: {cpu_bare}", flush=True)
     return Row(
         f"onboarding throughput ({args.onboard} customers, {steps} activities each)",
         f"{args.onboard / ours:.2f}/s ({ours:.1f} s)",
         f"{args.onboard / bare:.2f}/s ({bare:.1f} s)",
         bare / ours,
         "ratio >= 1.0",
-        {"ours_seconds": ours, "bare_seconds": bare, "activities": steps, "customers": args.onboard},
+        {
+            "ours_seconds": ours,
+            "bare_seconds": bare,
+            "activities": steps,
+            "customers": args.onboard,
+            "cpu_seconds": {"ours": cpu_ours, "bare": cpu_bare},
+        },
     )
 
 

@@ -3,6 +3,7 @@ the worker's memory with many customers waiting for KYC, and the `customers` pag
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -37,6 +38,34 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(stack: DevStack) -> dict[str, float]:
+    """CPU seconds (user + system) each of the stack's processes has used so far, with all its descendants
+    (PostgreSQL's backends, the emulators' threads), and this process's own (the load client, a bare worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        parents[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+    def tree(root: int) -> float:
+        return used.get(root, 0.0) + sum(tree(pid) for pid, parent in parents.items() if parent == root)
+
+    seconds = {name: tree(root) for name in stack.child_names() if (root := stack.pid(name)) is not None}
+    seconds["load client"] = time.process_time()
+    return seconds
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per process, the CPU seconds between two `cpu_seconds` readings (largest first)."""
+    spent = {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
 async def register_waiting(
