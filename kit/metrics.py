@@ -9,6 +9,7 @@ route templates, never raw paths; event types, never ids.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
@@ -214,9 +215,16 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            labels = {"method": scope["method"], "route": _route_template(scope, root_path), "status": str(status)}
-            HTTP_REQUESTS.labels(**labels).inc()
-            HTTP_REQUEST_DURATION.labels(**labels).observe(time.perf_counter() - started)
+            count, duration = _http_children(scope["method"], _route_template(scope, root_path), status)
+            count.inc()
+            duration.observe(time.perf_counter() - started)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_children(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The two series of one (method, route, status), looked up once (`labels` takes a lock and builds a key)."""
+    labels = {"method": method, "route": route, "status": str(status)}
+    return HTTP_REQUESTS.labels(**labels), HTTP_REQUEST_DURATION.labels(**labels)
 
 
 def _route_template(scope: Scope, root_path: str) -> str:
