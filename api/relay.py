@@ -39,6 +39,7 @@ LEASE_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 10.0
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
+SWEEP_BATCH = 100
 QUEUE_SIZE = 10_000
 MAX_UNDELIVERABLE_PAGE = 500
 
@@ -134,20 +135,51 @@ class WebhookRelay:
 
     async def deliver_pending(self) -> int:
         """One sweep over the inbox (the rows it could lease); returns how many rows were settled."""
+        return (await self._sweep())[1]
+
+    async def drain(self) -> int:
+        """Sweeps until a sweep finds less than a full batch (a backlog after an outage or a storm is delivered
+        at once, not a batch per interval); returns how many rows were settled."""
         settled = 0
-        for row in await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS):
-            webhook = StoredWebhook(row["id"], row["payload"], row["dedupe_key"], row["received_at"])
-            try:
-                settled += await self.deliver(webhook)
-            except (KeyError, TypeError, ValueError) as exc:
-                # A row that cannot become a KYC event must not block every row after it.
-                await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
-            except (asyncpg.PostgresConnectionError, OSError):
-                raise  # PostgreSQL is gone: the whole sweep waits for the next round
-            except Exception as exc:  # noqa: BLE001  (nor must any other failure of one row: it stays pending)
-                log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=repr(exc))
-                await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=None, error=repr(exc)[:500])
-        return settled
+        while True:
+            taken, done = await self._sweep()
+            settled += done
+            if taken < SWEEP_BATCH:
+                return settled
+
+    async def _sweep(self) -> tuple[int, int]:
+        """Leases up to SWEEP_BATCH pending rows and delivers them: one customer's in order (as they arrived),
+        DELIVERERS customers at a time. (rows taken, rows settled)."""
+        rows = await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS, limit=SWEEP_BATCH)
+        by_customer: dict[object, list[StoredWebhook]] = {}
+        for row in rows:
+            payload = row["payload"]
+            customer = payload.get("externalUserId") if isinstance(payload, dict) else None
+            webhook = StoredWebhook(row["id"], payload, row["dedupe_key"], row["received_at"])
+            by_customer.setdefault(customer, []).append(webhook)
+        slots = asyncio.Semaphore(DELIVERERS)
+
+        async def in_order(webhooks: list[StoredWebhook]) -> int:
+            async with slots:
+                return sum([await self._sweep_one(webhook) for webhook in webhooks])
+
+        async with asyncio.TaskGroup() as group:
+            settled = [group.create_task(in_order(webhooks)) for webhooks in by_customer.values()]
+        return len(rows), sum(task.result() for task in settled)
+
+    async def _sweep_one(self, webhook: StoredWebhook) -> bool:
+        try:
+            return await self.deliver(webhook)
+        except (KeyError, TypeError, ValueError) as exc:
+            # A row that cannot become a KYC event must not block every row after it.
+            await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
+            return False
+        except (asyncpg.PostgresConnectionError, OSError):
+            raise  # PostgreSQL is gone: the whole sweep waits for the next round
+        except Exception as exc:  # noqa: BLE001  (nor must any other failure of one row: it stays pending)
+            log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=repr(exc))
+            await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=None, error=repr(exc)[:500])
+            return False
 
     async def _deliver_queued(self) -> None:
         while True:
@@ -167,6 +199,6 @@ class WebhookRelay:
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
                 try:
-                    await self.deliver_pending()
+                    await self.drain()
                 except Exception as exc:  # noqa: BLE001  (same: try again at the next sweep)
                     log.warning("inbox sweep failed", error=repr(exc))

@@ -1,6 +1,7 @@
 """A webhook that arrives while Temporal is down is still acknowledged (it is stored first) and reaches
 its customer's workflow once Temporal is reachable again; sweeps of several API processes at once deliver
-each stored webhook once."""
+each stored webhook once; a backlog larger than a sweep's batch is delivered by one drain, one customer's
+webhooks in the order they arrived."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import time
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -127,3 +129,43 @@ async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevSta
     finally:
         for pool in pools:
             await pool.close()
+
+
+async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_customer(
+    stack: DevStack, database: asyncpg.Pool
+) -> None:
+    """An inbox of its own (a fresh database on the stack's PostgreSQL, so no other relay sweeps it): 250 stored
+    webhooks, five per customer that has no workflow, are all settled by one drain (a sweep takes 100), and each
+    customer's five were attempted in the order they were stored."""
+    settings = settings_of(stack)
+    assert settings.database_url is not None
+    name = f"relay_drain_{uuid.uuid4().hex[:8]}"
+    await database.execute(f'CREATE DATABASE "{name}"')
+    dsn = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
+    await db.pool.migrate(dsn)
+    pool = await db.pool.create_pool(dsn, size=8)
+    try:
+        customers = [str(uuid.uuid4()) for _ in range(50)]
+        for n in range(5):
+            for customer in customers:
+                payload = {
+                    "type": "applicantPending",
+                    "externalUserId": customer,
+                    "applicantId": f"drain-{customer}",
+                    "correlationId": f"drain-{customer}-{n}",
+                    "createdAtMs": "2030-01-01 00:00:00.000",
+                    "reviewStatus": "pending",
+                }
+                assert await db.inbox.store_webhook(pool, dedupe_key=f"drain-{customer}-{n}", payload=payload)
+        relay = WebhookRelay(pool=pool, temporal=await connect(settings))
+        assert await relay.drain() == 250
+        rows = await pool.fetch("SELECT id, external_user_id, outcome, delivered_at FROM sumsub_webhook_inbox")
+        assert len(rows) == 250 and {(r["outcome"], r["delivered_at"] is not None) for r in rows} == {
+            ("no_running_workflow", True)
+        }
+        for customer in customers:
+            mine = sorted((r for r in rows if r["external_user_id"] == customer), key=lambda r: r["id"])
+            assert [r["delivered_at"] for r in mine] == sorted(r["delivered_at"] for r in mine)
+    finally:
+        await pool.close()
+        await database.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
