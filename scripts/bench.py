@@ -250,18 +250,9 @@ async def registration_burst(api_url: str, token: str, *, run_id: str, count: in
     )
 
 
-async def activities_per_onboarding(temporal: Client, customer_id: str) -> tuple[int, int]:
-    """The activities one onboarding ran: (scheduled through the server, local: record_change's markers). The
-    bare workflow gets as many, all scheduled, so that it does the same number of steps."""
+async def activities_per_onboarding(temporal: Client, customer_id: str) -> int:
     history = await temporal.get_workflow_handle(workflow_id_for(customer_id)).fetch_history()
-    scheduled = sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    local = sum(
-        1
-        for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
-    )
-    return scheduled, local
+    return sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
 
 
 async def bare_registrations(temporal_address: str, *, count: int) -> tuple[list[float], int]:
@@ -456,15 +447,14 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
         "SELECT id::text FROM customers WHERE onboarding_stage = 'ONBOARDED' AND email LIKE $1 LIMIT 1",
         f"onboard-{run_id}-%",
     )
-    scheduled, local = await activities_per_onboarding(temporal, one)
-    steps = scheduled + local
+    steps = await activities_per_onboarding(temporal, one)
     print(f"{args.onboard} bare workflows of {steps} activities ...", flush=True)
     cpu_before = cpu_seconds(stack)
     bare = await bare_temporal(stack.temporal_address, count=args.onboard, steps=steps)
     cpu_bare = cpu_used(cpu_before, cpu_seconds(stack))  # its worker runs in this process: "load client"
     print(f"  CPU seconds, ours: {cpu_ours}; bare: {cpu_bare}", flush=True)
     return Row(
-        f"onboarding throughput ({args.onboard} customers, {steps} activities each, {local} of them local)",
+        f"onboarding throughput ({args.onboard} customers, {steps} activities each)",
         f"{args.onboard / ours:.2f}/s ({ours:.1f} s)",
         f"{args.onboard / bare:.2f}/s ({bare:.1f} s)",
         bare / ours,
@@ -473,7 +463,6 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
             "ours_seconds": ours,
             "bare_seconds": bare,
             "activities": steps,
-            "local_activities": local,
             "customers": args.onboard,
             "cpu_seconds": {"ours": cpu_ours, "bare": cpu_bare},
         },

@@ -46,12 +46,6 @@ PATHS = {
         paths.test_a_red_review_of_the_upgrade_leaves_basic_records_why_and_suspends_nothing
     ),
     "kyc_level_upgrade_reminded_polled_expired": paths.test_the_upgrade_is_reminded_polled_and_expires_as_onboarding_does,
-    # Recorded once record_change became a local activity (patch local-records): the same paths, markers
-    # where the histories above have scheduled activities.
-    "approved_local_records": paths.test_approval_opens_one_account_and_activates,
-    "failed_compensated_retried_local_records": (
-        paths.test_permanent_failure_compensates_in_reverse_order_and_ops_can_retry
-    ),
 }
 
 # EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.

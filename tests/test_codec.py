@@ -45,17 +45,6 @@ from tests.support.emulators import client_token
 from tests.support.graphql import REGISTER, fill_in, finish_onboarding, graphql, wait_for_stage
 
 UI_ORIGIN = "http://127.0.0.1:8233"
-# What the SDK's core writes, unencrypted, in a local activity's marker: which activity, its attempt, when.
-LOCAL_ACTIVITY_NOTE = {
-    "seq",
-    "attempt",
-    "activity_id",
-    "activity_type",
-    "complete_time",
-    "backoff",
-    "original_schedule_time",
-    "activation_index",
-}
 CORS_HEADERS = "x-namespace,content-type,authorization"
 
 
@@ -360,16 +349,6 @@ async def test_no_plaintext_email_in_the_temporal_history(
             # A patch marker (workflow.patched) is written by the SDK's core, outside the codec: it must
             # carry nothing but the patch id.
             marker = event.marker_recorded_event_attributes
-            if marker.marker_name == "core_local_activity":
-                # A local activity (record_change): core's own note of which one ran and when, in plain JSON, and
-                # its result through the codec, like every activity's.
-                assert set(marker.details) == {"data", "result"}, set(marker.details)
-                [note] = marker.details["data"].payloads
-                assert set(json.loads(note.data)) <= LOCAL_ACTIVITY_NOTE, note.data
-                [result] = marker.details["result"].payloads
-                assert result.metadata["encoding"] == ENCRYPTED_ENCODING, dict(result.metadata)
-                kinds.add("local activity marker")
-                continue
             assert marker.marker_name == "core_patch", marker.marker_name
             datas = [p.data for payloads in marker.details.values() for p in payloads.payloads]
             assert all(set(json.loads(d)) <= {"id", "deprecated"} for d in datas), datas
@@ -386,7 +365,6 @@ async def test_no_plaintext_email_in_the_temporal_history(
         "workflow_execution_signaled_event_attributes",
         "workflow_execution_update_accepted_event_attributes",
         "marker_recorded_event_attributes",  # the verified-profile patch
-        "local activity marker",  # record_change
     } <= kinds
 
     # Every payload (the API's start, the worker's activities, signals, updates) is under the customer's own key.

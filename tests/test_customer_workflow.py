@@ -86,7 +86,6 @@ class FakeWorld:
         self.kyc_link_outages = 0  # transient failures before create_kyc_link succeeds
         self.polled_review: KycEvent | None = None
         self.recorded: list[str] = []
-        self.record_keys: set[tuple[str | None, int]] = set()
         self.actors: list[str] = []
         self.accounts: list[OpenDepositAccountInput] = []
         self.account_statuses: list[str] = []
@@ -111,13 +110,6 @@ class FakeWorld:
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="record_change")
         async def record_change(change: RecordChangeInput) -> None:
-            # Idempotent by (run, sequence), as the real one's key: a local activity may run again after a
-            # workflow task that held it failed (signals arriving meanwhile).
-            info = activity.info()
-            key = (info.workflow_run_id, change.sequence)
-            if key in self.record_keys:
-                return
-            self.record_keys.add(key)
             self.recorded.append(change.event_type)
             self.actors.append(change.actor)
             self.details.append(change.details)

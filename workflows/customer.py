@@ -85,7 +85,6 @@ VERIFIED_PROFILE_PATCH = "verified-profile"  # read and store the verified profi
 PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalInfoChanged
 KYC_OVERRIDE_PATCH = "kyc-override"  # the four-eyes KYC override update
 KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update and its review's timers
-LOCAL_RECORDS_PATCH = "local-records"  # record_change as a local activity: no server round trip per record
 # Sumsub's answer to an upgrade request is waited for this long (an ops action waits behind it).
 UPGRADE_STEP_BUDGET = timedelta(seconds=30)
 # A decline by override suspends an active customer; only a later approving override lifts it.
@@ -834,17 +833,13 @@ class CustomerWorkflow:
         if self._searchable:
             workflow.upsert_search_attributes(search_attribute_updates(self._state))
         workflow.set_current_details(details_markdown(self._state))
-        change = RecordChangeInput(
-            state=self._state, event_type=event_type, sequence=self._sequence, actor=actor, details=details or {}
+        await workflow.execute_activity_method(
+            DatabaseActivities.record_change,
+            RecordChangeInput(
+                state=self._state, event_type=event_type, sequence=self._sequence, actor=actor, details=details or {}
+            ),
+            **self._activity_options(f"record {event_type}", until_done=True),
         )
-        options = self._activity_options(f"record {event_type}", until_done=True)
-        # A write to our own PostgreSQL, idempotent and short: run by this worker within the workflow task (a
-        # marker in the history), not scheduled through the server, which cost six activities' round trips per
-        # onboarding. A crash mid-task runs it again from the replay; its idempotency key makes that harmless.
-        if workflow.patched(LOCAL_RECORDS_PATCH):
-            await workflow.execute_local_activity_method(DatabaseActivities.record_change, change, **options)
-        else:
-            await workflow.execute_activity_method(DatabaseActivities.record_change, change, **options)
 
     def _activity_options(
         self, summary: str, *, until_done: bool = False, budget: timedelta | None = None
