@@ -14,9 +14,11 @@ Only what the row alone decides is kept:
   `profile`, `documents`, `events`, `kycDocuments`), without fragments, directives or arguments;
 - an answer with status 200, no errors and a customer (a refusal or null is never kept), stored only if the
   row's version after Strawberry answered is the version before it.
-Everything else (any other document, a missing or invalid token, an outage) goes to Strawberry as before, so
-its answers are the ones it would give. Each customer's answers live at most `TTL_SECONDS` and only for the
-latest version seen, so an erased customer's old answer does not outlive the minute in memory.
+Everything else (any other document, a body over 4 KB or of no declared length, Authorization or
+Content-Type sent twice, a missing or invalid token, an outage) goes to Strawberry as before, so its answers
+are the ones it would give. A customer's answers are kept for the latest version seen only, and for at most
+`TTL_SECONDS`: a read that finds the row changed drops them, and every lookup drops what has expired (so an
+erased customer's old answer is gone at the first read after its minute, whoever reads).
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import AuthenticationError, IssuerUnavailable, Principal
 from api.state import AppState
-from db.pool import DATABASE_OUTAGES
 from kit import metrics
 
 TTL_SECONDS = 60.0
 MAX_DOCUMENTS = 256  # distinct documents whose plan is remembered (clients send a few, over and over)
 MAX_ANSWERS_PER_CUSTOMER = 16  # distinct (document, variables, caller) answers kept for one customer
+# Only requests this small are considered (the portal's read is ~250 bytes): what is kept stays small.
+MAX_BODY_BYTES = 4096
 ROOT_FIELD = "customer"
 
 # The version of a customer's projection: its row's and its deposit account's last writing transaction.
@@ -171,14 +174,13 @@ class ReadCache:
         self._customers: OrderedDict[str, _Answers] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._max_customers <= 0 or scope["type"] != "http" or scope["method"] != "POST":
-            await self._app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        if headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower() != b"application/json":
+        request_headers = _single_headers(scope) if self._max_customers > 0 and scope["type"] == "http" else None
+        if request_headers is None or scope["method"] != "POST" or not _small_json(request_headers):
             await self._app(scope, receive, send)
             return
         body = await _read_body(receive)
+        if body is None:
+            return  # the client went away before its request was whole: nobody to answer
         replay = _replaying(body, receive)
         request = _graphql_request(body)
         if request is None:
@@ -191,23 +193,21 @@ class ReadCache:
             if status == 200 and _result(answer) is not None:
                 self._remember_plan(query)
             return
+        self._plans.move_to_end(query)
         plan = self._plans[query]
         services: AppState = scope["app"].state.services
         customer_id = None if plan is None else plan.customer_id(variables)
-        principal = None if customer_id is None else await _principal(services, headers)
+        principal = None if customer_id is None else await _principal(services, request_headers)
         version = None if customer_id is None or principal is None else await _version(services.pool, customer_id)
         if customer_id is None or principal is None or version is None:
             await self._app(scope, replay, send)  # Strawberry answers, refuses, or says what is unavailable
             return
         key = (query, operation_name, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS), principal)
-        kept = self._customers.get(customer_id)
-        if kept is not None and kept.version == version and kept.expires > time.monotonic():
-            hit = kept.by_request.get(key)
-            if hit is not None:
-                self._customers.move_to_end(customer_id)
-                metrics.READ_CACHE.labels(result="hit").inc()
-                await _send_answer(send, *hit)
-                return
+        hit = self._kept(customer_id, version, key)
+        if hit is not None:
+            metrics.READ_CACHE.labels(result="hit").inc()
+            await _send_answer(send, *hit)
+            return
         metrics.READ_CACHE.labels(result="miss").inc()
         status, answer_headers, answer = await _answer_and_capture(self._app, scope, replay, send)
         result = _result(answer) if status == 200 else None
@@ -221,21 +221,32 @@ class ReadCache:
         if len(self._plans) > MAX_DOCUMENTS:
             self._plans.popitem(last=False)
 
-    def _keep(
-        self,
-        customer_id: str,
-        version: str,
-        key: _Key,
-        answer: _Answer,
-    ) -> None:
+    def _kept(self, customer_id: str, version: str, key: _Key) -> _Answer | None:
+        """The answer kept for this request at this version; drops what has expired or been superseded."""
+        self._drop_expired()
         kept = self._customers.get(customer_id)
-        if kept is None or kept.version != version or kept.expires <= time.monotonic():
+        if kept is not None and kept.version != version:
+            del self._customers[customer_id]  # the row changed: the old answers are of no use (nor kept)
+            return None
+        return None if kept is None else kept.by_request.get(key)
+
+    def _keep(self, customer_id: str, version: str, key: _Key, answer: _Answer) -> None:
+        kept = self._customers.get(customer_id)
+        if kept is None or kept.version != version:
+            self._customers.pop(customer_id, None)
             kept = _Answers(version=version, expires=time.monotonic() + TTL_SECONDS)
-            self._customers[customer_id] = kept
+            self._customers[customer_id] = kept  # in the order kept: the oldest first, to expire and evict
         if len(kept.by_request) < MAX_ANSWERS_PER_CUSTOMER:
             kept.by_request[key] = answer
-        self._customers.move_to_end(customer_id)
         while len(self._customers) > self._max_customers:
+            self._customers.popitem(last=False)
+
+    def _drop_expired(self) -> None:
+        now = time.monotonic()
+        while self._customers:
+            oldest = next(iter(self._customers.values()))
+            if oldest.expires > now:
+                return
             self._customers.popitem(last=False)
 
 
@@ -247,7 +258,8 @@ def _graphql_request(body: bytes) -> tuple[str, str | None, dict[str, Any]] | No
         return None
     if not isinstance(request, dict) or not isinstance(query := request.get("query"), str):
         return None
-    variables = request.get("variables") or {}
+    variables = request.get("variables")
+    variables = {} if variables is None else variables
     operation_name = request.get("operationName")
     if not isinstance(variables, dict) or not (operation_name is None or isinstance(operation_name, str)):
         return None
@@ -267,11 +279,31 @@ async def _principal(services: AppState, headers: dict[bytes, bytes]) -> Princip
 
 
 async def _version(pool: asyncpg.Pool, customer_id: str) -> str | None:
+    """The row's version; None when there is no row or it cannot be read now (Strawberry then answers, or
+    says what is unavailable)."""
     try:
         version: str | None = await pool.fetchval(_VERSION, customer_id)
-    except DATABASE_OUTAGES:
+    except Exception:  # noqa: BLE001  (an outage or any other failure: the uncached path decides)
         return None
     return version
+
+
+def _single_headers(scope: Scope) -> dict[bytes, bytes] | None:
+    """The request's headers; None when Authorization or Content-Type comes more than once (which one counts
+    is Strawberry's to say, so such a request never reaches the cache)."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in headers and name in (b"authorization", b"content-type"):
+            return None
+        headers[name] = value
+    return headers
+
+
+def _small_json(headers: dict[bytes, bytes]) -> bool:
+    """A JSON body of a declared length a read's document fits in (larger ones, or streamed: Strawberry's)."""
+    declared = headers.get(b"content-length", b"")
+    media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return media_type == b"application/json" and declared.isdigit() and int(declared) <= MAX_BODY_BYTES
 
 
 def _result(answer: bytes) -> dict[str, Any] | None:
@@ -285,12 +317,13 @@ def _result(answer: bytes) -> dict[str, Any] | None:
     return data
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body; None if the client disconnected first."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return bytes(body)
+            return None
         body += message.get("body", b"")
         if not message.get("more_body", False):
             return bytes(body)

@@ -138,24 +138,26 @@ class WebhookRelay:
         return (await self._sweep())[1]
 
     async def drain(self) -> int:
-        """Sweeps until a sweep finds less than a full batch (a backlog after an outage or a storm is delivered
-        at once, not a batch per interval); returns how many rows were settled."""
+        """Sweeps again while a sweep took a full batch and settled all of it (a backlog after an outage or a
+        storm is delivered at once, not a batch per interval); a row that failed waits for the next interval,
+        so a Temporal outage or a row that keeps failing never spins. Returns how many rows were settled."""
         settled = 0
         while True:
             taken, done = await self._sweep()
             settled += done
-            if taken < SWEEP_BATCH:
+            if taken < SWEEP_BATCH or done < taken:
                 return settled
 
     async def _sweep(self) -> tuple[int, int]:
         """Leases up to SWEEP_BATCH pending rows and delivers them: one customer's in order (as they arrived),
         DELIVERERS customers at a time. (rows taken, rows settled)."""
         rows = await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS, limit=SWEEP_BATCH)
+        lease_ends = time.monotonic() + LEASE_SECONDS
         by_customer: dict[object, list[StoredWebhook]] = {}
         for row in rows:
             payload = row["payload"]
             customer = payload.get("externalUserId") if isinstance(payload, dict) else None
-            webhook = StoredWebhook(row["id"], payload, row["dedupe_key"], row["received_at"])
+            webhook = StoredWebhook(row["id"], payload, row["dedupe_key"], row["received_at"], lease_ends)
             by_customer.setdefault(customer, []).append(webhook)
         slots = asyncio.Semaphore(DELIVERERS)
 
@@ -168,6 +170,8 @@ class WebhookRelay:
         return len(rows), sum(task.result() for task in settled)
 
     async def _sweep_one(self, webhook: StoredWebhook) -> bool:
+        if webhook.lease_ends is not None and time.monotonic() > webhook.lease_ends - LEASE_MARGIN_SECONDS:
+            return False  # the lease is nearly over (slow deliveries ahead of it): a later sweep takes the row
         try:
             return await self.deliver(webhook)
         except (KeyError, TypeError, ValueError) as exc:

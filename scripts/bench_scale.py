@@ -42,7 +42,7 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(stack: DevStack) -> dict[str, float]:
     """CPU seconds (user + system) each of the stack's processes has used so far, with all its descendants
-    (PostgreSQL's backends, the emulators' threads), and this process's own (the load client, a bare worker)."""
+    (PostgreSQL's backends, live or ended, the emulators' threads), and this process's own (the load client, a bare worker)."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     used: dict[int, float] = {}
@@ -52,7 +52,8 @@ def cpu_seconds(stack: DevStack) -> dict[str, float]:
         except (OSError, IndexError):
             continue  # gone meanwhile
         pid = int(stat.parent.name)
-        parents[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        # utime + stime, and cutime + cstime: the children it has reaped (PostgreSQL's ended backends)
+        parents[pid], used[pid] = int(fields[1]), sum(int(f) for f in fields[11:15]) / tick
 
     def tree(root: int) -> float:
         return used.get(root, 0.0) + sum(tree(pid) for pid, parent in parents.items() if parent == root)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -109,3 +110,18 @@ async def test_a_repeated_read_is_answered_again_until_the_customer_changes(
         assert (await anonymous.post("/graphql", json=request)).status_code == 401
         forged = {"Authorization": "Bearer not.a.token"}
         assert (await anonymous.post("/graphql", json=request, headers=forged)).status_code == 401
+        # Two Authorization headers: Strawberry reads the first (forged), so the cache must not answer for the
+        # second (the portal's, whose answer it keeps).
+        portal_auth = portal.headers["authorization"]
+        twice = [("Authorization", "Bearer not.a.token"), ("Authorization", portal_auth)]
+        body = json.dumps(request).encode()
+        both = await anonymous.post("/graphql", content=body, headers=[("Content-Type", "application/json"), *twice])
+        assert both.status_code == 401
+
+    # A body over 4 KB (the same read with padding) is Strawberry's to answer: right, and never a hit.
+    padded = {**request, "query": GET + " " * 5000}
+    before = await hits(stack)
+    for _ in range(3):
+        answer = (await portal.post("/graphql", json=padded)).json()["data"]["customer"]
+        assert answer["status"] == "SUSPENDED"
+    assert await hits(stack) == before

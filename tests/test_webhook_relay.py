@@ -9,6 +9,8 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -131,12 +133,9 @@ async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevSta
             await pool.close()
 
 
-async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_customer(
-    stack: DevStack, database: asyncpg.Pool
-) -> None:
-    """An inbox of its own (a fresh database on the stack's PostgreSQL, so no other relay sweeps it): 250 stored
-    webhooks, five per customer that has no workflow, are all settled by one drain (a sweep takes 100), and each
-    customer's five were attempted in the order they were stored."""
+@asynccontextmanager
+async def inbox_of_its_own(stack: DevStack, database: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+    """A fresh database on the stack's PostgreSQL, migrated: an inbox no other relay sweeps."""
     settings = settings_of(stack)
     assert settings.database_url is not None
     name = f"relay_drain_{uuid.uuid4().hex[:8]}"
@@ -145,19 +144,36 @@ async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_cus
     await db.pool.migrate(dsn)
     pool = await db.pool.create_pool(dsn, size=8)
     try:
+        yield pool
+    finally:
+        await pool.close()
+        await database.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def store_backlog(pool: asyncpg.Pool, customers: list[str], per_customer: int) -> None:
+    """Webhooks for customers that have no workflow, stored `per_customer` rounds over `customers`."""
+    for n in range(per_customer):
+        for customer in customers:
+            payload = {
+                "type": "applicantPending",
+                "externalUserId": customer,
+                "applicantId": f"drain-{customer}",
+                "correlationId": f"drain-{customer}-{n}",
+                "createdAtMs": "2030-01-01 00:00:00.000",
+                "reviewStatus": "pending",
+            }
+            assert await db.inbox.store_webhook(pool, dedupe_key=f"drain-{customer}-{n}", payload=payload)
+
+
+async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_customer(
+    stack: DevStack, database: asyncpg.Pool
+) -> None:
+    """250 stored webhooks, five per customer that has no workflow, are all settled by one drain (a sweep takes
+    100), and each customer's five were attempted in the order they were stored."""
+    async with inbox_of_its_own(stack, database) as pool:
         customers = [str(uuid.uuid4()) for _ in range(50)]
-        for n in range(5):
-            for customer in customers:
-                payload = {
-                    "type": "applicantPending",
-                    "externalUserId": customer,
-                    "applicantId": f"drain-{customer}",
-                    "correlationId": f"drain-{customer}-{n}",
-                    "createdAtMs": "2030-01-01 00:00:00.000",
-                    "reviewStatus": "pending",
-                }
-                assert await db.inbox.store_webhook(pool, dedupe_key=f"drain-{customer}-{n}", payload=payload)
-        relay = WebhookRelay(pool=pool, temporal=await connect(settings))
+        await store_backlog(pool, customers, 5)
+        relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
         assert await relay.drain() == 250
         rows = await pool.fetch("SELECT id, external_user_id, outcome, delivered_at FROM sumsub_webhook_inbox")
         assert len(rows) == 250 and {(r["outcome"], r["delivered_at"] is not None) for r in rows} == {
@@ -166,6 +182,17 @@ async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_cus
         for customer in customers:
             mine = sorted((r for r in rows if r["external_user_id"] == customer), key=lambda r: r["id"])
             assert [r["delivered_at"] for r in mine] == sorted(r["delivered_at"] for r in mine)
-    finally:
-        await pool.close()
-        await database.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
+    stack: DevStack, database: asyncpg.Pool
+) -> None:
+    """A failed row stays pending for the next interval: the drain does not take it again and again."""
+    async with inbox_of_its_own(stack, database) as pool:
+        await store_backlog(pool, [str(uuid.uuid4()) for _ in range(150)], 1)
+        cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+        relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
+        assert await relay.drain() == 0
+        attempts = [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox ORDER BY id")]
+        assert attempts == [1] * 100 + [0] * 50
+        assert await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL") == 150
