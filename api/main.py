@@ -25,7 +25,6 @@ from api.app import create_app
 from api.edge import HeadDeadlineHttpToolsProtocol
 from kit import metrics
 from kit.logging import configure_logging
-from kit.malloc import limit_malloc_arenas
 from kit.settings import Settings, get_settings
 
 log = structlog.get_logger("api.main")
@@ -35,7 +34,6 @@ STARTUP_GRACE_SECONDS = 10.0
 
 
 def main() -> None:
-    limit_malloc_arenas()  # before the SDK's threads start
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     if settings.api_workers == 1:

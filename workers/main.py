@@ -33,7 +33,6 @@ from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from kit import metrics
 from kit.logging import ActivityLogContext, configure_logging
-from kit.malloc import limit_malloc_arenas
 from kit.settings import Settings, get_settings
 from kit.temporal import connect, ensure_search_attributes
 from workers.waker import DeliveryWaker
@@ -191,7 +190,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    limit_malloc_arenas()  # before the SDK's threads start
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
 
