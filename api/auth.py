@@ -158,14 +158,20 @@ def _header(token: str) -> dict[str, Any]:
     return dict(obj.protected)
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value; None for any other scheme or an empty token."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 async def authorize(request: Request, verifier: TokenVerifier, role: str, *, what: str) -> Principal | Response:
     """For the plain HTTP endpoints: the caller, or the answer refusing it (401 without a valid bearer
     token, 503 while the issuer's keys cannot be fetched, 403 without `role`)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         return error_response(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
     try:
-        principal = await verifier.verify(token.strip())
+        principal = await verifier.verify(token)
     except IssuerUnavailable as exc:
         return error_response(503, str(exc), {"Retry-After": "5"})
     except AuthenticationError as exc:

@@ -47,7 +47,7 @@ from graphql import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import AuthenticationError, IssuerUnavailable, Principal
+from api.auth import AuthenticationError, IssuerUnavailable, Principal, bearer_token
 from api.state import AppState
 from kit import metrics
 
@@ -269,11 +269,11 @@ def _graphql_request(body: bytes) -> tuple[str, str | None, dict[str, Any]] | No
 
 
 async def _principal(services: AppState, headers: dict[bytes, bytes]) -> Principal | None:
-    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+    if token is None:
         return None
     try:
-        return await services.verifier.verify(token.strip())
+        return await services.verifier.verify(token)
     except (AuthenticationError, IssuerUnavailable):
         return None
 
