@@ -53,6 +53,10 @@ class StoredWebhook:
     # time.monotonic() when this process's lease of the row ends; None: not leased (ops' replay)
     lease_ends: float | None = None
 
+    def lease_nearly_over(self) -> bool:
+        """Too little of the lease is left for a delivery (bounded by SIGNAL_TIMEOUT): a sweep takes the row."""
+        return self.lease_ends is not None and time.monotonic() > self.lease_ends - LEASE_MARGIN_SECONDS
+
 
 class WebhookRelay:
     def __init__(
@@ -170,7 +174,7 @@ class WebhookRelay:
         return len(rows), sum(task.result() for task in settled)
 
     async def _sweep_one(self, webhook: StoredWebhook) -> bool:
-        if webhook.lease_ends is not None and time.monotonic() > webhook.lease_ends - LEASE_MARGIN_SECONDS:
+        if webhook.lease_nearly_over():
             return False  # the lease is nearly over (slow deliveries ahead of it): a later sweep takes the row
         try:
             return await self.deliver(webhook)
@@ -188,7 +192,7 @@ class WebhookRelay:
     async def _deliver_queued(self) -> None:
         while True:
             webhook = await self._queue.get()
-            if webhook.lease_ends is not None and time.monotonic() > webhook.lease_ends - LEASE_MARGIN_SECONDS:
+            if webhook.lease_nearly_over():
                 continue  # queued too long: a sweep may take the row now, and delivers it
             try:
                 await self.deliver(webhook)
