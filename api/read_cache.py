@@ -174,8 +174,9 @@ class ReadCache:
         self._customers: OrderedDict[str, _Answers] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_headers = _single_headers(scope) if self._max_customers > 0 and scope["type"] == "http" else None
-        if request_headers is None or scope["method"] != "POST" or not _small_json(request_headers):
+        cacheable = self._max_customers > 0 and scope["type"] == "http" and scope["method"] == "POST"
+        request_headers = _single_headers(scope) if cacheable else None
+        if request_headers is None or not _small_json(request_headers):
             await self._app(scope, receive, send)
             return
         body = await _read_body(receive)

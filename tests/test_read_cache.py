@@ -21,7 +21,7 @@ from api.read_cache import Plan, plain_fields, plan_for
 from api.schema import schema
 from dev.stack import DevStack
 from tests.support.graphql import CUSTOMER_FIELDS, finish_onboarding, graphql, register
-from tests.test_observability import parse_metrics, value
+from tests.test_observability import scrape, value
 
 GRAPHQL_SCHEMA = schema._schema
 PLAIN = plain_fields(GRAPHQL_SCHEMA)
@@ -83,8 +83,7 @@ def test_the_plan_names_the_customer_as_the_resolver_would() -> None:
 
 
 async def hits(stack: DevStack) -> float:
-    async with httpx.AsyncClient() as http:
-        return value(parse_metrics((await http.get(stack.api_metrics_url)).text), "api_read_cache_total", result="hit")
+    return value(await scrape(stack.api_metrics_url), "api_read_cache_total", result="hit")
 
 
 async def test_a_repeated_read_is_answered_again_until_the_customer_changes(
