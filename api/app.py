@@ -28,9 +28,9 @@ from api.documents import DocumentPolicy, DocumentService, object_store
 from api.edge import BodyDeadline
 from api.events_feed import events_feed
 from api.export import DataExport
+from api.inbox import WebhookInbox
 from api.kyc_documents import kyc_document_download
 from api.read_cache import ReadCache
-from api.relay import WebhookRelay
 from api.schema import Context, GraphQLLimits, build_schema
 from api.service import CustomerService
 from api.state import AppState
@@ -40,6 +40,7 @@ from db.data_keys import data_key_store
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
 from integrations.sumsub.images import SumsubImages
+from integrations.sumsub.relay import WebhookRelay
 from kit import metrics
 from kit.codec import EncryptionCodec
 from kit.logging import RequestIdMiddleware
@@ -135,7 +136,7 @@ def create_app(settings: Settings, *, graphiql: bool = False) -> Starlette:
         await db.pool.migrate(database_url)
         async with app_services(settings, lazy_temporal=True) as services:
             app.state.services = services
-            sweepers = [asyncio.create_task(services.relay.run()), asyncio.create_task(services.documents.run_sweeps())]
+            sweepers = [asyncio.create_task(services.inbox.run()), asyncio.create_task(services.documents.run_sweeps())]
             try:
                 yield
             finally:
@@ -224,7 +225,7 @@ async def app_services(settings: Settings, *, lazy_temporal: bool = False) -> As
             temporal=temporal,
             verifier=TokenVerifier(issuer=settings.keycloak_issuer, audience=settings.api_audience, http=http),
             customers=customers,
-            relay=relay,
+            inbox=WebhookInbox(pool=pool, relay=relay),
             documents=documents,
             subscriptions=SubscriptionService(
                 pool, policy=settings.event_webhook_policy, secret_grace=settings.event_webhook_secret_grace

@@ -1,7 +1,7 @@
 """Runs the API with uvicorn: `python -m api.main`, in `API_WORKERS` processes sharing one socket.
 
 One process serves as it is; several are forked from this one after it bound the port (before any
-event loop, thread or connection exists), each with its own pool, Temporal client and relay. This
+event loop, thread or connection exists), each with its own pool and Temporal client. This
 process then only supervises: a worker that exits is started again, unless it failed during its start
 (an error status within STARTUP_GRACE_SECONDS: a configuration fault would only repeat), which stops
 them all; a worker killed by a signal (the OOM killer, an operator) is always started again. SIGTERM or

@@ -11,7 +11,7 @@ from api.auth import TokenVerifier
 from api.compliance import ComplianceService
 from api.documents import DocumentService
 from api.export import DataExport
-from api.relay import WebhookRelay
+from api.inbox import WebhookInbox
 from api.service import CustomerService
 from api.subscriptions import SubscriptionService
 from db.data_keys import DataKeyStore
@@ -27,7 +27,7 @@ class AppState:
     temporal: Client
     verifier: TokenVerifier
     customers: CustomerService
-    relay: WebhookRelay
+    inbox: WebhookInbox
     documents: DocumentService
     subscriptions: SubscriptionService
     sumsub_images: SumsubImages

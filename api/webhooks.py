@@ -1,4 +1,4 @@
-"""`POST /webhooks/sumsub`: authenticate, store durably, answer, then deliver.
+"""`POST /webhooks/sumsub`: authenticate, store durably, answer; a relay in a worker delivers it.
 
 The digest is checked over the raw bytes before anything is parsed; a forged or unsigned call changes
 nothing. An authentic but unusable body is answered 400 and kept for ops. While PostgreSQL is down the
@@ -8,8 +8,6 @@ answer is 503 (Sumsub retries), never a 500.
 from __future__ import annotations
 
 import hashlib
-import time
-from datetime import UTC, datetime
 
 import asyncpg
 import orjson
@@ -20,7 +18,6 @@ from starlette.responses import JSONResponse
 import db.inbox
 from api.bodies import read_limited
 from api.errors import error_response
-from api.relay import LEASE_SECONDS, StoredWebhook
 from api.state import AppState
 from db.pool import DATABASE_OUTAGES
 from integrations.sumsub.webhooks import InvalidWebhook, parse_webhook, verify_webhook_digest, webhook_dedupe_key
@@ -54,7 +51,7 @@ async def sumsub_webhook(request: Request) -> JSONResponse:
 
 
 async def _store(state: AppState, body: bytes) -> JSONResponse:
-    """Parses the authentic body and stores it once; the relay delivers it after the answer."""
+    """Parses the authentic body and stores it once; a relay (in a worker) delivers it after the answer."""
     try:
         if b"\x00" in body or b"\\u0000" in body:
             raise InvalidWebhook("NUL characters are not accepted")  # PostgreSQL text cannot hold them
@@ -68,15 +65,12 @@ async def _store(state: AppState, body: bytes) -> JSONResponse:
         return error_response(400, f"invalid webhook body: {exc}")
     dedupe_key = webhook_dedupe_key(payload, body)
     try:
-        inbox_id = await db.inbox.store_webhook(
-            state.pool, dedupe_key=dedupe_key, payload=payload, lease_seconds=LEASE_SECONDS
-        )
-        lease_ends = time.monotonic() + LEASE_SECONDS
+        inbox_id = await db.inbox.store_webhook(state.pool, dedupe_key=dedupe_key, payload=payload)
     except asyncpg.DataError as exc:  # e.g. a lone surrogate escape PostgreSQL's jsonb refuses
         metrics.WEBHOOKS_REJECTED.labels(reason="invalid").inc()
         return error_response(400, f"invalid webhook body: {type(exc).__name__}")
     if inbox_id is None:
         metrics.WEBHOOKS_DUPLICATE.inc()
         return JSONResponse({"ok": True, "duplicate": True})
-    state.relay.submit(StoredWebhook(inbox_id, payload, dedupe_key, datetime.now(UTC), lease_ends))
+    state.inbox.stored()
     return JSONResponse({"ok": True})

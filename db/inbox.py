@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -10,22 +11,16 @@ import asyncpg
 
 
 async def store_webhook(
-    pool: asyncpg.Pool,
-    *,
-    dedupe_key: str,
-    payload: dict[str, Any],
-    outcome: str | None = None,
-    lease_seconds: float = 0.0,
+    pool: asyncpg.Pool, *, dedupe_key: str, payload: dict[str, Any], outcome: str | None = None
 ) -> int | None:
     """Stores a webhook durably; returns its inbox id, or None when it is a duplicate already stored.
-    A row stored with an outcome needs no delivery (e.g. rejected after authentication). The storing
-    process holds the row's lease for `lease_seconds` (it delivers the row itself meanwhile)."""
+    A row stored with an outcome needs no delivery (e.g. rejected after authentication); one without is
+    pending until a relay delivers it."""
     return await pool.fetchval(
         """
         INSERT INTO sumsub_webhook_inbox (dedupe_key, event_type, external_user_id, applicant_id, payload,
-            outcome, delivered_at, leased_until)
-        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END,
-            now() + make_interval(secs => $7))
+            outcome, delivered_at)
+        VALUES ($1, $2, $3, $4, $5, $6::text, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END)
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING id
         """,
@@ -35,7 +30,6 @@ async def store_webhook(
         payload.get("applicantId") if isinstance(payload.get("applicantId"), str) else None,
         payload,
         outcome,
-        lease_seconds,
     )
 
 
@@ -53,6 +47,37 @@ async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None
         outcome,
         error,
     )
+
+
+NO_WORKFLOW_OUTCOME = "no_running_workflow"
+
+
+async def settle_without_workflow(pool: asyncpg.Pool, inbox_ids: list[int], *, error: str) -> None:
+    """Settles webhooks no workflow takes (no such customer, or its workflow has finished); kept for ops."""
+    await pool.execute(
+        """
+        UPDATE sumsub_webhook_inbox
+        SET attempts = attempts + 1, outcome = $2, last_error = $3, delivered_at = now(), leased_until = NULL
+        WHERE id = ANY($1::bigint[])
+        """,
+        inbox_ids,
+        NO_WORKFLOW_OUTCOME,
+        error,
+    )
+
+
+async def existing_customers(pool: asyncpg.Pool, customer_ids: list[str]) -> set[str]:
+    """Which of these ids (as written; malformed ones never) belong to a customer row, erased ones included."""
+    valid = []
+    for customer_id in customer_ids:
+        try:
+            valid.append(uuid.UUID(customer_id))
+        except ValueError:
+            continue
+    if not valid:
+        return set()
+    rows = await pool.fetch("SELECT id::text AS id FROM customers WHERE id = ANY($1::uuid[])", valid)
+    return {row["id"] for row in rows} & set(customer_ids)
 
 
 # What an erased customer's webhook keeps: its type and the fact (its body may hold personal data).

@@ -353,7 +353,7 @@ async def _rows(
         token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
 
         # Registrations at once, before anything else loads the worker.
-        profilers = _start_py_spy(args, stack)
+        profilers = _start_py_spy(args, stack, row="registrations")
         for count in (100, 200) if "registrations" in args.rows else ():
             print(f"{count} registrations at once ...", flush=True)
             row = await registration_burst(api, token, run_id=run_id, count=count)
@@ -393,20 +393,29 @@ async def _rows(
         script = work / "webhook.lua"
         script.write_text(WEBHOOK_LUA)
         intake: dict[str, WrkResult] = {}
+        intake_cpu: dict[str, dict[str, float]] = {}
         for label, url, path in (
             (("ceiling", ceiling_url, "/webhook"), ("ours", api, "/webhooks/sumsub")) if "webhooks" in args.rows else ()
         ):
             bodies = work / f"bodies-{label}.tsv"
             write_webhook_bodies(bodies, run_id=run_id, label=label, customers=customers)
             print(f"webhook intake ({label}) with wrk ...", flush=True)
+            before = cpu_seconds(stack, {"ceiling app": ceiling.pid})
             intake[label] = await run_wrk(wrk, url, script, [path, str(bodies)], connections=32, seconds=args.seconds)
+            intake_cpu[label] = cpu_used(before, cpu_seconds(stack, {"ceiling app": ceiling.pid}))
+            print(f"  CPU seconds ({label}, wrk not counted): {intake_cpu[label]}", flush=True)
         if intake:
-            rows.append(_versus("Sumsub webhook intake, 32 connections", intake, goal="ratio >= 0.8, p99 < 50 ms"))
+            row = _versus("Sumsub webhook intake, 32 connections", intake, goal="ratio >= 0.8, p99 < 50 ms")
+            assert row.details is not None
+            row.details["cpu_seconds"] = intake_cpu
+            rows.append(row)
             drained = await _drain_inbox(pool, timeout=args.drain_seconds)
             print(f"webhook backlog delivered in {drained:.1f} s", flush=True)
 
         if {"onboarding", "scale"} & set(args.rows):
+            profilers = _start_py_spy(args, stack, row="onboarding")
             onboarding = await _onboarding(args, stack, pool, token, run_id=run_id)
+            _stop_py_spy(profilers)
             rows.append(onboarding)
             if "scale" in args.rows:
                 rows.extend(
@@ -647,8 +656,8 @@ async def _wait_until_up(url: str, proc: subprocess.Popen[bytes], *, expect: int
             await asyncio.sleep(0.1)
 
 
-def _start_py_spy(args: argparse.Namespace, stack: DevStack) -> list[subprocess.Popen[bytes]]:
-    """py-spy (from PyPI, on PATH or beside this Python) on the worker and the API during the bursts."""
+def _start_py_spy(args: argparse.Namespace, stack: DevStack, *, row: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy (from PyPI, on PATH or beside this Python) on the worker and the API during one row."""
     if not args.py_spy:
         return []
     py_spy = shutil.which("py-spy")
@@ -659,7 +668,7 @@ def _start_py_spy(args: argparse.Namespace, stack: DevStack) -> list[subprocess.
     for name in ("worker", "api"):
         pid = stack.pid(name)
         assert pid is not None
-        out = args.py_spy / f"{name}.speedscope.json"
+        out = args.py_spy / f"{row}-{name}.speedscope.json"
         procs.append(
             subprocess.Popen(
                 [
@@ -729,7 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         default=list(ROWS),
         help=f"which rows, comma-separated (default all: {','.join(ROWS)})",
     )
-    parser.add_argument("--py-spy", type=Path, default=None, help="profile worker and API during the bursts, into DIR")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="profile worker and API during the registration and onboarding rows, into DIR",
+    )
     args = parser.parse_args(argv)
     wrk = shutil.which("wrk")
     if wrk is None:

@@ -40,9 +40,10 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def cpu_seconds(stack: DevStack) -> dict[str, float]:
+def cpu_seconds(stack: DevStack, others: dict[str, int] | None = None) -> dict[str, float]:
     """CPU seconds (user + system) each of the stack's processes has used so far, with all its descendants
-    (PostgreSQL's backends, live or ended, the emulators' threads), and this process's own (the load client, a bare worker)."""
+    (PostgreSQL's backends, live or ended, the emulators' threads), this process's own (the load client, a bare
+    worker), and those of `others` (name: pid, e.g. the ceiling app)."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     used: dict[int, float] = {}
@@ -58,7 +59,8 @@ def cpu_seconds(stack: DevStack) -> dict[str, float]:
     def tree(root: int) -> float:
         return used.get(root, 0.0) + sum(tree(pid) for pid, parent in parents.items() if parent == root)
 
-    seconds = {name: tree(root) for name in stack.child_names() if (root := stack.pid(name)) is not None}
+    roots = {name: root for name in stack.child_names() if (root := stack.pid(name)) is not None} | (others or {})
+    seconds = {name: tree(root) for name, root in roots.items()}
     seconds["load client"] = time.process_time()
     return seconds
 

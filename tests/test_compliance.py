@@ -318,7 +318,7 @@ async def _late_webhooks_are_settled_and_block_no_one(
 ) -> None:
     """Sumsub's applicantDeactivated (sent for the erasure itself, maybe after its commit) and any later webhook for
     the erased customer are settled as `customer_erased` with a tombstoned body; a webhook of another customer
-    stored after them is still delivered by the sweep (rows not handed to a relay's queue: only a sweep takes them)."""
+    stored after them is still delivered by the sweep (rows written here, with no notice: only a sweep takes them)."""
     stored: list[int] = []
     for customer_id, comment in ((cid, f"late note about {person['lastName']}"), (other_id, "routine")):
         payload = {

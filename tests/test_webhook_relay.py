@@ -1,7 +1,8 @@
-"""A webhook that arrives while Temporal is down is still acknowledged (it is stored first) and reaches
-its customer's workflow once Temporal is reachable again; sweeps of several API processes at once deliver
-each stored webhook once; a backlog larger than a sweep's batch is delivered by one drain, one customer's
-webhooks in the order they arrived."""
+"""The API stores a webhook and tells the relays (in the workers), which deliver it: an API whose Temporal is
+down still acknowledges; the API's notice makes a relay drain at once; a relay whose Temporal is down keeps
+the rows pending and delivers them once it answers; sweeps of several relays at once settle each stored
+webhook once; a backlog larger than a sweep's batch is delivered by one drain, one customer's webhooks in
+the order they arrived; webhooks for ids no customer ever had are settled without Temporal."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 
+import db.customers
 import db.inbox
 import db.pool
 from api.app import create_app
-from api.relay import WebhookRelay
+from api.inbox import WebhookInbox
 from dev.stack import DevStack, free_port
+from domain.customer import CustomerType, OnboardingStage
+from domain.state import CustomerState, Registration
+from integrations.sumsub.relay import WebhookRelay
 from integrations.sumsub.webhooks import webhook_digest
 from kit.settings import Settings
 from kit.temporal import connect
@@ -28,9 +34,11 @@ from tests.helpers import running_app, settings_of
 from tests.support.graphql import register, wait_for_stage
 
 
-async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_back(
+async def test_a_webhook_acknowledged_while_temporal_is_down_is_delivered_by_a_workers_relay(
     stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
 ) -> None:
+    """The API only stores and tells the relays: with its Temporal unreachable it still acknowledges, and the
+    stack worker's relay delivers the webhook, once."""
     customer = await register(portal, "temporal-down@example.com", "INDIVIDUAL")
     waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
     body = json.dumps(
@@ -43,15 +51,12 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
             "reviewStatus": "pending",
         }
     ).encode()
-
-    # An API whose Temporal is unreachable: it must still store and acknowledge.
     cut_off = Settings(
         database_url=stack.child_env["DATABASE_URL"],
         temporal_address=f"127.0.0.1:{free_port()}",
         keycloak_url=stack.keycloak_url,
         dev_secrets_allowed=True,  # the stack's emulators use the dev values
     )
-    attempts = "SELECT attempts FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1"
     async with running_app(create_app(cut_off)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         started = time.monotonic()
         response = await http.post(
@@ -60,44 +65,27 @@ async def test_a_webhook_stored_while_temporal_is_down_is_delivered_when_it_is_b
             headers={"X-Payload-Digest": webhook_digest(body, "dev-sumsub-webhook-secret")},
         )
         acknowledged_in = time.monotonic() - started
-        # Its deliverers try (and fail) meanwhile: wait until an attempt is noted on the stored row.
-        deadline = time.monotonic() + 10
-        while not await database.fetchval(attempts, f"req-down-{customer['id']}"):
-            assert time.monotonic() < deadline, "the API never tried to deliver the stored webhook"
-            await asyncio.sleep(0.1)
-    assert response.status_code == 200
-    print(f"acknowledged in {acknowledged_in * 1000:.0f} ms with Temporal down")
+        assert response.status_code == 200
+        delivered = await wait_for_stage(portal, customer["id"], "KYC_IN_REVIEW", timeout=30)
+    print(f"acknowledged in {acknowledged_in * 1000:.0f} ms with the API's Temporal down")
+    assert delivered["kyc"]["status"] == "PENDING"
     row = await database.fetchrow(
-        "SELECT delivered_at, attempts, last_error FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1",
+        "SELECT outcome, attempts FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1",
         f"req-down-{customer['id']}",
     )
-    assert row is not None and row["delivered_at"] is None
-    assert row["attempts"] >= 1 and "connect" in row["last_error"]  # ops see why it is still pending
-    still = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
-    assert still["kyc"]["status"] == "STARTED"
-
-    # The stack's own API (Temporal reachable) sweeps the inbox and delivers it.
-    delivered = await wait_for_stage(portal, customer["id"], "KYC_IN_REVIEW", timeout=30)
-    assert delivered["kyc"]["status"] == "PENDING"
-    assert (
-        await database.fetchval(
-            "SELECT outcome FROM sumsub_webhook_inbox WHERE payload->>'correlationId' = $1",
-            f"req-down-{customer['id']}",
-        )
-        == "delivered"
-    )
+    assert row is not None and (row["outcome"], row["attempts"]) == ("delivered", 1)
 
 
 async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevStack, database: asyncpg.Pool) -> None:
-    """Two relays (as two API processes run them) sweep the same inbox at the same moment, beside the stack
-    API's own: every row is delivered exactly once (one attempt), none twice, none left."""
+    """Two relays (as two workers run them) sweep the same inbox at the same moment, beside the stack worker's
+    own: every row is settled exactly once (one attempt), none twice, none left."""
     settings = settings_of(stack)
     assert settings.database_url is not None
     run = uuid.uuid4().hex[:8]
     pools = [await db.pool.create_pool(settings.database_url, size=4) for _ in range(2)]
     try:
         ids = []
-        for n in range(60):  # for customers that do not exist: each delivery is answered NOT_FOUND and noted
+        for n in range(60):  # for customers that do not exist: each is settled as such and noted
             payload = {
                 "type": "applicantPending",
                 "externalUserId": str(uuid.uuid4()),
@@ -109,10 +97,6 @@ async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevSta
             inbox_id = await db.inbox.store_webhook(pools[0], dedupe_key=f"sweep-{run}-{n}", payload=payload)
             assert inbox_id is not None
             ids.append(inbox_id)
-        # Stored a while ago, as rows a sweep exists for are (their own process's queue did not deliver them).
-        await database.execute(
-            "UPDATE sumsub_webhook_inbox SET received_at = now() - interval '1 minute' WHERE id = any($1)", ids
-        )
         temporal = await connect(settings)
         relays = [WebhookRelay(pool=pool, temporal=temporal) for pool in pools]
         settled = await asyncio.gather(*(relay.deliver_pending() for relay in relays))
@@ -126,7 +110,7 @@ async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevSta
             "SELECT attempts, outcome FROM sumsub_webhook_inbox WHERE id = any($1) ORDER BY id", ids
         )
         assert [(r["attempts"], r["outcome"]) for r in rows] == [(1, "no_running_workflow")] * len(ids)
-        assert sum(settled) <= len(ids)  # the rest, if any, the stack API's own sweep took
+        assert sum(settled) <= len(ids)  # the rest, if any, the stack worker's own sweep took
         print(f"two sweeps settled {settled} of {len(ids)}")
     finally:
         for pool in pools:
@@ -134,8 +118,8 @@ async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevSta
 
 
 @asynccontextmanager
-async def inbox_of_its_own(stack: DevStack, database: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
-    """A fresh database on the stack's PostgreSQL, migrated: an inbox no other relay sweeps."""
+async def inbox_of_its_own(stack: DevStack, database: asyncpg.Pool) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
+    """A fresh database on the stack's PostgreSQL, migrated: an inbox no other relay sweeps. (pool, its DSN)"""
     settings = settings_of(stack)
     assert settings.database_url is not None
     name = f"relay_drain_{uuid.uuid4().hex[:8]}"
@@ -144,14 +128,20 @@ async def inbox_of_its_own(stack: DevStack, database: asyncpg.Pool) -> AsyncIter
     await db.pool.migrate(dsn)
     pool = await db.pool.create_pool(dsn, size=8)
     try:
-        yield pool
+        yield pool, dsn
     finally:
         await pool.close()
         await database.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 async def store_backlog(pool: asyncpg.Pool, customers: list[str], per_customer: int) -> None:
-    """Webhooks for customers that have no workflow, stored `per_customer` rounds over `customers`."""
+    """Webhooks for customers whose workflow has finished (their rows exist, no workflow takes a signal), stored
+    `per_customer` rounds over `customers`."""
+    async with pool.acquire() as conn:
+        for customer in customers:
+            await db.customers.save_customer(
+                conn, closed_customer(customer), workflow_id=f"gone-{customer}", run_id="-"
+            )
     for n in range(per_customer):
         for customer in customers:
             payload = {
@@ -165,12 +155,24 @@ async def store_backlog(pool: asyncpg.Pool, customers: list[str], per_customer: 
             assert await db.inbox.store_webhook(pool, dedupe_key=f"drain-{customer}-{n}", payload=payload)
 
 
+def closed_customer(customer_id: str) -> CustomerState:
+    now = datetime.now(UTC)
+    return CustomerState(
+        registration=Registration(
+            customer_id=customer_id, email=f"{customer_id}@example.com", customer_type=CustomerType.INDIVIDUAL
+        ),
+        stage=OnboardingStage.CLOSED,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_customer(
     stack: DevStack, database: asyncpg.Pool
 ) -> None:
-    """250 stored webhooks, five per customer that has no workflow, are all settled by one drain (a sweep takes
-    100), and each customer's five were attempted in the order they were stored."""
-    async with inbox_of_its_own(stack, database) as pool:
+    """250 stored webhooks, five per customer whose workflow has finished, are all settled by one drain (a sweep
+    takes 100; each delivery is Temporal's NOT_FOUND), and each customer's five in the order they were stored."""
+    async with inbox_of_its_own(stack, database) as (pool, _dsn):
         customers = [str(uuid.uuid4()) for _ in range(50)]
         await store_backlog(pool, customers, 5)
         relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
@@ -187,8 +189,9 @@ async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_cus
 async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
     stack: DevStack, database: asyncpg.Pool
 ) -> None:
-    """A failed row stays pending for the next interval: the drain does not take it again and again."""
-    async with inbox_of_its_own(stack, database) as pool:
+    """A failed row stays pending for the next interval: the drain does not take it again and again; once
+    Temporal answers, a drain settles every row."""
+    async with inbox_of_its_own(stack, database) as (pool, _dsn):
         await store_backlog(pool, [str(uuid.uuid4()) for _ in range(150)], 1)
         cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
         relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
@@ -196,3 +199,61 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
         attempts = [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox ORDER BY id")]
         assert attempts == [1] * 100 + [0] * 50
         assert await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL") == 150
+        errors = await pool.fetch("SELECT DISTINCT last_error FROM sumsub_webhook_inbox WHERE attempts = 1")
+        assert len(errors) == 1 and "connect" in errors[0]["last_error"]  # ops see why they are still pending
+
+        back = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
+        assert await back.drain() == 150
+        assert await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL") == 0
+
+
+async def test_webhooks_for_ids_no_customer_ever_had_are_settled_without_temporal(
+    stack: DevStack, database: asyncpg.Pool
+) -> None:
+    """No customer row, no workflow to signal: a relay whose Temporal is unreachable settles them all the same,
+    while a webhook for a known customer beside them waits for Temporal."""
+    async with inbox_of_its_own(stack, database) as (pool, _dsn):
+        strangers = [str(uuid.uuid4()) for _ in range(30)]
+        known = str(uuid.uuid4())
+        await store_backlog(pool, [known], 1)
+        for n, stranger in enumerate(strangers + ["not-a-uuid", known.upper()]):
+            payload = {
+                "type": "applicantPending",
+                "externalUserId": stranger,
+                "applicantId": f"stranger-{n}",
+                "correlationId": f"stranger-{n}",
+                "createdAtMs": "2030-01-01 00:00:00.000",
+                "reviewStatus": "pending",
+            }
+            assert await db.inbox.store_webhook(pool, dedupe_key=f"stranger-{n}", payload=payload)
+        cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+        relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
+        assert await relay.drain() == 32
+        rows = await pool.fetch("SELECT external_user_id, outcome, last_error, attempts FROM sumsub_webhook_inbox")
+        settled = {(r["outcome"], r["last_error"], r["attempts"]) for r in rows if r["external_user_id"] != known}
+        assert settled == {("no_running_workflow", "no customer with this id", 1)}
+        [mine] = [r for r in rows if r["external_user_id"] == known]
+        assert mine["outcome"] is None and "connect" in mine["last_error"]
+
+
+async def test_the_apis_notice_makes_a_relay_drain_at_once(stack: DevStack, database: asyncpg.Pool) -> None:
+    """A relay whose sweep comes only hourly still delivers a stored webhook within seconds: the API's notice
+    (sent after the commit) wakes it. Told twice in a row, it delivers each row once."""
+    async with inbox_of_its_own(stack, database) as (pool, dsn):
+        relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_interval=3600)
+        inbox = WebhookInbox(pool=pool, relay=relay)
+        running = [asyncio.create_task(relay.run(dsn)), asyncio.create_task(inbox.run())]
+        try:
+            await asyncio.sleep(0.5)  # the relay's first drain (on listening) found nothing
+            await store_backlog(pool, [str(uuid.uuid4())], 2)
+            inbox.stored()
+            inbox.stored()
+            deadline = time.monotonic() + 20
+            while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
+                assert time.monotonic() < deadline, "the notice did not wake the relay"
+                await asyncio.sleep(0.1)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        assert [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox")] == [1, 1]

@@ -31,6 +31,7 @@ from db.data_keys import data_key_store
 from integrations.event_webhooks import WebhookSender
 from integrations.keycloak import keycloak_admin
 from integrations.sumsub.client import SumsubClient
+from integrations.sumsub.relay import WebhookRelay
 from kit import metrics
 from kit.logging import ActivityLogContext, configure_logging
 from kit.settings import Settings, get_settings
@@ -165,6 +166,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             # A round holds its slot while it lingers (up to 60 s): one per active subscription, all waiting on I/O.
             max_concurrent_activities=EVENT_ROUND_SLOTS,
         )
+        # Stored Sumsub webhooks to their customers' workflows (the API only stores them and tells the relays).
+        relay = WebhookRelay(pool=pool, temporal=client, event_time_tolerance=settings.sumsub_event_time_tolerance)
         waker = DeliveryWaker(
             settings.database_url, client, task_queue=settings.temporal_events_task_queue, notices=notices
         )
@@ -174,6 +177,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             resources.push_async_callback(asyncio.to_thread, server.shutdown)
         async with worker, events_worker:
             waking = asyncio.create_task(waker.run())
+            relaying = asyncio.create_task(relay.run(settings.database_url))
             log.info(
                 "worker started",
                 task_queue=settings.temporal_task_queue,
@@ -186,6 +190,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 await stop.wait()
             finally:
                 waking.cancel()
+                relaying.cancel()
             log.info("worker stopping")
 
 

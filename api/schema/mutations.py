@@ -131,4 +131,4 @@ class Mutation(DocumentMutation, SubscriptionMutation, ComplianceMutation):
             inbox_id = int(input.id)
         except ValueError:
             raise BadUserInput("webhook id must be a number", field="id") from None
-        return StoredWebhookType.from_entry(await info.context.services.relay.replay(inbox_id))
+        return StoredWebhookType.from_entry(await info.context.services.inbox.replay(inbox_id))

@@ -87,5 +87,5 @@ class Query(DocumentQuery, SubscriptionQuery, ComplianceQuery):
         description="Stored Sumsub webhooks no workflow took, that were refused, or whose delivery keeps failing.",
     )
     async def undeliverable_webhooks(self, info: Info[Context, Any], first: int = 50) -> list[StoredWebhookType]:
-        entries = await info.context.services.relay.undeliverable(first)
+        entries = await info.context.services.inbox.undeliverable(first)
         return [StoredWebhookType.from_entry(entry) for entry in entries]

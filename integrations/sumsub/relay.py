@@ -1,12 +1,14 @@
-"""Delivers stored Sumsub webhooks from the inbox to their customers' workflows.
+"""Delivers stored Sumsub webhooks from the inbox to their customers' workflows; it runs in the worker.
 
-The webhook endpoint answers 200 once a webhook is stored and hands it to this relay's queue, so
-Sumsub never waits on Temporal. A few deliverers drain the queue; a sweep redelivers whatever is still
-pending (Temporal was down, the queue was full, the process died) until it lands.
+The API answers Sumsub once a webhook is stored and then tells the relays so (a NOTIFY on `INBOX_CHANNEL`,
+sent after the commit and folded under load, `api/inbox.py`), so neither Sumsub nor the answering process
+waits on Temporal or on the customer's workflow. A relay drains the inbox on each notice and, for whatever a
+notice missed (a relay that was reconnecting, an API that died between commit and notice, a delivery that
+failed), every `SWEEP_INTERVAL_SECONDS`.
 
-Every API process runs a relay. A stored row is leased to the process that stored it (`LEASE_SECONDS`);
-its deliverers leave a queued webhook whose lease is nearly over to the sweep, and a sweep leases the
-rows it takes (`FOR UPDATE SKIP LOCKED`), so no two processes deliver the same row at once.
+Every worker runs a relay. A drain leases the rows it takes (`FOR UPDATE SKIP LOCKED`, for `LEASE_SECONDS`),
+so no two relays deliver the same row at once, and delivers each customer's webhooks in the order they
+arrived, `DELIVERERS` customers at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import db.inbox
-from api.errors import BadUserInput, Conflict, NotFound
+from db.pool import DATABASE_OUTAGES
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import DEFAULT_EVENT_TIME_TOLERANCE, kyc_event_from_webhook
 from kit.codec import DataKeyErased, PayloadDecryptionError
@@ -33,15 +35,16 @@ from workflows.customer import CustomerWorkflow
 log = structlog.get_logger("relay")
 
 SWEEP_INTERVAL_SECONDS = 5.0
+RECONNECT_DELAY_SECONDS = 1.0
 LEASE_SECONDS = 30.0
-# A queued webhook with less of its lease left than this is left to a sweep: a delivery (its signal is
+# A leased webhook with less of its lease left than this is left to a later drain: a delivery (its signal is
 # bounded by SIGNAL_TIMEOUT) must end while the lease still holds.
 LEASE_MARGIN_SECONDS = 10.0
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
 SWEEP_BATCH = 100
-QUEUE_SIZE = 10_000
-MAX_UNDELIVERABLE_PAGE = 500
+INBOX_CHANNEL = "sumsub_inbox"  # NOTIFY (empty payload): webhooks were stored
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (*DATABASE_OUTAGES, asyncpg.PostgresError)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class StoredWebhook:
     payload: dict[str, Any]
     dedupe_key: str
     received_at: datetime
-    # time.monotonic() when this process's lease of the row ends; None: not leased (ops' replay)
+    # time.monotonic() when this relay's lease of the row ends; None: not leased (ops' replay)
     lease_ends: float | None = None
 
     def lease_nearly_over(self) -> bool:
@@ -60,17 +63,18 @@ class StoredWebhook:
 
 class WebhookRelay:
     def __init__(
-        self, *, pool: asyncpg.Pool, temporal: Client, event_time_tolerance: timedelta = DEFAULT_EVENT_TIME_TOLERANCE
+        self,
+        *,
+        pool: asyncpg.Pool,
+        temporal: Client,
+        event_time_tolerance: timedelta = DEFAULT_EVENT_TIME_TOLERANCE,
+        sweep_interval: float = SWEEP_INTERVAL_SECONDS,
     ) -> None:
         self._pool = pool
+        self._sweep_interval = sweep_interval
         self._temporal = temporal
         self._event_time_tolerance = event_time_tolerance
-        self._queue: asyncio.Queue[StoredWebhook] = asyncio.Queue(maxsize=QUEUE_SIZE)
-
-    def submit(self, webhook: StoredWebhook) -> None:
-        """Queues a stored webhook for delivery; when the queue is full the sweep delivers it later."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(webhook)
+        self._stored = asyncio.Event()  # a notice came: webhooks were stored
 
     async def deliver(self, webhook: StoredWebhook) -> bool:
         """Signals the customer's workflow; True when the row is settled (delivered or undeliverable)."""
@@ -103,8 +107,8 @@ class WebhookRelay:
                 if await db.inbox.is_erased(self._pool, customer_id):  # without per-customer keys
                     await db.inbox.settle_erased(self._pool, inbox_id)
                     return True
-                # No such customer, or its workflow has finished: acknowledged and kept for ops.
-                await db.inbox.mark_webhook(self._pool, inbox_id, outcome="no_running_workflow", error=exc.message)
+                # Its workflow has finished (or there is no such customer): acknowledged and kept for ops.
+                await db.inbox.settle_without_workflow(self._pool, [inbox_id], error=exc.message)
                 log.warning("webhook for no running workflow", inbox_id=inbox_id, sumsub_type=event.sumsub_type)
                 return True
             await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=f"{exc.status.name}: {exc.message}")
@@ -117,26 +121,6 @@ class WebhookRelay:
         await db.inbox.mark_webhook(self._pool, inbox_id, outcome="delivered")
         return True
 
-    async def undeliverable(self, first: int) -> list[db.inbox.InboxEntry]:
-        """Stored webhooks no workflow took, that were refused, or whose delivery keeps failing."""
-        if not 1 <= first <= MAX_UNDELIVERABLE_PAGE:
-            raise BadUserInput(f"first must be between 1 and {MAX_UNDELIVERABLE_PAGE}", field="first")
-        return await db.inbox.undeliverable_webhooks(self._pool, limit=first)
-
-    async def replay(self, inbox_id: int) -> db.inbox.InboxEntry:
-        """Delivers a stored webhook to its customer's workflow again (ops); returns the row after it."""
-        entry = await db.inbox.get_webhook(self._pool, inbox_id)
-        if entry is None:
-            raise NotFound("no stored webhook with this id")
-        if entry.outcome and entry.outcome.startswith("rejected"):
-            raise Conflict("a webhook refused as invalid cannot be delivered")
-        if entry.outcome == db.inbox.ERASED_OUTCOME or entry.payload.get("erased") is True:
-            raise Conflict("the webhook's customer was erased: only its type is kept, and it cannot be delivered")
-        await self.deliver(StoredWebhook(entry.id, entry.payload, entry.dedupe_key, entry.received_at))
-        updated = await db.inbox.get_webhook(self._pool, inbox_id)
-        assert updated is not None
-        return updated
-
     async def deliver_pending(self) -> int:
         """One sweep over the inbox (the rows it could lease); returns how many rows were settled."""
         return (await self._sweep())[1]
@@ -145,12 +129,18 @@ class WebhookRelay:
         """Sweeps again while a sweep took a full batch and settled all of it (a backlog after an outage or a
         storm is delivered at once, not a batch per interval); a row that failed waits for the next interval,
         so a Temporal outage or a row that keeps failing never spins. Returns how many rows were settled."""
+        return (await self._drain())[0]
+
+    async def _drain(self) -> tuple[int, bool]:
+        """(rows settled, whether every row taken was settled)."""
         settled = 0
         while True:
             taken, done = await self._sweep()
             settled += done
-            if taken < SWEEP_BATCH or done < taken:
-                return settled
+            if done < taken:
+                return settled, False
+            if taken < SWEEP_BATCH:
+                return settled, True
 
     async def _sweep(self) -> tuple[int, int]:
         """Leases up to SWEEP_BATCH pending rows and delivers them: one customer's in order (as they arrived),
@@ -163,6 +153,7 @@ class WebhookRelay:
             customer = payload.get("externalUserId") if isinstance(payload, dict) else None
             webhook = StoredWebhook(row["id"], payload, row["dedupe_key"], row["received_at"], lease_ends)
             by_customer.setdefault(customer, []).append(webhook)
+        settled = await self._settle_unknown(by_customer)
         slots = asyncio.Semaphore(DELIVERERS)
 
         async def in_order(webhooks: list[StoredWebhook]) -> int:
@@ -170,8 +161,42 @@ class WebhookRelay:
                 return sum([await self._sweep_one(webhook) for webhook in webhooks])
 
         async with asyncio.TaskGroup() as group:
-            settled = [group.create_task(in_order(webhooks)) for webhooks in by_customer.values()]
-        return len(rows), sum(task.result() for task in settled)
+            delivered = [group.create_task(in_order(webhooks)) for webhooks in by_customer.values()]
+        return len(rows), settled + sum(task.result() for task in delivered)
+
+    async def _settle_unknown(self, by_customer: dict[object, list[StoredWebhook]]) -> int:
+        """Settles, in one statement and without asking Temporal, the webhooks for ids no customer ever had
+        (a customer's row is written before its applicant exists, and an erased one keeps a tombstone): what a
+        signal would have found no workflow for. Removes them from `by_customer`; returns how many."""
+        ids = [customer for customer in by_customer if isinstance(customer, str)]
+        known = await db.inbox.existing_customers(self._pool, ids)
+        unknown: list[int] = []
+        for customer in ids:
+            if customer in known:
+                continue
+            webhooks = by_customer[customer]
+            # Tombstones and rows that cannot become a KYC event keep their own way through `deliver`.
+            settle = [webhook for webhook in webhooks if self._deliverable(webhook)]
+            unknown += [webhook.inbox_id for webhook in settle]
+            by_customer[customer] = [webhook for webhook in webhooks if webhook not in settle]
+        if unknown:
+            await db.inbox.settle_without_workflow(self._pool, unknown, error="no customer with this id")
+            log.warning("webhooks for no customer", count=len(unknown))
+        return len(unknown)
+
+    def _deliverable(self, webhook: StoredWebhook) -> bool:
+        if webhook.payload.get("erased") is True:
+            return False
+        try:
+            kyc_event_from_webhook(
+                webhook.payload,
+                dedupe_key=webhook.dedupe_key,
+                received_at=webhook.received_at,
+                time_tolerance=self._event_time_tolerance,
+            )
+        except (KeyError, TypeError, ValueError):
+            return False
+        return True
 
     async def _sweep_one(self, webhook: StoredWebhook) -> bool:
         if webhook.lease_nearly_over():
@@ -189,24 +214,40 @@ class WebhookRelay:
             await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=None, error=repr(exc)[:500])
             return False
 
-    async def _deliver_queued(self) -> None:
-        while True:
-            webhook = await self._queue.get()
-            if webhook.lease_nearly_over():
-                continue  # queued too long: a sweep may take the row now, and delivers it
-            try:
-                await self.deliver(webhook)
-            except Exception as exc:  # noqa: BLE001  (the relay must outlive any failure; the sweep retries)
-                log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=repr(exc))
-
-    async def run(self) -> None:
-        """Delivers queued webhooks and sweeps the inbox every few seconds until cancelled."""
+    async def run(self, dsn: str) -> None:
+        """Drains the inbox on every notice that webhooks were stored, and every sweep interval, until
+        cancelled. After a drain that left a row pending (Temporal down, a row that keeps failing) the next waits
+        for the interval, so a storm of notices during an outage does not retry the same rows in a loop."""
         async with asyncio.TaskGroup() as group:
-            for _ in range(DELIVERERS):
-                group.create_task(self._deliver_queued())
+            group.create_task(self._listen_forever(dsn))
             while True:
-                await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stored.wait(), self._sweep_interval)
+                self._stored.clear()
                 try:
-                    await self.drain()
-                except Exception as exc:  # noqa: BLE001  (same: try again at the next sweep)
-                    log.warning("inbox sweep failed", error=repr(exc))
+                    _settled, settled_all = await self._drain()
+                except Exception as exc:  # noqa: BLE001  (the relay must outlive any failure; the next drain retries)
+                    log.warning("inbox drain failed", error=repr(exc))
+                    settled_all = False
+                if not settled_all:
+                    await asyncio.sleep(self._sweep_interval)
+
+    async def _listen_forever(self, dsn: str) -> None:
+        while True:
+            try:
+                await self._listen(dsn)
+            except _CONNECTION_LOST as exc:
+                log.warning("relay lost PostgreSQL; listening again", error_type=type(exc).__name__)
+            await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+
+    async def _listen(self, dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(INBOX_CHANNEL, lambda *_notice: self._stored.set())
+            self._stored.set()  # what was stored while nobody listened
+            await lost.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
