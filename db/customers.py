@@ -249,7 +249,7 @@ async def tombstone_webhooks(conn: Conn | asyncpg.Pool, customer_id: str, applic
         """
         UPDATE sumsub_webhook_inbox SET payload = jsonb_build_object('type', event_type, 'erased', true),
             last_error = NULL,
-            -- a pending one is settled: no workflow will take it (api/relay.py settles any that come later)
+            -- a pending one is settled: no workflow will take it (the relay settles any that come later)
             outcome = CASE WHEN delivered_at IS NULL THEN 'customer_erased' ELSE outcome END,
             delivered_at = coalesce(delivered_at, now()), leased_until = NULL
         WHERE external_user_id = $1 OR applicant_id = $2

@@ -33,19 +33,29 @@ async def store_webhook(
     )
 
 
+# A failed delivery is tried again after 5 s, then 10, 20, 40 and every 60 s: a row that keeps failing is not
+# taken by every drain (it would hold up the rows behind it), and after an outage the backlog waits 60 s at most.
+RETRY_FIRST_SECONDS = 5
+RETRY_MAX_SECONDS = 60
+
+
 async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
-    """Records a delivery attempt: with an outcome the row is done, without one it stays pending and its
-    lease is given up (the next sweep, of any process, tries again)."""
+    """Records a delivery attempt: with an outcome the row is done; without one it stays pending, and no relay
+    takes it again before its retry time (RETRY_FIRST_SECONDS, doubling with each attempt, RETRY_MAX_SECONDS)."""
     await pool.execute(
         """
         UPDATE sumsub_webhook_inbox
         SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
-            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END, leased_until = NULL
+            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END,
+            leased_until = CASE WHEN $2::text IS NULL
+                THEN now() + make_interval(secs => least($4 * power(2, least(attempts, 16)), $5)) END
         WHERE id = $1
         """,
         inbox_id,
         outcome,
         error,
+        RETRY_FIRST_SECONDS,
+        RETRY_MAX_SECONDS,
     )
 
 
@@ -67,17 +77,19 @@ async def settle_without_workflow(pool: asyncpg.Pool, inbox_ids: list[int], *, e
 
 
 async def existing_customers(pool: asyncpg.Pool, customer_ids: list[str]) -> set[str]:
-    """Which of these ids (as written; malformed ones never) belong to a customer row, erased ones included."""
-    valid = []
+    """Which of these ids belong to a customer row, erased ones included, however the UUID is spelled (as
+    PostgreSQL reads it: upper case, braces, no hyphens); malformed ones never."""
+    parsed: dict[str, uuid.UUID] = {}
     for customer_id in customer_ids:
         try:
-            valid.append(uuid.UUID(customer_id))
+            parsed[customer_id] = uuid.UUID(customer_id)
         except ValueError:
             continue
-    if not valid:
+    if not parsed:
         return set()
-    rows = await pool.fetch("SELECT id::text AS id FROM customers WHERE id = ANY($1::uuid[])", valid)
-    return {row["id"] for row in rows} & set(customer_ids)
+    rows = await pool.fetch("SELECT id FROM customers WHERE id = ANY($1::uuid[])", list(set(parsed.values())))
+    found = {row["id"] for row in rows}
+    return {customer_id for customer_id, value in parsed.items() if value in found}
 
 
 # What an erased customer's webhook keeps: its type and the fact (its body may hold personal data).
@@ -114,7 +126,8 @@ async def is_erased(pool: asyncpg.Pool, customer_id: str) -> bool:
 async def lease_pending_webhooks(pool: asyncpg.Pool, *, lease_seconds: float, limit: int = 100) -> list[asyncpg.Record]:
     """Takes the lease of up to `limit` undelivered webhooks nobody holds, oldest first. Rows another
     sweep is taking at this moment are skipped (SKIP LOCKED), and rows it took carry its lease, so
-    concurrent sweeps (of several API processes) never take the same row."""
+    concurrent sweeps (of several workers' relays) never take the same row. A row waiting for its retry time
+    (mark_webhook) is leased until then."""
     rows = await pool.fetch(
         """
         UPDATE sumsub_webhook_inbox SET leased_until = now() + make_interval(secs => $2)

@@ -22,7 +22,6 @@ import db.customers
 import db.inbox
 import db.pool
 from api.app import create_app
-from api.inbox import WebhookInbox
 from dev.stack import DevStack, free_port
 from domain.customer import CustomerType, OnboardingStage
 from domain.state import CustomerState, Registration
@@ -76,45 +75,19 @@ async def test_a_webhook_acknowledged_while_temporal_is_down_is_delivered_by_a_w
     assert row is not None and (row["outcome"], row["attempts"]) == ("delivered", 1)
 
 
-async def test_two_sweeps_at_once_deliver_each_stored_webhook_once(stack: DevStack, database: asyncpg.Pool) -> None:
-    """Two relays (as two workers run them) sweep the same inbox at the same moment, beside the stack worker's
-    own: every row is settled exactly once (one attempt), none twice, none left."""
-    settings = settings_of(stack)
-    assert settings.database_url is not None
-    run = uuid.uuid4().hex[:8]
-    pools = [await db.pool.create_pool(settings.database_url, size=4) for _ in range(2)]
-    try:
-        ids = []
-        for n in range(60):  # for customers that do not exist: each is settled as such and noted
-            payload = {
-                "type": "applicantPending",
-                "externalUserId": str(uuid.uuid4()),
-                "applicantId": f"sweep-{run}-{n}",
-                "correlationId": f"sweep-{run}-{n}",
-                "createdAtMs": "2030-01-01 00:00:00.000",
-                "reviewStatus": "pending",
-            }
-            inbox_id = await db.inbox.store_webhook(pools[0], dedupe_key=f"sweep-{run}-{n}", payload=payload)
-            assert inbox_id is not None
-            ids.append(inbox_id)
-        temporal = await connect(settings)
-        relays = [WebhookRelay(pool=pool, temporal=temporal) for pool in pools]
-        settled = await asyncio.gather(*(relay.deliver_pending() for relay in relays))
-        deadline = time.monotonic() + 30
-        while await database.fetchval(
-            "SELECT count(*) FROM sumsub_webhook_inbox WHERE id = any($1) AND delivered_at IS NULL", ids
-        ):
-            assert time.monotonic() < deadline, "the sweeps left stored webhooks undelivered"
-            await asyncio.sleep(0.1)
-        rows = await database.fetch(
-            "SELECT attempts, outcome FROM sumsub_webhook_inbox WHERE id = any($1) ORDER BY id", ids
-        )
-        assert [(r["attempts"], r["outcome"]) for r in rows] == [(1, "no_running_workflow")] * len(ids)
-        assert sum(settled) <= len(ids)  # the rest, if any, the stack worker's own sweep took
-        print(f"two sweeps settled {settled} of {len(ids)}")
-    finally:
-        for pool in pools:
-            await pool.close()
+async def test_two_relays_at_once_settle_each_stored_webhook_once(stack: DevStack, database: asyncpg.Pool) -> None:
+    """Two relays (as two workers run them) drain the same inbox at the same moment: every row is signalled
+    (Temporal answers NOT_FOUND: the customers' workflows have finished) and settled exactly once, none twice,
+    none left."""
+    async with inbox_of_its_own(stack, database) as (pool, _dsn):
+        await store_backlog(pool, [str(uuid.uuid4()) for _ in range(60)], 1)
+        temporal = await connect(settings_of(stack))
+        relays = [WebhookRelay(pool=pool, temporal=temporal) for _ in range(2)]
+        settled = await asyncio.gather(*(relay.drain() for relay in relays))
+        rows = await pool.fetch("SELECT attempts, outcome FROM sumsub_webhook_inbox ORDER BY id")
+        assert [(r["attempts"], r["outcome"]) for r in rows] == [(1, "no_running_workflow")] * 60
+        assert sum(settled) == 60
+        print(f"two relays settled {settled} of 60")
 
 
 @asynccontextmanager
@@ -202,16 +175,25 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
         errors = await pool.fetch("SELECT DISTINCT last_error FROM sumsub_webhook_inbox WHERE attempts = 1")
         assert len(errors) == 1 and "connect" in errors[0]["last_error"]  # ops see why they are still pending
 
+        retry_later = "SELECT bool_and(leased_until > now()) FROM sumsub_webhook_inbox WHERE attempts = 1"
+        assert await pool.fetchval(retry_later)  # no drain takes a failed row before its retry time
+
         back = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
-        assert await back.drain() == 150
-        assert await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL") == 0
+        deadline = time.monotonic() + 30
+        while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
+            assert time.monotonic() < deadline, "the rows were not delivered once Temporal answered"
+            await back.drain()
+            await asyncio.sleep(0.5)
+        rows = await pool.fetch("SELECT outcome, attempts FROM sumsub_webhook_inbox ORDER BY id")
+        assert {r["outcome"] for r in rows} == {"no_running_workflow"}
+        assert [r["attempts"] for r in rows] == [2] * 100 + [1] * 50  # the failed ones once more, the rest once
 
 
 async def test_webhooks_for_ids_no_customer_ever_had_are_settled_without_temporal(
     stack: DevStack, database: asyncpg.Pool
 ) -> None:
     """No customer row, no workflow to signal: a relay whose Temporal is unreachable settles them all the same,
-    while a webhook for a known customer beside them waits for Temporal."""
+    while webhooks for a known customer beside them (its id also in upper case) wait for Temporal."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
         strangers = [str(uuid.uuid4()) for _ in range(30)]
         known = str(uuid.uuid4())
@@ -228,32 +210,51 @@ async def test_webhooks_for_ids_no_customer_ever_had_are_settled_without_tempora
             assert await db.inbox.store_webhook(pool, dedupe_key=f"stranger-{n}", payload=payload)
         cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
         relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
-        assert await relay.drain() == 32
+        assert await relay.drain() == 31
         rows = await pool.fetch("SELECT external_user_id, outcome, last_error, attempts FROM sumsub_webhook_inbox")
-        settled = {(r["outcome"], r["last_error"], r["attempts"]) for r in rows if r["external_user_id"] != known}
+        mine = {known, known.upper()}  # the same customer, however the UUID is spelled: for Temporal to answer
+        settled = {(r["outcome"], r["last_error"], r["attempts"]) for r in rows if r["external_user_id"] not in mine}
         assert settled == {("no_running_workflow", "no customer with this id", 1)}
-        [mine] = [r for r in rows if r["external_user_id"] == known]
-        assert mine["outcome"] is None and "connect" in mine["last_error"]
+        waiting = [r for r in rows if r["external_user_id"] in mine]
+        assert len(waiting) == 2 and all(r["outcome"] is None and "connect" in r["last_error"] for r in waiting)
 
 
 async def test_the_apis_notice_makes_a_relay_drain_at_once(stack: DevStack, database: asyncpg.Pool) -> None:
-    """A relay whose sweep comes only hourly still delivers a stored webhook within seconds: the API's notice
-    (sent after the commit) wakes it. Told twice in a row, it delivers each row once."""
+    """A relay whose sweep comes only hourly still delivers each webhook the API stores within seconds: the API's
+    notice (sent after the commit) wakes it, each time."""
     async with inbox_of_its_own(stack, database) as (pool, dsn):
+        customer = str(uuid.uuid4())
+        await store_backlog(pool, [customer], 1)  # stored before the relay listens: its first drain settles it
         relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_interval=3600)
-        inbox = WebhookInbox(pool=pool, relay=relay)
-        running = [asyncio.create_task(relay.run(dsn)), asyncio.create_task(inbox.run())]
+        relaying = asyncio.create_task(relay.run(dsn))
+        api = settings_of(stack).model_copy(update={"database_url": dsn})
         try:
-            await asyncio.sleep(0.5)  # the relay's first drain (on listening) found nothing
-            await store_backlog(pool, [str(uuid.uuid4())], 2)
-            inbox.stored()
-            inbox.stored()
-            deadline = time.monotonic() + 20
-            while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
-                assert time.monotonic() < deadline, "the notice did not wake the relay"
-                await asyncio.sleep(0.1)
+            await settled_within(pool, 20, "the relay's first drain did not run")
+            async with running_app(create_app(api)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+                for n in range(2):
+                    body = json.dumps(
+                        {
+                            "type": "applicantPending",
+                            "externalUserId": customer,
+                            "applicantId": f"drain-{customer}",
+                            "correlationId": f"notice-{customer}-{n}",
+                            "createdAtMs": "2030-01-01 00:00:00.000",
+                            "reviewStatus": "pending",
+                        }
+                    ).encode()
+                    digest = webhook_digest(body, "dev-sumsub-webhook-secret")
+                    response = await http.post("/webhooks/sumsub", content=body, headers={"X-Payload-Digest": digest})
+                    assert response.status_code == 200
+                    await settled_within(pool, 20, f"the API's notice {n + 1} did not wake the relay")
         finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-        assert [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox")] == [1, 1]
+            relay.stop()
+            await asyncio.wait_for(relaying, 15)  # stop() ends it: the worker's shutdown waits for it
+        rows = await pool.fetch("SELECT attempts, outcome FROM sumsub_webhook_inbox")
+        assert [(r["attempts"], r["outcome"]) for r in rows] == [(1, "no_running_workflow")] * 3
+
+
+async def settled_within(pool: asyncpg.Pool, seconds: float, failure: str) -> None:
+    deadline = time.monotonic() + seconds
+    while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.1)

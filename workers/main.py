@@ -70,6 +70,17 @@ def install_temporal_runtime(settings: Settings) -> None:
     activity.logger.activity_info_on_message = False
 
 
+RELAY_STOP_SECONDS = 10.0
+
+
+def _relay_ended(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """The relay only ends when told to; if it failed, the worker stops (and is started again) rather than run
+    on without delivering webhooks."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("webhook relay failed; stopping the worker", error_type=type(exc).__name__)
+        stop.set()
+
+
 def interceptors(settings: Settings) -> list[Interceptor]:
     chain: list[Interceptor] = [ActivityLogContext()]
     if settings.otel_enabled:
@@ -178,6 +189,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with worker, events_worker:
             waking = asyncio.create_task(waker.run())
             relaying = asyncio.create_task(relay.run(settings.database_url))
+            relaying.add_done_callback(lambda task: _relay_ended(task, stop))
             log.info(
                 "worker started",
                 task_queue=settings.temporal_task_queue,
@@ -190,7 +202,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 await stop.wait()
             finally:
                 waking.cancel()
+                relay.stop()  # the drain under way settles what it took, so no row is signalled twice
+                await asyncio.wait([relaying], timeout=RELAY_STOP_SECONDS)
                 relaying.cancel()
+                await asyncio.gather(waking, relaying, return_exceptions=True)
             log.info("worker stopping")
 
 

@@ -3,12 +3,13 @@
 The API answers Sumsub once a webhook is stored and then tells the relays so (a NOTIFY on `INBOX_CHANNEL`,
 sent after the commit and folded under load, `api/inbox.py`), so neither Sumsub nor the answering process
 waits on Temporal or on the customer's workflow. A relay drains the inbox on each notice and, for whatever a
-notice missed (a relay that was reconnecting, an API that died between commit and notice, a delivery that
-failed), every `SWEEP_INTERVAL_SECONDS`.
+notice missed (a relay that was reconnecting, an API that died between commit and notice, a failed delivery
+whose retry time came), every `SWEEP_INTERVAL_SECONDS`.
 
 Every worker runs a relay. A drain leases the rows it takes (`FOR UPDATE SKIP LOCKED`, for `LEASE_SECONDS`),
-so no two relays deliver the same row at once, and delivers each customer's webhooks in the order they
-arrived, `DELIVERERS` customers at a time.
+so no two relays deliver the same row at once, and delivers each customer's webhooks in its batch in the order
+they arrived, `DELIVERERS` customers at a time. (Two workers' batches may hold webhooks of one customer: the
+workflow orders events by their own time, `domain/kyc_rules.oldest_first`, not by arrival.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import db.inbox
-from db.pool import DATABASE_OUTAGES
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import DEFAULT_EVENT_TIME_TOLERANCE, kyc_event_from_webhook
 from kit.codec import DataKeyErased, PayloadDecryptionError
@@ -44,7 +44,6 @@ SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
 SWEEP_BATCH = 100
 INBOX_CHANNEL = "sumsub_inbox"  # NOTIFY (empty payload): webhooks were stored
-_CONNECTION_LOST: tuple[type[BaseException], ...] = (*DATABASE_OUTAGES, asyncpg.PostgresError)
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,7 @@ class WebhookRelay:
         self._temporal = temporal
         self._event_time_tolerance = event_time_tolerance
         self._stored = asyncio.Event()  # a notice came: webhooks were stored
+        self._stopping = False
 
     async def deliver(self, webhook: StoredWebhook) -> bool:
         """Signals the customer's workflow; True when the row is settled (delivered or undeliverable)."""
@@ -121,26 +121,17 @@ class WebhookRelay:
         await db.inbox.mark_webhook(self._pool, inbox_id, outcome="delivered")
         return True
 
-    async def deliver_pending(self) -> int:
-        """One sweep over the inbox (the rows it could lease); returns how many rows were settled."""
-        return (await self._sweep())[1]
-
     async def drain(self) -> int:
         """Sweeps again while a sweep took a full batch and settled all of it (a backlog after an outage or a
-        storm is delivered at once, not a batch per interval); a row that failed waits for the next interval,
-        so a Temporal outage or a row that keeps failing never spins. Returns how many rows were settled."""
-        return (await self._drain())[0]
-
-    async def _drain(self) -> tuple[int, bool]:
-        """(rows settled, whether every row taken was settled)."""
+        storm is delivered at once, not a batch per interval); after a sweep with a failed row it stops, and the
+        failed rows wait for their retry time, so a Temporal outage never spins. Returns how many rows were
+        settled."""
         settled = 0
         while True:
             taken, done = await self._sweep()
             settled += done
-            if done < taken:
-                return settled, False
-            if taken < SWEEP_BATCH:
-                return settled, True
+            if taken < SWEEP_BATCH or done < taken:
+                return settled
 
     async def _sweep(self) -> tuple[int, int]:
         """Leases up to SWEEP_BATCH pending rows and delivers them: one customer's in order (as they arrived),
@@ -206,7 +197,7 @@ class WebhookRelay:
         except (KeyError, TypeError, ValueError) as exc:
             # A row that cannot become a KYC event must not block every row after it.
             await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
-            return False
+            return True
         except (asyncpg.PostgresConnectionError, OSError):
             raise  # PostgreSQL is gone: the whole sweep waits for the next round
         except Exception as exc:  # noqa: BLE001  (nor must any other failure of one row: it stays pending)
@@ -215,29 +206,38 @@ class WebhookRelay:
             return False
 
     async def run(self, dsn: str) -> None:
-        """Drains the inbox on every notice that webhooks were stored, and every sweep interval, until
-        cancelled. After a drain that left a row pending (Temporal down, a row that keeps failing) the next waits
-        for the interval, so a storm of notices during an outage does not retry the same rows in a loop."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._listen_forever(dsn))
-            while True:
+        """Drains the inbox on every notice that webhooks were stored, and every sweep interval, until `stop()`
+        (the drain under way ends first) or cancellation. A row whose delivery failed waits for its retry time
+        (db.inbox.mark_webhook), so a storm of notices during an outage does not retry the same rows in a loop."""
+        listener = asyncio.create_task(self._listen_forever(dsn))
+        try:
+            while not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stored.wait(), self._sweep_interval)
                 self._stored.clear()
+                if self._stopping:
+                    break
                 try:
-                    _settled, settled_all = await self._drain()
-                except Exception as exc:  # noqa: BLE001  (the relay must outlive any failure; the next drain retries)
-                    log.warning("inbox drain failed", error=repr(exc))
-                    settled_all = False
-                if not settled_all:
+                    await self.drain()
+                except Exception as exc:  # noqa: BLE001  (PostgreSQL gone, say: the relay outlives it and tries again)
+                    log.warning("inbox drain failed", error_type=type(exc).__name__)
                     await asyncio.sleep(self._sweep_interval)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    def stop(self) -> None:
+        """Ends `run` once the drain under way (if any) has settled what it took."""
+        self._stopping = True
+        self._stored.set()
 
     async def _listen_forever(self, dsn: str) -> None:
         while True:
             try:
                 await self._listen(dsn)
-            except _CONNECTION_LOST as exc:
-                log.warning("relay lost PostgreSQL; listening again", error_type=type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001  (any failure of the listening connection: listen again)
+                log.warning("relay not listening; trying again", error_type=type(exc).__name__)
             await asyncio.sleep(RECONNECT_DELAY_SECONDS)
 
     async def _listen(self, dsn: str) -> None:
