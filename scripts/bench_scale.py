@@ -71,6 +71,9 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
+TOKEN_BATCH = 100
+
+
 async def register_waiting(
     pool: asyncpg.Pool, stack: DevStack, *, run_id: str, count: int, worker_pid: int | None = None
 ) -> tuple[float, list[tuple[int, float]]]:
@@ -79,10 +82,17 @@ async def register_waiting(
     started = time.perf_counter()
     samples: list[tuple[int, float]] = []
     for first in range(0, count, CHUNK):
-        token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")  # lives 300 s
-        ids = await register_many(
-            [stack.api_url], token, run_id=run_id, label=f"waiting{first}", count=min(CHUNK, count - first)
-        )
+        ids = []
+        # A token lives 300 s; a chunk of 500 on a busy worker has taken longer: a fresh one per hundred.
+        for start in range(first, min(first + CHUNK, count), TOKEN_BATCH):
+            token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+            ids += await register_many(
+                [stack.api_url],
+                token,
+                run_id=run_id,
+                label=f"waiting{start}",
+                count=min(TOKEN_BATCH, first + CHUNK - start, count - start),
+            )
         await wait_for_stage(pool, ids, "AWAITING_KYC", timeout=900)
         rss = rss_mb(worker_pid) if worker_pid is not None else float("nan")
         samples.append((first + len(ids), rss))
