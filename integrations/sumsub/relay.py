@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import db.inbox
 from domain.customer import workflow_id_for
+from domain.kyc import KycEvent
 from integrations.sumsub.webhooks import DEFAULT_EVENT_TIME_TOLERANCE, kyc_event_from_webhook
 from kit.codec import DataKeyErased, PayloadDecryptionError
 from workflows.customer import CustomerWorkflow
@@ -82,12 +83,7 @@ class WebhookRelay:
         if payload.get("erased") is True:  # tombstoned by an erasure before it was delivered
             await db.inbox.settle_erased(self._pool, inbox_id)
             return True
-        event = kyc_event_from_webhook(
-            payload,
-            dedupe_key=webhook.dedupe_key,
-            received_at=webhook.received_at,
-            time_tolerance=self._event_time_tolerance,
-        )
+        event = self._kyc_event(webhook)
         customer_id = payload["externalUserId"]
         handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
         try:
@@ -165,26 +161,33 @@ class WebhookRelay:
         for customer in ids:
             if customer in known:
                 continue
-            webhooks = by_customer[customer]
             # Tombstones and rows that cannot become a KYC event keep their own way through `deliver`.
-            settle = [webhook for webhook in webhooks if self._deliverable(webhook)]
-            unknown += [webhook.inbox_id for webhook in settle]
-            by_customer[customer] = [webhook for webhook in webhooks if webhook not in settle]
+            webhooks, by_customer[customer] = by_customer[customer], []
+            for webhook in webhooks:
+                if self._deliverable(webhook):
+                    unknown.append(webhook.inbox_id)
+                else:
+                    by_customer[customer].append(webhook)
         if unknown:
             await db.inbox.settle_without_workflow(self._pool, unknown, error="no customer with this id")
             log.warning("webhooks for no customer", count=len(unknown))
         return len(unknown)
 
+    def _kyc_event(self, webhook: StoredWebhook) -> KycEvent:
+        """What the workflow is signalled; KeyError, TypeError or ValueError for a row that cannot become one."""
+        return kyc_event_from_webhook(
+            webhook.payload,
+            dedupe_key=webhook.dedupe_key,
+            received_at=webhook.received_at,
+            time_tolerance=self._event_time_tolerance,
+        )
+
     def _deliverable(self, webhook: StoredWebhook) -> bool:
+        """Neither a tombstone nor a row that cannot become a KYC event."""
         if webhook.payload.get("erased") is True:
             return False
         try:
-            kyc_event_from_webhook(
-                webhook.payload,
-                dedupe_key=webhook.dedupe_key,
-                received_at=webhook.received_at,
-                time_tolerance=self._event_time_tolerance,
-            )
+            self._kyc_event(webhook)
         except (KeyError, TypeError, ValueError):
             return False
         return True
