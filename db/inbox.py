@@ -42,21 +42,7 @@ RETRY_MAX_SECONDS = 60
 async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
     """Records a delivery attempt: with an outcome the row is done; without one it stays pending, and no relay
     takes it again before its retry time (RETRY_FIRST_SECONDS, doubling with each attempt, RETRY_MAX_SECONDS)."""
-    await pool.execute(
-        """
-        UPDATE sumsub_webhook_inbox
-        SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
-            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END,
-            leased_until = CASE WHEN $2::text IS NULL
-                THEN now() + make_interval(secs => least($4 * power(2, least(attempts, 16)), $5)) END
-        WHERE id = $1
-        """,
-        inbox_id,
-        outcome,
-        error,
-        RETRY_FIRST_SECONDS,
-        RETRY_MAX_SECONDS,
-    )
+    await _mark_webhooks(pool, [inbox_id], outcome=outcome, error=error)
 
 
 NO_WORKFLOW_OUTCOME = "no_running_workflow"
@@ -64,15 +50,24 @@ NO_WORKFLOW_OUTCOME = "no_running_workflow"
 
 async def settle_without_workflow(pool: asyncpg.Pool, inbox_ids: list[int], *, error: str) -> None:
     """Settles webhooks no workflow takes (no such customer, or its workflow has finished); kept for ops."""
+    await _mark_webhooks(pool, inbox_ids, outcome=NO_WORKFLOW_OUTCOME, error=error)
+
+
+async def _mark_webhooks(pool: asyncpg.Pool, inbox_ids: list[int], *, outcome: str | None, error: str | None) -> None:
     await pool.execute(
         """
         UPDATE sumsub_webhook_inbox
-        SET attempts = attempts + 1, outcome = $2, last_error = $3, delivered_at = now(), leased_until = NULL
+        SET attempts = attempts + 1, outcome = $2::text, last_error = $3,
+            delivered_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END,
+            leased_until = CASE WHEN $2::text IS NULL
+                THEN now() + make_interval(secs => least($4 * power(2, least(attempts, 16)), $5)) END
         WHERE id = ANY($1::bigint[])
         """,
         inbox_ids,
-        NO_WORKFLOW_OUTCOME,
+        outcome,
         error,
+        RETRY_FIRST_SECONDS,
+        RETRY_MAX_SECONDS,
     )
 
 
