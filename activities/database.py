@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -29,6 +30,24 @@ class RecordChangeInput(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class AuditEntry(BaseModel):
+    """One audit row of a batch."""
+
+    event_type: str
+    sequence: int = Field(description="Position of this change in the run; makes the event write idempotent.")
+    actor: str = "system"
+    details: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime
+
+
+class RecordChangesInput(BaseModel):
+    """The state after the last entry, and the entries oldest first. Only the last may publish an event: a
+    published event carries the state, and the state is the one after the last."""
+
+    state: CustomerState
+    entries: list[AuditEntry]
+
+
 class OpenDepositAccountInput(BaseModel):
     customer_id: str
     account_id: str
@@ -48,53 +67,71 @@ class DatabaseActivities:
     async def record_change(self, change: RecordChangeInput) -> None:
         """Saves the customer's new state, appends the audit row that explains it and, for a change the rest of
         the bank is told of, its published event: all in one transaction."""
+        entry = AuditEntry(
+            event_type=change.event_type,
+            sequence=change.sequence,
+            actor=change.actor,
+            details=change.details,
+            occurred_at=change.state.updated_at,
+        )
+        await self._save(change.state, [entry])
+
+    @activity.defn
+    async def record_changes(self, changes: RecordChangesInput) -> None:
+        """`record_change` for several audit rows at once (a batch of Sumsub events): one activity, one
+        transaction, instead of one each."""
+        await self._save(changes.state, changes.entries)
+
+    async def _save(self, state: CustomerState, entries: list[AuditEntry]) -> None:
         info = activity.info()
         # Optional in Temporal's types (a standalone activity has no workflow); the projection names its run.
         if info.workflow_id is None or info.workflow_run_id is None:
-            raise ApplicationError("record_change runs only inside a customer workflow", non_retryable=True)
+            raise ApplicationError(f"{info.activity_type} runs only inside a customer workflow", non_retryable=True)
+        inserted: list[AuditEntry] = []
         async with self._pool.acquire() as conn, conn.transaction():
             try:
-                await db.customers.save_customer(
-                    conn, change.state, workflow_id=info.workflow_id, run_id=info.workflow_run_id
-                )
+                await db.customers.save_customer(conn, state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)
             except db.customers.EmailTakenError as exc:
                 raise ApplicationError(
                     f"email or telegram handle already belongs to another customer ({exc})",
                     type=ErrorType.CUSTOMER_CONFLICT,
                     non_retryable=True,
                 ) from exc
-            inserted = await db.customers.append_event(
-                conn,
-                customer_id=change.state.customer_id,
-                event_type=change.event_type,
-                actor=change.actor,
-                details=change.details,
-                occurred_at=change.state.updated_at,
-                workflow_id=info.workflow_id,
-                run_id=info.workflow_run_id,
-                idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
-            )
-            published = domain.events.published_type(change.event_type, change.details)
-            if inserted and published is not None:  # the outbox, in the same transaction (a retry adds nothing)
-                await db.events.append(
+            for entry in entries:
+                key = f"{info.workflow_id}:{info.workflow_run_id}:{entry.sequence}"
+                if not await db.customers.append_event(
                     conn,
-                    customer_id=change.state.customer_id,
-                    type=published,
-                    time=change.state.updated_at,
-                    data=domain.events.event_data(change.state, change.event_type, change.details),
-                    idempotency_key=f"{info.workflow_id}:{info.workflow_run_id}:{change.sequence}",
-                )
-        # Committed: count and log the event once, not again when a retry finds it written.
-        if inserted:
-            state = change.state
+                    customer_id=state.customer_id,
+                    event_type=entry.event_type,
+                    actor=entry.actor,
+                    details=entry.details,
+                    occurred_at=entry.occurred_at,
+                    workflow_id=info.workflow_id,
+                    run_id=info.workflow_run_id,
+                    idempotency_key=key,
+                ):
+                    continue  # written by an earlier attempt, with its published event
+                inserted.append(entry)
+                published = domain.events.published_type(entry.event_type, entry.details)
+                if published is not None:  # the outbox, in the same transaction (a retry adds nothing)
+                    await db.events.append(
+                        conn,
+                        customer_id=state.customer_id,
+                        type=published,
+                        time=entry.occurred_at,
+                        data=domain.events.event_data(state, entry.event_type, entry.details),
+                        idempotency_key=key,
+                    )
+        # Committed: count and log each event once, not again when a retry finds it written.
+        for entry in inserted:
             metrics.observe_customer_event(
-                change.event_type, registered_at=state.created_at, occurred_at=state.updated_at
+                entry.event_type, registered_at=state.created_at, occurred_at=entry.occurred_at
             )
             log.info(
                 "customer event recorded",
-                event_type=change.event_type,
-                actor=change.actor,
-                sequence=change.sequence,
+                event_type=entry.event_type,
+                actor=entry.actor,
+                sequence=entry.sequence,
                 stage=state.stage.value,
                 status=state.status.value,
             )

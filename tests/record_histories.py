@@ -46,6 +46,10 @@ PATHS = {
         paths.test_a_red_review_of_the_upgrade_leaves_basic_records_why_and_suspends_nothing
     ),
     "kyc_level_upgrade_reminded_polled_expired": paths.test_the_upgrade_is_reminded_polled_and_expires_as_onboarding_does,
+    # LEAN_HISTORY_PATCH: queued events that publish nothing recorded with the next change.
+    "kyc_events_recorded_in_batches": (
+        paths.test_sumsub_events_queued_while_the_workflow_is_busy_are_recorded_in_one_activity_per_published_change
+    ),
 }
 
 # EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.

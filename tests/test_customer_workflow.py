@@ -21,7 +21,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.database import OpenDepositAccountInput, RecordChangeInput, SetAccountStatusInput
+from activities.database import (
+    AuditEntry,
+    OpenDepositAccountInput,
+    RecordChangeInput,
+    RecordChangesInput,
+    SetAccountStatusInput,
+)
 from activities.keycloak import ChangeUserEmailInput, ProvisionedUser, ProvisionUserInput, SetUserEnabledInput, UserRef
 from activities.notifications import Notification
 from activities.profiles import StoredProfileFields, StoreVerifiedProfileInput
@@ -86,6 +92,11 @@ class FakeWorld:
         self.kyc_link_outages = 0  # transient failures before create_kyc_link succeeds
         self.polled_review: KycEvent | None = None
         self.recorded: list[str] = []
+        self.record_activities = 0  # record_change and record_changes calls
+        self.sequences: list[int] = []  # each audit row's position in the run, in the order written
+        self.record_gate = asyncio.Event()  # cleared: recording waits (the workflow is busy meanwhile)
+        self.record_gate.set()
+        self.records_held = 0
         self.actors: list[str] = []
         self.accounts: list[OpenDepositAccountInput] = []
         self.account_statuses: list[str] = []
@@ -110,9 +121,32 @@ class FakeWorld:
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="record_change")
         async def record_change(change: RecordChangeInput) -> None:
-            self.recorded.append(change.event_type)
-            self.actors.append(change.actor)
-            self.details.append(change.details)
+            await record_changes(
+                RecordChangesInput(
+                    state=change.state,
+                    entries=[
+                        AuditEntry(
+                            event_type=change.event_type,
+                            sequence=change.sequence,
+                            actor=change.actor,
+                            details=change.details,
+                            occurred_at=change.state.updated_at,
+                        )
+                    ],
+                )
+            )
+
+        @activity.defn(name="record_changes")
+        async def record_changes(changes: RecordChangesInput) -> None:
+            if not self.record_gate.is_set():
+                self.records_held += 1
+                await self.record_gate.wait()
+            for entry in changes.entries:
+                self.recorded.append(entry.event_type)
+                self.actors.append(entry.actor)
+                self.details.append(entry.details)
+                self.sequences.append(entry.sequence)
+            self.record_activities += 1
 
         @activity.defn(name="open_deposit_account")
         async def open_deposit_account(request: OpenDepositAccountInput) -> dict:
@@ -216,6 +250,7 @@ class FakeWorld:
 
         return [
             record_change,
+            record_changes,
             open_deposit_account,
             set_deposit_account_status,
             provision_keycloak_user,
@@ -403,6 +438,38 @@ async def test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_chan
     assert retry.kyc_status.value == "RESUBMISSION_REQUESTED" and retry.moderation_comment == "blurry"
     assert final.status.value == "ACTIVE" and len(case.world.accounts) == 1
     assert case.world.recorded.count("kyc.event_ignored") == 2
+
+
+async def test_sumsub_events_queued_while_the_workflow_is_busy_are_recorded_in_one_activity_per_published_change(
+    case: Case,
+) -> None:
+    """Events that publish nothing are written with the next recorded change: every audit row is there, in
+    order, each at its own position in the run, in fewer activities (fewer history events per webhook)."""
+    world = case.world
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await eventually(lambda: world.recorded[-1:] == ["kyc.started"])
+    world.record_gate.clear()
+    first = event(KycEventKind.IGNORED, 1)
+    await case.send(first)
+    await eventually(lambda: world.records_held == 1)  # the workflow is recording `first`
+    before, activities_before = len(world.recorded), world.record_activities
+    queued = [
+        event(KycEventKind.IGNORED, 2),
+        event(KycEventKind.IGNORED, 3),
+        event(KycEventKind.SUBMITTED, 4),  # published (customer.kyc_submitted): recorded with its own state
+        event(KycEventKind.IGNORED, 5),
+        event(KycEventKind.IGNORED, 6),
+    ]
+    await case.send(*queued)
+    world.record_gate.set()
+    state = await applied(handle, queued[-1])
+    await eventually(lambda: len(world.recorded) == before + 6)
+    assert state.stage.value == "KYC_IN_REVIEW"
+    assert world.recorded[before:] == ["kyc.event_ignored"] * 3 + ["kyc.submitted"] + ["kyc.event_ignored"] * 2
+    # `first` alone; the two before the submission with it; the last two together.
+    assert world.record_activities - activities_before == 3
+    assert world.sequences == list(range(1, len(world.sequences) + 1))
 
 
 async def test_reset_goes_back_to_waiting_and_unknown_events_are_recorded_only(case: Case) -> None:

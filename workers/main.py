@@ -140,6 +140,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=interceptors(settings),
             activities=[
                 database.record_change,
+                database.record_changes,
                 database.open_deposit_account,
                 database.set_deposit_account_status,
                 identity.provision_keycloak_user,

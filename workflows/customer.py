@@ -22,9 +22,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.database import (
+        AuditEntry,
         DatabaseActivities,
         OpenDepositAccountInput,
         RecordChangeInput,
+        RecordChangesInput,
         SetAccountStatusInput,
     )
     from activities.keycloak import (
@@ -57,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         normalise_email,
     )
     from domain.errors import ErrorType
+    from domain.events import published_type
     from domain.four_eyes import OVERRIDE_APPROVABLE_STAGES
     from domain.kyc import KycEvent
     from domain.kyc_rules import KycDecision, KycEffect, TimerDue
@@ -85,6 +88,12 @@ VERIFIED_PROFILE_PATCH = "verified-profile"  # read and store the verified profi
 PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalInfoChanged
 KYC_OVERRIDE_PATCH = "kyc-override"  # the four-eyes KYC override update
 KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update and its review's timers
+# Decided once per run: a batch of Sumsub events recorded in one activity, search attributes upserted only when
+# they change, and a new run past HISTORY_LIMIT events.
+LEAN_HISTORY_PATCH = "lean-history"
+# A workflow task replays the whole history when the worker has not cached the run: past a few thousand events
+# that took seconds on a busy machine (and timed out, and replayed again).
+HISTORY_LIMIT = 2000
 # Sumsub's answer to an upgrade request is waited for this long (an ops action waits behind it).
 UPGRADE_STEP_BUDGET = timedelta(seconds=30)
 # A decline by override suspends an active customer; only a later approving override lifts it.
@@ -108,6 +117,9 @@ class CustomerWorkflow:
         # False only where the namespace lacks our custom search attributes (the time-skipping test server).
         self._searchable = input.keep_search_attributes
         self._upgrade_starting = False  # one upgrade request at a time, while Sumsub is asked
+        self._lean = False  # LEAN_HISTORY_PATCH, decided when the run starts
+        self._unrecorded: list[AuditEntry] = []  # audit rows that go with the next recorded change
+        self._search_attributes: list[Any] | None = None  # as last upserted
 
     # --- messages -----------------------------------------------------------------------------------
 
@@ -361,6 +373,7 @@ class CustomerWorkflow:
 
     @workflow.run
     async def run(self, input: CustomerWorkflowInput) -> CustomerState:
+        self._lean = workflow.patched(LEAN_HISTORY_PATCH)
         if input.state is None and not await self._registered():
             # Nothing was created; failing (not completing) lets a later registration start afresh.
             raise ApplicationError(
@@ -373,7 +386,7 @@ class CustomerWorkflow:
                 # A side effect refused for good outside onboarding (say, the Keycloak user was deleted by
                 # hand): keep the customer's workflow alive and tell ops, rather than fail it.
                 await self._note_failure(err)
-            if workflow.info().is_continue_as_new_suggested():
+            if self._history_too_long():
                 await self._continue_as_new(input)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
@@ -481,7 +494,13 @@ class CustomerWorkflow:
 
     def _something_to_do(self, *, since: OnboardingStage) -> bool:
         """What ends a wait: a Sumsub event, an ops update that moved the stage, or a history to roll over."""
-        return bool(self._kyc_inbox) or self._state.stage is not since or workflow.info().is_continue_as_new_suggested()
+        return bool(self._kyc_inbox) or self._state.stage is not since or self._history_too_long()
+
+    def _history_too_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or (
+            self._lean and info.get_current_history_length() >= HISTORY_LIMIT
+        )
 
     async def _serve(self, stage: OnboardingStage) -> None:
         """After onboarding ended (ONBOARDED, or a terminal exit): handle later KYC events until ops act, and
@@ -580,8 +599,12 @@ class CustomerWorkflow:
             event_type, details = decision.audit(event)
             if decision.effect is KycEffect.REFRESH_PROFILE and workflow.patched(PROFILE_REFRESH_PATCH):
                 details |= await self._refresh_profile()
-            await self._record(event_type, actor="sumsub", details=details)
-            if waiting and self._state.stage not in WAITING_FOR_KYC_STAGES:
+            leaving = waiting and self._state.stage not in WAITING_FOR_KYC_STAGES
+            if self._lean and index < len(events) - 1 and not leaving and published_type(event_type, details) is None:
+                self._record_later(event_type, actor="sumsub", details=details)
+            else:
+                await self._record(event_type, actor="sumsub", details=details)
+            if leaving:
                 self._kyc_inbox = events[index + 1 :] + self._kyc_inbox
                 return
 
@@ -827,18 +850,39 @@ class CustomerWorkflow:
             self._state.current_step = None
 
     async def _record(self, event_type: str, *, actor: str = "system", details: dict[str, Any] | None = None) -> None:
-        """Saves the state change to PostgreSQL and mirrors it into what ops see in the Temporal UI."""
-        self._sequence += 1
+        """Saves the state change to PostgreSQL (with the audit rows kept for it) and mirrors it into what ops
+        see in the Temporal UI."""
         self._state.updated_at = workflow.now()
         if self._searchable:
-            workflow.upsert_search_attributes(search_attribute_updates(self._state))
+            updates = search_attribute_updates(self._state)
+            if not self._lean or updates != self._search_attributes:
+                workflow.upsert_search_attributes(updates)
+                self._search_attributes = updates
         workflow.set_current_details(details_markdown(self._state))
-        await workflow.execute_activity_method(
-            DatabaseActivities.record_change,
-            RecordChangeInput(
-                state=self._state, event_type=event_type, sequence=self._sequence, actor=actor, details=details or {}
-            ),
-            **self._activity_options(f"record {event_type}", until_done=True),
+        self._record_later(event_type, actor=actor, details=details)
+        entries, self._unrecorded = self._unrecorded, []
+        options = self._activity_options(f"record {event_type}", until_done=True)
+        if len(entries) > 1:
+            changes = RecordChangesInput(state=self._state, entries=entries)
+            await workflow.execute_activity_method(DatabaseActivities.record_changes, changes, **options)
+            return
+        change = RecordChangeInput(
+            state=self._state, event_type=event_type, sequence=self._sequence, actor=actor, details=details or {}
+        )
+        await workflow.execute_activity_method(DatabaseActivities.record_change, change, **options)
+
+    def _record_later(self, event_type: str, *, actor: str, details: dict[str, Any] | None) -> None:
+        """Takes the audit row's place in the run now; it is written with the next recorded change (so a batch
+        of Sumsub events that publish nothing is one activity, not one each)."""
+        self._sequence += 1
+        self._unrecorded.append(
+            AuditEntry(
+                event_type=event_type,
+                sequence=self._sequence,
+                actor=actor,
+                details=details or {},
+                occurred_at=workflow.now(),
+            )
         )
 
     def _activity_options(
