@@ -39,7 +39,8 @@ class Registration(BaseModel):
 
 
 class OnboardingPolicy(BaseModel):
-    """Durations the workflow waits by; fixed at registration from the settings, carried in its state."""
+    """Durations the workflow waits by (and its history's length); fixed at registration from the settings,
+    carried in its state."""
 
     reminders_after: list[timedelta] = Field(
         default_factory=lambda: [timedelta(days=1), timedelta(days=3), timedelta(days=7)]
@@ -47,6 +48,9 @@ class OnboardingPolicy(BaseModel):
     expires_after: timedelta = timedelta(days=30)
     status_poll_interval: timedelta = timedelta(hours=6)
     activity_retry_budget: timedelta = timedelta(hours=1)
+    # A run goes on as a new one past this many history events: a workflow task replays the whole history
+    # when the worker has not cached the run, and a few thousand events took seconds on a busy machine.
+    history_limit: int = 2000
 
 
 class DepositAccount(BaseModel):

@@ -752,6 +752,28 @@ async def test_continues_as_new_with_its_state_and_loses_no_event() -> None:
     assert world.recorded.count("kyc.event_ignored") == 40
 
 
+async def test_a_run_past_its_history_limit_goes_on_as_a_new_one_with_every_event(env: WorkflowEnvironment) -> None:
+    """The policy's limit, not only the server's suggestion (4,096 events): a storm into one customer keeps
+    each run short enough to replay quickly."""
+    world = FakeWorld()
+    case = Case(env, world, QUIET.model_copy(update={"history_limit": 80}))
+    async with Worker(
+        env.client, task_queue=case.task_queue, workflows=[CustomerWorkflow], activities=world.activities()
+    ):
+        handle = await case.start()
+        await case.wait_for("AWAITING_KYC")
+        first_run = (await handle.describe()).run_id
+        unknown = [event(KycEventKind.IGNORED, 0).model_copy(update={"dedupe_key": f"unknown-{i}"}) for i in range(60)]
+        await case.send(*unknown)
+        await case.send(event(KycEventKind.SUBMITTED, 1), event(KycEventKind.APPROVED, 2))
+        state = await case.wait_for("ONBOARDED")
+        latest = await env.client.get_workflow_handle(handle.id).describe()
+        history = await env.client.get_workflow_handle(handle.id, run_id=first_run).fetch_history()
+    assert latest.run_id != first_run and len(history.events) < 120
+    assert state.kyc_status.value == "APPROVED" and len(world.accounts) == 1
+    assert world.recorded.count("kyc.event_ignored") == 60
+
+
 async def test_email_change_reaches_keycloak_and_sumsub_or_is_reverted_everywhere(case: Case) -> None:
     handle = await case.start()
     await case.wait_for("AWAITING_KYC")

@@ -89,11 +89,8 @@ PROFILE_REFRESH_PATCH = "profile-refresh"  # read it again on applicantPersonalI
 KYC_OVERRIDE_PATCH = "kyc-override"  # the four-eyes KYC override update
 KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update and its review's timers
 # Decided once per run: a batch of Sumsub events recorded in one activity, search attributes upserted only when
-# they change, and a new run past HISTORY_LIMIT events.
+# they change, and a new run past the policy's history limit.
 LEAN_HISTORY_PATCH = "lean-history"
-# A workflow task replays the whole history when the worker has not cached the run: past a few thousand events
-# that took seconds on a busy machine (and timed out, and replayed again).
-HISTORY_LIMIT = 2000
 # Sumsub's answer to an upgrade request is waited for this long (an ops action waits behind it).
 UPGRADE_STEP_BUDGET = timedelta(seconds=30)
 # A decline by override suspends an active customer; only a later approving override lifts it.
@@ -499,7 +496,7 @@ class CustomerWorkflow:
     def _history_too_long(self) -> bool:
         info = workflow.info()
         return info.is_continue_as_new_suggested() or (
-            self._lean and info.get_current_history_length() >= HISTORY_LIMIT
+            self._lean and info.get_current_history_length() >= self._policy.history_limit
         )
 
     async def _serve(self, stage: OnboardingStage) -> None:
