@@ -39,21 +39,11 @@ RETRY_FIRST_SECONDS = 5
 RETRY_MAX_SECONDS = 60
 
 
-async def mark_webhook(pool: asyncpg.Pool, inbox_id: int, *, outcome: str | None, error: str | None = None) -> None:
-    """Records a delivery attempt: with an outcome the row is done; without one it stays pending, and no relay
-    takes it again before its retry time (RETRY_FIRST_SECONDS, doubling with each attempt, RETRY_MAX_SECONDS)."""
-    await _mark_webhooks(pool, [inbox_id], outcome=outcome, error=error)
-
-
-NO_WORKFLOW_OUTCOME = "no_running_workflow"
-
-
-async def settle_without_workflow(pool: asyncpg.Pool, inbox_ids: list[int], *, error: str) -> None:
-    """Settles webhooks no workflow takes (no such customer, or its workflow has finished); kept for ops."""
-    await _mark_webhooks(pool, inbox_ids, outcome=NO_WORKFLOW_OUTCOME, error=error)
-
-
-async def _mark_webhooks(pool: asyncpg.Pool, inbox_ids: list[int], *, outcome: str | None, error: str | None) -> None:
+async def mark_webhooks(
+    pool: asyncpg.Pool, inbox_ids: list[int], *, outcome: str | None, error: str | None = None
+) -> None:
+    """Records a delivery attempt: with an outcome the rows are done; without one they stay pending, and no relay
+    takes them again before their retry time (RETRY_FIRST_SECONDS, doubling with each attempt, RETRY_MAX_SECONDS)."""
     await pool.execute(
         """
         UPDATE sumsub_webhook_inbox
@@ -69,6 +59,14 @@ async def _mark_webhooks(pool: asyncpg.Pool, inbox_ids: list[int], *, outcome: s
         RETRY_FIRST_SECONDS,
         RETRY_MAX_SECONDS,
     )
+
+
+NO_WORKFLOW_OUTCOME = "no_running_workflow"
+
+
+async def settle_without_workflow(pool: asyncpg.Pool, inbox_ids: list[int], *, error: str) -> None:
+    """Settles webhooks no workflow takes (no such customer, or its workflow has finished); kept for ops."""
+    await mark_webhooks(pool, inbox_ids, outcome=NO_WORKFLOW_OUTCOME, error=error)
 
 
 async def existing_customers(pool: asyncpg.Pool, customer_ids: list[str]) -> set[str]:
@@ -92,16 +90,16 @@ _TOMBSTONE_SQL = "jsonb_build_object('type', event_type, 'erased', true)"
 ERASED_OUTCOME = "customer_erased"
 
 
-async def settle_erased(pool: asyncpg.Pool, inbox_id: int) -> None:
-    """Settles a webhook about an erased customer: no workflow takes it, and only a tombstone of its body stays."""
+async def settle_erased(pool: asyncpg.Pool, inbox_ids: list[int]) -> None:
+    """Settles webhooks about an erased customer: no workflow takes them, and only a tombstone of each body stays."""
     await pool.execute(
         f"""
         UPDATE sumsub_webhook_inbox
         SET attempts = attempts + 1, outcome = $2, last_error = NULL, payload = {_TOMBSTONE_SQL},
             delivered_at = now(), leased_until = NULL
-        WHERE id = $1
+        WHERE id = ANY($1::bigint[])
         """,
-        inbox_id,
+        inbox_ids,
         ERASED_OUTCOME,
     )
 
@@ -122,7 +120,7 @@ async def lease_pending_webhooks(pool: asyncpg.Pool, *, lease_seconds: float, li
     """Takes the lease of up to `limit` undelivered webhooks nobody holds, oldest first. Rows another
     sweep is taking at this moment are skipped (SKIP LOCKED), and rows it took carry its lease, so
     concurrent sweeps (of several workers' relays) never take the same row. A row waiting for its retry time
-    (mark_webhook) is leased until then."""
+    (mark_webhooks) is leased until then."""
     rows = await pool.fetch(
         """
         UPDATE sumsub_webhook_inbox SET leased_until = now() + make_interval(secs => $2)

@@ -2,7 +2,8 @@
 down still acknowledges; the API's notice makes a relay drain at once; a relay whose Temporal is down keeps
 the rows pending and delivers them once it answers; sweeps of several relays at once settle each stored
 webhook once; a backlog larger than a sweep's batch is delivered by one drain, one customer's webhooks in
-the order they arrived; webhooks for ids no customer ever had are settled without Temporal."""
+the order they arrived; a customer's webhooks in one sweep go in one signal; webhooks for ids no customer
+ever had are settled without Temporal."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ import db.inbox
 import db.pool
 from api.app import create_app
 from dev.stack import DevStack, free_port
-from domain.customer import CustomerType, OnboardingStage
+from domain.customer import CustomerType, OnboardingStage, workflow_id_for
 from domain.state import CustomerState, Registration
-from integrations.sumsub.relay import WebhookRelay
+from integrations.sumsub.relay import SWEEP_BATCH, WebhookRelay
 from integrations.sumsub.webhooks import webhook_digest
 from kit.settings import Settings
 from kit.temporal import connect
@@ -90,6 +91,46 @@ async def test_two_relays_at_once_settle_each_stored_webhook_once(stack: DevStac
         print(f"two relays settled {settled} of 60")
 
 
+async def test_a_customers_webhooks_in_one_sweep_reach_its_workflow_in_one_signal_each_applied_once(
+    stack: DevStack, portal: httpx.AsyncClient, database: asyncpg.Pool
+) -> None:
+    """A storm into one customer: the webhooks a sweep took for it go in one signal (one history event and one
+    workflow task, not one each), and the workflow records every one of them, once."""
+    customer = await register(portal, f"one-signal-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
+    waiting = await wait_for_stage(portal, customer["id"], "AWAITING_KYC")
+    async with inbox_of_its_own(stack, database) as (pool, _dsn):
+        async with pool.acquire() as conn:  # the id is a customer's (else the relay settles it without Temporal)
+            await db.customers.save_customer(conn, closed_customer(customer["id"]), workflow_id="-", run_id="-")
+        for n in range(30):
+            payload = {
+                "type": "applicantActionPending",  # recorded as ignored: changes nothing
+                "externalUserId": customer["id"],
+                "applicantId": waiting["kyc"]["applicantId"],
+                "correlationId": f"one-signal-{n}",
+                "createdAtMs": f"2026-01-01 00:00:{n:02d}.000",
+            }
+            assert await db.inbox.store_webhook(pool, dedupe_key=f"one-signal-{customer['id']}-{n}", payload=payload)
+        temporal = await connect(settings_of(stack))
+        assert await WebhookRelay(pool=pool, temporal=temporal).drain() == 30
+    recorded = (
+        "SELECT count(*) FROM customer_events WHERE customer_id = $1 AND actor = 'sumsub' "
+        "AND details->>'sumsub_type' = 'applicantActionPending'"
+    )
+    deadline = time.monotonic() + 30
+    while (count := await database.fetchval(recorded, customer["id"])) < 30:
+        assert time.monotonic() < deadline, f"the workflow recorded {count} of 30"
+        await asyncio.sleep(0.2)
+    history = await temporal.get_workflow_handle(workflow_id_for(customer["id"])).fetch_history()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    # One for the 30; at most one other (the emulator's own applicantCreated, delivered by the stack's relay).
+    assert signals.count("kyc_events") == 1 and len(signals) <= 2
+    assert await database.fetchval(recorded, customer["id"]) == 30
+
+
 @asynccontextmanager
 async def inbox_of_its_own(stack: DevStack, database: asyncpg.Pool) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
     """A fresh database on the stack's PostgreSQL, migrated: an inbox no other relay sweeps. (pool, its DSN)"""
@@ -143,15 +184,16 @@ def closed_customer(customer_id: str) -> CustomerState:
 async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_customer(
     stack: DevStack, database: asyncpg.Pool
 ) -> None:
-    """250 stored webhooks, five per customer whose workflow has finished, are all settled by one drain (a sweep
-    takes 100; each delivery is Temporal's NOT_FOUND), and each customer's five in the order they were stored."""
+    """Two and a half sweeps' worth of stored webhooks, five per customer whose workflow has finished, are all
+    settled by one drain (each delivery is Temporal's NOT_FOUND), each customer's five in the order they were
+    stored."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
-        customers = [str(uuid.uuid4()) for _ in range(50)]
+        customers = [str(uuid.uuid4()) for _ in range(SWEEP_BATCH // 2)]
         await store_backlog(pool, customers, 5)
         relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
-        assert await relay.drain() == 250
+        assert await relay.drain() == 5 * len(customers)
         rows = await pool.fetch("SELECT id, external_user_id, outcome, delivered_at FROM sumsub_webhook_inbox")
-        assert len(rows) == 250 and {(r["outcome"], r["delivered_at"] is not None) for r in rows} == {
+        assert len(rows) == 5 * len(customers) and {(r["outcome"], r["delivered_at"] is not None) for r in rows} == {
             ("no_running_workflow", True)
         }
         for customer in customers:
@@ -165,13 +207,16 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
     """A failed row stays pending for the next interval: the drain does not take it again and again; once
     Temporal answers, a drain settles every row."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
-        await store_backlog(pool, [str(uuid.uuid4()) for _ in range(150)], 1)
+        await store_backlog(pool, [str(uuid.uuid4()) for _ in range(SWEEP_BATCH + 50)], 1)
         cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
         relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
         assert await relay.drain() == 0
         attempts = [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox ORDER BY id")]
-        assert attempts == [1] * 100 + [0] * 50
-        assert await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL") == 150
+        assert attempts == [1] * SWEEP_BATCH + [0] * 50
+        assert (
+            await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL")
+            == SWEEP_BATCH + 50
+        )
         errors = await pool.fetch("SELECT DISTINCT last_error FROM sumsub_webhook_inbox WHERE attempts = 1")
         assert len(errors) == 1 and "connect" in errors[0]["last_error"]  # ops see why they are still pending
 
@@ -186,7 +231,7 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
             await asyncio.sleep(0.5)
         rows = await pool.fetch("SELECT outcome, attempts FROM sumsub_webhook_inbox ORDER BY id")
         assert {r["outcome"] for r in rows} == {"no_running_workflow"}
-        assert [r["attempts"] for r in rows] == [2] * 100 + [1] * 50  # the failed ones once more, the rest once
+        assert [r["attempts"] for r in rows] == [2] * SWEEP_BATCH + [1] * 50  # the failed ones once more, the rest once
 
 
 async def test_webhooks_for_ids_no_customer_ever_had_are_settled_without_temporal(

@@ -136,8 +136,14 @@ class CustomerWorkflow:
 
     @workflow.signal
     def kyc_event(self, event: KycEvent) -> None:
-        """A Sumsub verification event, delivered from the API's webhook inbox."""
+        """A Sumsub verification event, delivered from the webhook inbox."""
         self._kyc_inbox.append(event)
+
+    @workflow.signal
+    def kyc_events(self, events: list[KycEvent]) -> None:
+        """Several of them in one signal (a relay's batch held more than one for this customer): one history
+        event and one workflow task instead of one each."""
+        self._kyc_inbox.extend(events)
 
     @workflow.query
     def state(self) -> CustomerState:

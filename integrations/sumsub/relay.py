@@ -7,8 +7,9 @@ notice missed (a relay that was reconnecting, an API that died between commit an
 whose retry time came), every `SWEEP_INTERVAL_SECONDS`.
 
 Every worker runs a relay. A drain leases the rows it takes (`FOR UPDATE SKIP LOCKED`, for `LEASE_SECONDS`),
-so no two relays deliver the same row at once, and delivers each customer's webhooks in its batch in the order
-they arrived, `DELIVERERS` customers at a time. (Two workers' batches may hold webhooks of one customer: the
+so no two relays deliver the same row at once, and delivers each customer's webhooks in its batch in one signal
+(`kyc_events`, in the order they arrived), `DELIVERERS` customers at a time: a storm costs Temporal a signal
+per customer and sweep, not one per webhook. (Two workers' batches may hold webhooks of one customer: the
 workflow orders events by their own time, `domain/kyc_rules.oldest_first`, not by arrival.)
 """
 
@@ -43,7 +44,7 @@ LEASE_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 10.0
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
-SWEEP_BATCH = 100
+SWEEP_BATCH = 500
 INBOX_CHANNEL = "sumsub_inbox"  # NOTIFY (empty payload): webhooks were stored
 
 
@@ -77,44 +78,53 @@ class WebhookRelay:
         self._stored = asyncio.Event()  # a notice came: webhooks were stored
         self._stopping = False
 
-    async def deliver(self, webhook: StoredWebhook) -> bool:
-        """Signals the customer's workflow; True when the row is settled (delivered or undeliverable)."""
-        inbox_id, payload = webhook.inbox_id, webhook.payload
-        if payload.get("erased") is True:  # tombstoned by an erasure before it was delivered
-            await db.inbox.settle_erased(self._pool, inbox_id)
+    async def deliver(self, webhooks: list[StoredWebhook]) -> bool:
+        """Signals one customer's workflow with these webhooks, in this order, in one signal; True when the rows
+        are settled (delivered or undeliverable). KeyError, TypeError or ValueError: a row cannot become a KYC
+        event (and nothing was sent)."""
+        tombstones = [w.inbox_id for w in webhooks if w.payload.get("erased") is True]
+        if tombstones:  # tombstoned by an erasure before they were delivered
+            await db.inbox.settle_erased(self._pool, tombstones)
+        webhooks = [w for w in webhooks if w.payload.get("erased") is not True]
+        if not webhooks:
             return True
-        event = self._kyc_event(webhook)
-        customer_id = payload["externalUserId"]
+        events = [self._kyc_event(webhook) for webhook in webhooks]
+        inbox_ids = [webhook.inbox_id for webhook in webhooks]
+        customer_id = webhooks[0].payload["externalUserId"]
         handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
         try:
-            await handle.signal(CustomerWorkflow.kyc_event, event, rpc_timeout=SIGNAL_TIMEOUT)
+            if len(events) == 1:  # the signal every worker version knows
+                await handle.signal(CustomerWorkflow.kyc_event, events[0], rpc_timeout=SIGNAL_TIMEOUT)
+            else:
+                await handle.signal(CustomerWorkflow.kyc_events, events, rpc_timeout=SIGNAL_TIMEOUT)
         except DataKeyErased:
             # The customer was erased (Sumsub's applicantDeactivated for the erasure itself comes after it):
             # nothing can be sealed for them, no workflow takes it, and its body must not stay.
-            await db.inbox.settle_erased(self._pool, inbox_id)
-            log.info("webhook for an erased customer settled", inbox_id=inbox_id, sumsub_type=event.sumsub_type)
+            await db.inbox.settle_erased(self._pool, inbox_ids)
+            log.info("webhooks for an erased customer settled", count=len(inbox_ids))
             return True
         except PayloadDecryptionError as exc:  # a master key missing from this process's settings
-            await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=str(exc)[:500])
-            log.warning("webhook could not be encrypted; will retry", inbox_id=inbox_id, error=str(exc))
+            await db.inbox.mark_webhooks(self._pool, inbox_ids, outcome=None, error=str(exc)[:500])
+            log.warning("webhooks could not be encrypted; will retry", count=len(inbox_ids), error=str(exc))
             return False
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 if await db.inbox.is_erased(self._pool, customer_id):  # without per-customer keys
-                    await db.inbox.settle_erased(self._pool, inbox_id)
+                    await db.inbox.settle_erased(self._pool, inbox_ids)
                     return True
                 # Its workflow has finished (or there is no such customer): acknowledged and kept for ops.
-                await db.inbox.settle_without_workflow(self._pool, [inbox_id], error=exc.message)
-                log.warning("webhook for no running workflow", inbox_id=inbox_id, sumsub_type=event.sumsub_type)
+                await db.inbox.settle_without_workflow(self._pool, inbox_ids, error=exc.message)
+                log.warning("webhooks for no running workflow", count=len(inbox_ids))
                 return True
-            await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=f"{exc.status.name}: {exc.message}")
-            log.warning("webhook delivery failed; will retry", inbox_id=inbox_id, error=exc.message)
+            error = f"{exc.status.name}: {exc.message}"
+            await db.inbox.mark_webhooks(self._pool, inbox_ids, outcome=None, error=error)
+            log.warning("webhook delivery failed; will retry", count=len(inbox_ids), error=exc.message)
             return False
         except RuntimeError as exc:  # what the SDK raises while it cannot connect to Temporal at all
-            await db.inbox.mark_webhook(self._pool, inbox_id, outcome=None, error=str(exc)[:500])
-            log.warning("Temporal unreachable; webhook stays in the inbox", inbox_id=inbox_id)
+            await db.inbox.mark_webhooks(self._pool, inbox_ids, outcome=None, error=str(exc)[:500])
+            log.warning("Temporal unreachable; webhooks stay in the inbox", count=len(inbox_ids))
             return False
-        await db.inbox.mark_webhook(self._pool, inbox_id, outcome="delivered")
+        await db.inbox.mark_webhooks(self._pool, inbox_ids, outcome="delivered")
         return True
 
     async def drain(self) -> int:
@@ -144,8 +154,14 @@ class WebhookRelay:
         slots = asyncio.Semaphore(DELIVERERS)
 
         async def in_order(webhooks: list[StoredWebhook]) -> int:
+            """The customer's KYC events in one signal; a tombstone or a malformed row on its own."""
+            deliverable: list[StoredWebhook] = []
+            alone: list[StoredWebhook] = []
+            for webhook in webhooks:
+                (deliverable if self._deliverable(webhook) else alone).append(webhook)
+            chunks = [deliverable, *([webhook] for webhook in alone)]
             async with slots:
-                return sum([await self._sweep_one(webhook) for webhook in webhooks])
+                return sum([len(chunk) for chunk in chunks if chunk and await self._sweep_some(chunk)])
 
         async with asyncio.TaskGroup() as group:
             delivered = [group.create_task(in_order(webhooks)) for webhooks in by_customer.values()]
@@ -192,20 +208,21 @@ class WebhookRelay:
             return False
         return True
 
-    async def _sweep_one(self, webhook: StoredWebhook) -> bool:
-        if webhook.lease_nearly_over():
-            return False  # the lease is nearly over (slow deliveries ahead of it): a later sweep takes the row
+    async def _sweep_some(self, webhooks: list[StoredWebhook]) -> bool:
+        inbox_ids = [webhook.inbox_id for webhook in webhooks]
+        if webhooks[0].lease_nearly_over():  # one lease for the batch
+            return False  # the lease is nearly over (slow deliveries ahead of it): a later sweep takes the rows
         try:
-            return await self.deliver(webhook)
+            return await self.deliver(webhooks)
         except (KeyError, TypeError, ValueError) as exc:
-            # A row that cannot become a KYC event must not block every row after it.
-            await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=f"rejected: {exc!r}"[:200])
+            # A row that cannot become a KYC event (alone: see _sweep) must not block every row after it.
+            await db.inbox.mark_webhooks(self._pool, inbox_ids, outcome=f"rejected: {exc!r}"[:200])
             return True
         except (asyncpg.PostgresConnectionError, OSError):
             raise  # PostgreSQL is gone: the whole sweep waits for the next round
-        except Exception as exc:  # noqa: BLE001  (nor must any other failure of one row: it stays pending)
-            log.warning("webhook delivery failed; the sweep retries it", inbox_id=webhook.inbox_id, error=repr(exc))
-            await db.inbox.mark_webhook(self._pool, webhook.inbox_id, outcome=None, error=repr(exc)[:500])
+        except Exception as exc:  # noqa: BLE001  (nor must any other failure of one delivery: its rows stay pending)
+            log.warning("webhook delivery failed; the sweep retries it", inbox_ids=inbox_ids, error=repr(exc))
+            await db.inbox.mark_webhooks(self._pool, inbox_ids, outcome=None, error=repr(exc)[:500])
             return False
 
     async def run(self, dsn: str) -> None:
