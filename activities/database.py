@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -87,7 +88,11 @@ class DatabaseActivities:
         # Optional in Temporal's types (a standalone activity has no workflow); the projection names its run.
         if info.workflow_id is None or info.workflow_run_id is None:
             raise ApplicationError(f"{info.activity_type} runs only inside a customer workflow", non_retryable=True)
-        inserted: list[AuditEntry] = []
+        keys = {entry.sequence: f"{info.workflow_id}:{info.workflow_run_id}:{entry.sequence}" for entry in entries}
+        rows = [
+            db.customers.AuditRow(entry.event_type, entry.actor, entry.details, entry.occurred_at, keys[entry.sequence])
+            for entry in entries
+        ]
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 await db.customers.save_customer(conn, state, workflow_id=info.workflow_id, run_id=info.workflow_run_id)
@@ -97,21 +102,16 @@ class DatabaseActivities:
                     type=ErrorType.CUSTOMER_CONFLICT,
                     non_retryable=True,
                 ) from exc
-            for entry in entries:
-                key = f"{info.workflow_id}:{info.workflow_run_id}:{entry.sequence}"
-                if not await db.customers.append_event(
-                    conn,
-                    customer_id=state.customer_id,
-                    event_type=entry.event_type,
-                    actor=entry.actor,
-                    details=entry.details,
-                    occurred_at=entry.occurred_at,
-                    workflow_id=info.workflow_id,
-                    run_id=info.workflow_run_id,
-                    idempotency_key=key,
-                ):
-                    continue  # written by an earlier attempt, with its published event
-                inserted.append(entry)
+            written = await db.customers.append_events(
+                conn,
+                customer_id=state.customer_id,
+                rows=rows,
+                workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id,
+            )
+            # Rows an earlier attempt wrote were published by it.
+            inserted = [entry for entry in entries if keys[entry.sequence] in written]
+            for entry in inserted:
                 published = domain.events.published_type(entry.event_type, entry.details)
                 if published is not None:  # the outbox, in the same transaction (a retry adds nothing)
                     await db.events.append(
@@ -120,20 +120,29 @@ class DatabaseActivities:
                         type=published,
                         time=entry.occurred_at,
                         data=domain.events.event_data(state, entry.event_type, entry.details),
-                        idempotency_key=key,
+                        idempotency_key=keys[entry.sequence],
                     )
         # Committed: count and log each event once, not again when a retry finds it written.
         for entry in inserted:
             metrics.observe_customer_event(
                 entry.event_type, registered_at=state.created_at, occurred_at=entry.occurred_at
             )
+        fields = {"stage": state.stage.value, "status": state.status.value}
+        if len(inserted) == 1:
+            entry = inserted[0]
             log.info(
                 "customer event recorded",
                 event_type=entry.event_type,
                 actor=entry.actor,
                 sequence=entry.sequence,
-                stage=state.stage.value,
-                status=state.status.value,
+                **fields,
+            )
+        elif inserted:  # a batch of Sumsub events (a storm): one line, not one each
+            log.info(
+                "customer events recorded",
+                event_types=dict(Counter(entry.event_type for entry in inserted)),
+                sequences=[inserted[0].sequence, inserted[-1].sequence],
+                **fields,
             )
 
     @activity.defn

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from domain.customer import (
@@ -78,23 +79,45 @@ async def append_event(
     """Appends to the customer's event log once per idempotency key (a retried activity writes nothing).
 
     True when this call inserted the row, False when the key was already there."""
-    status = await conn.execute(
+    row = AuditRow(event_type, actor, details, occurred_at, idempotency_key)
+    return bool(await append_events(conn, customer_id=customer_id, rows=[row], workflow_id=workflow_id, run_id=run_id))
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    event_type: str
+    actor: str
+    details: dict[str, Any]
+    occurred_at: datetime
+    idempotency_key: str
+
+
+async def append_events(
+    conn: Conn, *, customer_id: str, rows: list[AuditRow], workflow_id: str | None, run_id: str | None
+) -> set[str]:
+    """`append_event` for several rows in one statement (a batch of a workflow's changes), in their order;
+    returns the idempotency keys it inserted."""
+    inserted = await conn.fetch(
         """
         INSERT INTO customer_events (customer_id, event_type, actor, details, occurred_at, workflow_id, run_id,
             idempotency_key)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT $1, event_type, actor, details::jsonb, occurred_at, $6, $7, idempotency_key
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $8::text[])
+            WITH ORDINALITY AS r (event_type, actor, details, occurred_at, idempotency_key, position)
+        ORDER BY position
         ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING idempotency_key
         """,
         customer_id,
-        event_type,
-        actor,
-        details,
-        occurred_at,
+        [row.event_type for row in rows],
+        [row.actor for row in rows],
+        [orjson.dumps(row.details).decode() for row in rows],
+        [row.occurred_at for row in rows],
         workflow_id,
         run_id,
-        idempotency_key,
+        [row.idempotency_key for row in rows],
     )
-    return status == "INSERT 0 1"
+    return {record["idempotency_key"] for record in inserted}
 
 
 async def open_deposit_account(

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -250,6 +251,17 @@ async def registration_burst(api_url: str, token: str, *, run_id: str, count: in
     )
 
 
+async def history_events(temporal: Client, customer_ids: list[str]) -> Counter[str]:
+    """History events of every run of these customers' workflows, by type."""
+    counts: Counter[str] = Counter()
+    for customer_id in customer_ids:
+        workflow_id = workflow_id_for(customer_id)
+        async for execution in temporal.list_workflows(f'WorkflowId = "{workflow_id}"'):
+            history = await temporal.get_workflow_handle(workflow_id, run_id=execution.run_id).fetch_history()
+            counts.update(EventType.Name(event.event_type).removeprefix("EVENT_TYPE_") for event in history.events)
+    return counts
+
+
 async def activities_per_onboarding(temporal: Client, customer_id: str) -> int:
     history = await temporal.get_workflow_handle(workflow_id_for(customer_id)).fetch_history()
     return sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
@@ -390,6 +402,8 @@ async def _rows(
             rows.append(_versus("customer(id), 16 connections", reads, goal="ratio >= 0.5, p99 < 20 ms"))
 
         # Webhook intake: the ceiling first, then ours, same generator and body shapes.
+        temporal = await _temporal_client(stack)
+        events_before = await history_events(temporal, customers)
         script = work / "webhook.lua"
         script.write_text(WEBHOOK_LUA)
         intake: dict[str, WrkResult] = {}
@@ -401,7 +415,9 @@ async def _rows(
             write_webhook_bodies(bodies, run_id=run_id, label=label, customers=customers)
             print(f"webhook intake ({label}) with wrk ...", flush=True)
             before = cpu_seconds(stack, {"ceiling app": ceiling.pid})
+            profilers = _start_py_spy(args, stack, row="webhooks") if label == "ours" else []
             intake[label] = await run_wrk(wrk, url, script, [path, str(bodies)], connections=32, seconds=args.seconds)
+            _stop_py_spy(profilers)
             intake_cpu[label] = cpu_used(before, cpu_seconds(stack, {"ceiling app": ceiling.pid}))
             print(f"  CPU seconds ({label}, wrk not counted): {intake_cpu[label]}", flush=True)
         if intake:
@@ -412,6 +428,16 @@ async def _rows(
             drained, applied = await _drain_inbox(pool, customers, timeout=args.drain_seconds)
             row.details["storm_seconds"] = {"delivered": drained, "applied": applied}
             print(f"webhook backlog delivered in {drained:.1f} s, applied in {applied:.1f} s", flush=True)
+            to_them = await pool.fetchval(
+                "SELECT count(*) FROM sumsub_webhook_inbox WHERE outcome = 'delivered' AND external_user_id = ANY($1)",
+                customers,
+            )
+            storm_events = await history_events(temporal, customers) - events_before
+            per_webhook = storm_events.total() / max(to_them, 1)
+            row.details["history_events_per_delivered_webhook"] = per_webhook
+            row.details["storm_history_events"] = dict(storm_events)
+            print(f"{to_them} delivered to the {len(customers)} customers: {per_webhook:.2f} history events each")
+            print(f"  their history events by type: {dict(storm_events.most_common())}", flush=True)
 
         if {"onboarding", "scale"} & set(args.rows):
             profilers = _start_py_spy(args, stack, row="onboarding")
@@ -448,11 +474,7 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
     cpu_before = cpu_seconds(stack)
     ours = await onboard_all([stack.api_url], token, pool, run_id=run_id, count=args.onboard)
     cpu_ours = cpu_used(cpu_before, cpu_seconds(stack))
-    temporal = await connect(
-        Settings.model_validate(
-            {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
-        )
-    )
+    temporal = await _temporal_client(stack)
     one = await pool.fetchval(
         "SELECT id::text FROM customers WHERE onboarding_stage = 'ONBOARDED' AND email LIKE $1 LIMIT 1",
         f"onboard-{run_id}-%",
@@ -658,6 +680,15 @@ async def _drain_inbox(pool: asyncpg.Pool, customers: list[str], *, timeout: flo
             break
         await asyncio.sleep(0.5)
     return delivered, time.perf_counter() - started
+
+
+async def _temporal_client(stack: DevStack) -> Client:
+    """A client as the stack's processes have it (their codec: payloads are encrypted)."""
+    return await connect(
+        Settings.model_validate(
+            {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
+        )
+    )
 
 
 async def _wait_until_up(url: str, proc: subprocess.Popen[bytes], *, expect: int) -> None:

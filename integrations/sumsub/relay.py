@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,13 @@ from workflows.customer import CustomerWorkflow
 log = structlog.get_logger("relay")
 
 SWEEP_INTERVAL_SECONDS = 5.0
+# Drains start at most this often: a storm's notices fold into fewer, larger drains, and each customer's
+# webhooks of that time go in one signal (a lone webhook after a quiet spell is drained at once). After a drain
+# of STORM_ROWS or more, the next waits longer: every signal costs Temporal about a dozen history events of the
+# customer's workflow, whatever it carries, and the storm's intake shares the machine.
+DRAIN_INTERVAL_SECONDS = 0.5
+STORM_DRAIN_INTERVAL_SECONDS = 3.0
+STORM_ROWS = 100
 RECONNECT_DELAY_SECONDS = 1.0
 LEASE_SECONDS = 30.0
 # A leased webhook with less of its lease left than this is left to a later drain: a delivery (its signal is
@@ -44,7 +52,9 @@ LEASE_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 10.0
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
-SWEEP_BATCH = 500
+SWEEP_BATCH = 10_000
+# Events per signal at most (a signal's payload stays far below Temporal's 2 MB limit: about 150 KB).
+SIGNAL_EVENTS = 500
 INBOX_CHANNEL = "sumsub_inbox"  # NOTIFY (empty payload): webhooks were stored
 
 
@@ -56,6 +66,8 @@ class StoredWebhook:
     received_at: datetime
     # time.monotonic() when this relay's lease of the row ends; None: not leased (ops' replay)
     lease_ends: float | None = None
+    # What a sweep made of the row once (None: a tombstone or a row that cannot become a KYC event)
+    event: KycEvent | None = None
 
     def lease_nearly_over(self) -> bool:
         """Too little of the lease is left for a delivery (bounded by SIGNAL_TIMEOUT): a sweep takes the row."""
@@ -70,9 +82,11 @@ class WebhookRelay:
         temporal: Client,
         event_time_tolerance: timedelta = DEFAULT_EVENT_TIME_TOLERANCE,
         sweep_interval: float = SWEEP_INTERVAL_SECONDS,
+        drain_intervals: tuple[float, float] = (DRAIN_INTERVAL_SECONDS, STORM_DRAIN_INTERVAL_SECONDS),
     ) -> None:
         self._pool = pool
         self._sweep_interval = sweep_interval
+        self._drain_intervals = drain_intervals
         self._temporal = temporal
         self._event_time_tolerance = event_time_tolerance
         self._stored = asyncio.Event()  # a notice came: webhooks were stored
@@ -88,7 +102,7 @@ class WebhookRelay:
         webhooks = [w for w in webhooks if w.payload.get("erased") is not True]
         if not webhooks:
             return True
-        events = [self._kyc_event(webhook) for webhook in webhooks]
+        events = [webhook.event or self._kyc_event(webhook) for webhook in webhooks]
         inbox_ids = [webhook.inbox_id for webhook in webhooks]
         customer_id = webhooks[0].payload["externalUserId"]
         handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
@@ -149,17 +163,20 @@ class WebhookRelay:
             payload = row["payload"]
             customer = payload.get("externalUserId") if isinstance(payload, dict) else None
             webhook = StoredWebhook(row["id"], payload, row["dedupe_key"], row["received_at"], lease_ends)
+            webhook = dataclasses.replace(webhook, event=self._event_of(webhook))
             by_customer.setdefault(customer, []).append(webhook)
         settled = await self._settle_unknown(by_customer)
         slots = asyncio.Semaphore(DELIVERERS)
 
         async def in_order(webhooks: list[StoredWebhook]) -> int:
-            """The customer's KYC events in one signal; a tombstone or a malformed row on its own."""
+            """The customer's KYC events in one signal (SIGNAL_EVENTS at most); a tombstone or a malformed row on
+            its own."""
             deliverable: list[StoredWebhook] = []
             alone: list[StoredWebhook] = []
             for webhook in webhooks:
-                (deliverable if self._deliverable(webhook) else alone).append(webhook)
-            chunks = [deliverable, *([webhook] for webhook in alone)]
+                (deliverable if webhook.event is not None else alone).append(webhook)
+            signals = [deliverable[i : i + SIGNAL_EVENTS] for i in range(0, len(deliverable), SIGNAL_EVENTS)]
+            chunks = [*signals, *([webhook] for webhook in alone)]
             async with slots:
                 return sum([len(chunk) for chunk in chunks if chunk and await self._sweep_some(chunk)])
 
@@ -180,7 +197,7 @@ class WebhookRelay:
             # Tombstones and rows that cannot become a KYC event keep their own way through `deliver`.
             webhooks, by_customer[customer] = by_customer[customer], []
             for webhook in webhooks:
-                if self._deliverable(webhook):
+                if webhook.event is not None:
                     unknown.append(webhook.inbox_id)
                 else:
                     by_customer[customer].append(webhook)
@@ -198,15 +215,14 @@ class WebhookRelay:
             time_tolerance=self._event_time_tolerance,
         )
 
-    def _deliverable(self, webhook: StoredWebhook) -> bool:
-        """Neither a tombstone nor a row that cannot become a KYC event."""
+    def _event_of(self, webhook: StoredWebhook) -> KycEvent | None:
+        """The KYC event of a row, or None for a tombstone or a row that cannot become one."""
         if webhook.payload.get("erased") is True:
-            return False
+            return None
         try:
-            self._kyc_event(webhook)
+            return self._kyc_event(webhook)
         except (KeyError, TypeError, ValueError):
-            return False
-        return True
+            return None
 
     async def _sweep_some(self, webhooks: list[StoredWebhook]) -> bool:
         inbox_ids = [webhook.inbox_id for webhook in webhooks]
@@ -226,10 +242,12 @@ class WebhookRelay:
             return False
 
     async def run(self, dsn: str) -> None:
-        """Drains the inbox on every notice that webhooks were stored, and every sweep interval, until `stop()`
-        (the drain under way ends first) or cancellation. A row whose delivery failed waits for its retry time
-        (db.inbox.mark_webhook), so a storm of notices during an outage does not retry the same rows in a loop."""
+        """Drains the inbox on every notice that webhooks were stored (at most once per drain interval, longer in
+        a storm) and every sweep interval, until `stop()` (the drain under way ends first) or cancellation. A row
+        whose delivery failed waits for its retry time (db.inbox.mark_webhooks), so a storm of notices during an
+        outage does not retry the same rows in a loop."""
         listener = asyncio.create_task(self._listen_forever(dsn))
+        next_drain = 0.0
         try:
             while not self._stopping:
                 with contextlib.suppress(TimeoutError):
@@ -237,8 +255,11 @@ class WebhookRelay:
                 self._stored.clear()
                 if self._stopping:
                     break
+                await asyncio.sleep(next_drain - time.monotonic())
+                started = time.monotonic()
                 try:
-                    await self.drain()
+                    settled = await self.drain()
+                    next_drain = started + self._drain_intervals[settled >= STORM_ROWS]
                 except Exception as exc:  # noqa: BLE001  (PostgreSQL gone, say: the relay outlives it and tries again)
                     log.warning("inbox drain failed", error_type=type(exc).__name__)
                     await asyncio.sleep(self._sweep_interval)
