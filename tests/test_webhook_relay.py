@@ -26,7 +26,7 @@ from api.app import create_app
 from dev.stack import DevStack, free_port
 from domain.customer import CustomerType, OnboardingStage, workflow_id_for
 from domain.state import CustomerState, Registration
-from integrations.sumsub.relay import SWEEP_BATCH, WebhookRelay
+from integrations.sumsub.relay import WebhookRelay
 from integrations.sumsub.webhooks import webhook_digest
 from kit.settings import Settings
 from kit.temporal import connect
@@ -181,6 +181,9 @@ def closed_customer(customer_id: str) -> CustomerState:
     )
 
 
+BATCH = 100  # a sweep's batch in these tests (the relay's default is larger)
+
+
 async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_customer(
     stack: DevStack, database: asyncpg.Pool
 ) -> None:
@@ -188,9 +191,9 @@ async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_cus
     settled by one drain (each delivery is Temporal's NOT_FOUND), each customer's five in the order they were
     stored."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
-        customers = [str(uuid.uuid4()) for _ in range(SWEEP_BATCH // 2)]
+        customers = [str(uuid.uuid4()) for _ in range(BATCH // 2)]
         await store_backlog(pool, customers, 5)
-        relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
+        relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_batch=BATCH)
         assert await relay.drain() == 5 * len(customers)
         rows = await pool.fetch("SELECT id, external_user_id, outcome, delivered_at FROM sumsub_webhook_inbox")
         assert len(rows) == 5 * len(customers) and {(r["outcome"], r["delivered_at"] is not None) for r in rows} == {
@@ -207,23 +210,20 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
     """A failed row stays pending for the next interval: the drain does not take it again and again; once
     Temporal answers, a drain settles every row."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
-        await store_backlog(pool, [str(uuid.uuid4()) for _ in range(SWEEP_BATCH + 50)], 1)
+        await store_backlog(pool, [str(uuid.uuid4()) for _ in range(BATCH + 50)], 1)
         cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
-        relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
+        relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True), sweep_batch=BATCH)
         assert await relay.drain() == 0
         attempts = [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox ORDER BY id")]
-        assert attempts == [1] * SWEEP_BATCH + [0] * 50
-        assert (
-            await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL")
-            == SWEEP_BATCH + 50
-        )
+        assert attempts == [1] * BATCH + [0] * 50
+        assert await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL") == BATCH + 50
         errors = await pool.fetch("SELECT DISTINCT last_error FROM sumsub_webhook_inbox WHERE attempts = 1")
         assert len(errors) == 1 and "connect" in errors[0]["last_error"]  # ops see why they are still pending
 
         retry_later = "SELECT bool_and(leased_until > now()) FROM sumsub_webhook_inbox WHERE attempts = 1"
         assert await pool.fetchval(retry_later)  # no drain takes a failed row before its retry time
 
-        back = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)))
+        back = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_batch=BATCH)
         deadline = time.monotonic() + 30
         while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
             assert time.monotonic() < deadline, "the rows were not delivered once Temporal answered"
@@ -231,7 +231,7 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
             await asyncio.sleep(0.5)
         rows = await pool.fetch("SELECT outcome, attempts FROM sumsub_webhook_inbox ORDER BY id")
         assert {r["outcome"] for r in rows} == {"no_running_workflow"}
-        assert [r["attempts"] for r in rows] == [2] * SWEEP_BATCH + [1] * 50  # the failed ones once more, the rest once
+        assert [r["attempts"] for r in rows] == [2] * BATCH + [1] * 50  # the failed ones once more, the rest once
 
 
 async def test_webhooks_for_ids_no_customer_ever_had_are_settled_without_temporal(

@@ -83,8 +83,10 @@ class WebhookRelay:
         event_time_tolerance: timedelta = DEFAULT_EVENT_TIME_TOLERANCE,
         sweep_interval: float = SWEEP_INTERVAL_SECONDS,
         drain_intervals: tuple[float, float] = (DRAIN_INTERVAL_SECONDS, STORM_DRAIN_INTERVAL_SECONDS),
+        sweep_batch: int = SWEEP_BATCH,
     ) -> None:
         self._pool = pool
+        self._sweep_batch = sweep_batch
         self._sweep_interval = sweep_interval
         self._drain_intervals = drain_intervals
         self._temporal = temporal
@@ -150,13 +152,13 @@ class WebhookRelay:
         while True:
             taken, done = await self._sweep()
             settled += done
-            if taken < SWEEP_BATCH or done < taken:
+            if taken < self._sweep_batch or done < taken:
                 return settled
 
     async def _sweep(self) -> tuple[int, int]:
-        """Leases up to SWEEP_BATCH pending rows and delivers them: one customer's in order (as they arrived),
+        """Leases up to a sweep batch of pending rows and delivers them: one customer's in order (as they arrived),
         DELIVERERS customers at a time. (rows taken, rows settled)."""
-        rows = await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS, limit=SWEEP_BATCH)
+        rows = await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS, limit=self._sweep_batch)
         lease_ends = time.monotonic() + LEASE_SECONDS
         by_customer: dict[object, list[StoredWebhook]] = {}
         for row in rows:
