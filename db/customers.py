@@ -83,15 +83,6 @@ async def append_event(
     return bool(await append_events(conn, customer_id=customer_id, rows=[row], workflow_id=workflow_id, run_id=run_id))
 
 
-@dataclass(frozen=True)
-class AuditRow:
-    event_type: str
-    actor: str
-    details: dict[str, Any]
-    occurred_at: datetime
-    idempotency_key: str
-
-
 async def append_events(
     conn: Conn, *, customer_id: str, rows: list[AuditRow], workflow_id: str | None, run_id: str | None
 ) -> set[str]:
@@ -387,6 +378,13 @@ class CustomerEvent:
     actor: str
     details: dict[str, Any]
     occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditRow(CustomerEvent):
+    """An audit row to append, with the key that makes it once per run and step."""
+
+    idempotency_key: str
 
 
 # The most audit rows one read returns (newest first).

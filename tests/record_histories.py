@@ -50,6 +50,7 @@ PATHS = {
     "kyc_events_recorded_in_batches": (
         paths.test_sumsub_events_queued_while_the_workflow_is_busy_are_recorded_in_one_activity_per_published_change
     ),
+    "kyc_events_in_one_signal": paths.test_events_in_one_signal_are_applied_oldest_first_and_recorded_together,
 }
 
 # EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.

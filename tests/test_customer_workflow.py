@@ -472,6 +472,22 @@ async def test_sumsub_events_queued_while_the_workflow_is_busy_are_recorded_in_o
     assert world.sequences == list(range(1, len(world.sequences) + 1))
 
 
+async def test_events_in_one_signal_are_applied_oldest_first_and_recorded_together(case: Case) -> None:
+    """The relay's `kyc_events`: a customer's webhooks of one sweep in one signal."""
+    world = case.world
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await eventually(lambda: world.recorded[-1:] == ["kyc.started"])
+    before, activities_before = len(world.recorded), world.record_activities
+    batch = [event(KycEventKind.IGNORED, 3), event(KycEventKind.SUBMITTED, 1), event(KycEventKind.IGNORED, 2)]
+    await handle.signal(CustomerWorkflow.kyc_events, batch)
+    state = await applied(handle, batch[0])
+    await eventually(lambda: len(world.recorded) == before + 3)
+    assert state.stage.value == "KYC_IN_REVIEW"
+    assert world.recorded[before:] == ["kyc.submitted", "kyc.event_ignored", "kyc.event_ignored"]
+    assert world.record_activities - activities_before == 2  # the published one; the two after it together
+
+
 async def test_reset_goes_back_to_waiting_and_unknown_events_are_recorded_only(case: Case) -> None:
     await case.start()
     await case.wait_for("AWAITING_KYC")
