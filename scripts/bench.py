@@ -796,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy",
         type=Path,
         default=None,
-        help="profile worker and API during the registration and onboarding rows, into DIR",
+        help="profile worker and API during the registration, intake and onboarding rows, into DIR",
     )
     args = parser.parse_args(argv)
     wrk = shutil.which("wrk")
