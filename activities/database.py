@@ -81,6 +81,10 @@ class DatabaseActivities:
     async def record_changes(self, changes: RecordChangesInput) -> None:
         """`record_change` for several audit rows at once (a batch of Sumsub events): one activity, one
         transaction, instead of one each."""
+        if any(domain.events.published_type(e.event_type, e.details) for e in changes.entries[:-1]):
+            raise ApplicationError(
+                "only the last change of a batch may publish (a published event carries the state)", non_retryable=True
+            )
         await self._save(changes.state, changes.entries)
 
     async def _save(self, state: CustomerState, entries: list[AuditEntry]) -> None:

@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         default=timedelta(minutes=5),
         description="A webhook stamped (createdAtMs) more than this after it was received is ordered by receipt time.",
     )
+    sumsub_relay_signal_events: int = Field(
+        default=200,
+        ge=1,
+        le=200,  # kyc_rules.REMEMBERED_EVENTS: a batch signalled again is recognised whole as duplicates
+        description="A customer's webhooks one relay signal carries at most (`kyc_events`). 1: a signal each, which "
+        "workers older than `kyc_events` understand; set it while upgrading from such a version.",
+    )
 
     # Onboarding policy (durations: seconds or ISO 8601, e.g. P1D)
     kyc_reminders_after: list[timedelta] = Field(

@@ -672,7 +672,8 @@ async def _drain_inbox(pool: asyncpg.Pool, customers: list[str], *, timeout: flo
     unapplied = """
         SELECT (SELECT count(*) FROM sumsub_webhook_inbox
                  WHERE outcome = 'delivered' AND external_user_id = ANY($1::text[]))
-             - (SELECT count(*) FROM customer_events WHERE actor = 'sumsub' AND customer_id = ANY($1::uuid[]))
+             - (SELECT count(*) FROM customer_events
+                 WHERE actor = 'sumsub' AND details ? 'sumsub_type' AND customer_id = ANY($1::uuid[]))
     """
     while await pool.fetchval(unapplied, customers) > 0:
         if time.perf_counter() - started > timeout:

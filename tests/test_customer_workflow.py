@@ -440,6 +440,14 @@ async def test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_chan
     assert case.world.recorded.count("kyc.event_ignored") == 2
 
 
+def test_audit_rows_that_wait_for_the_next_change_publish_nothing() -> None:
+    """A published event carries the state it was recorded with, so its row is never deferred to a later one."""
+    from domain.events import published_type
+    from workflows.customer import DEFERRABLE_AUDIT_TYPES
+
+    assert DEFERRABLE_AUDIT_TYPES and all(published_type(t, {}) is None for t in DEFERRABLE_AUDIT_TYPES)
+
+
 async def test_sumsub_events_queued_while_the_workflow_is_busy_are_recorded_in_one_activity_per_published_change(
     case: Case,
 ) -> None:

@@ -179,7 +179,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             max_concurrent_activities=EVENT_ROUND_SLOTS,
         )
         # Stored Sumsub webhooks to their customers' workflows (the API only stores them and tells the relays).
-        relay = WebhookRelay(pool=pool, temporal=client, event_time_tolerance=settings.sumsub_event_time_tolerance)
+        relay = WebhookRelay(
+            pool=pool,
+            temporal=client,
+            event_time_tolerance=settings.sumsub_event_time_tolerance,
+            signal_events=settings.sumsub_relay_signal_events,
+        )
         waker = DeliveryWaker(
             settings.database_url, client, task_queue=settings.temporal_events_task_queue, notices=notices
         )

@@ -59,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         normalise_email,
     )
     from domain.errors import ErrorType
-    from domain.events import published_type
     from domain.four_eyes import OVERRIDE_APPROVABLE_STAGES
     from domain.kyc import KycEvent
     from domain.kyc_rules import KycDecision, KycEffect, TimerDue
@@ -91,6 +90,11 @@ KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update an
 # Decided once per run: a batch of Sumsub events recorded in one activity, search attributes upserted only when
 # they change, and a new run past the policy's history limit.
 LEAN_HISTORY_PATCH = "lean-history"
+# Audit rows that may wait for the next recorded change (they publish nothing: tests/test_customer_workflow.py
+# checks it). Fixed here, not derived from domain.events, because it decides the workflow's commands: change it
+# only under a new patch. At most RECORD_BATCH rows go in one activity (its input stays far below 2 MB).
+DEFERRABLE_AUDIT_TYPES = frozenset({"kyc.event_ignored"})
+RECORD_BATCH = 200
 # Sumsub's answer to an upgrade request is waited for this long (an ops action waits behind it).
 UPGRADE_STEP_BUDGET = timedelta(seconds=30)
 # A decline by override suspends an active customer; only a later approving override lifts it.
@@ -603,7 +607,8 @@ class CustomerWorkflow:
             if decision.effect is KycEffect.REFRESH_PROFILE and workflow.patched(PROFILE_REFRESH_PATCH):
                 details |= await self._refresh_profile()
             leaving = waiting and self._state.stage not in WAITING_FOR_KYC_STAGES
-            if self._lean and index < len(events) - 1 and not leaving and published_type(event_type, details) is None:
+            deferrable = event_type in DEFERRABLE_AUDIT_TYPES and len(self._unrecorded) < RECORD_BATCH - 1
+            if self._lean and index < len(events) - 1 and not leaving and deferrable:
                 self._record_later(event_type, actor="sumsub", details=details)
             else:
                 await self._record(event_type, actor="sumsub", details=details)

@@ -53,8 +53,10 @@ LEASE_MARGIN_SECONDS = 10.0
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DELIVERERS = 4
 SWEEP_BATCH = 10_000
-# Events per signal at most (a signal's payload stays far below Temporal's 2 MB limit: about 150 KB).
-SIGNAL_EVENTS = 500
+# Events per signal at most (the setting SUMSUB_RELAY_SIGNAL_EVENTS): a signal's payload stays far below
+# Temporal's 2 MB limit (about 60 KB), and a batch signalled again after a crash is within what the workflow
+# remembers (kyc_rules.REMEMBERED_EVENTS), so it is recognised whole as duplicates.
+SIGNAL_EVENTS = 200
 INBOX_CHANNEL = "sumsub_inbox"  # NOTIFY (empty payload): webhooks were stored
 
 
@@ -84,9 +86,11 @@ class WebhookRelay:
         sweep_interval: float = SWEEP_INTERVAL_SECONDS,
         drain_intervals: tuple[float, float] = (DRAIN_INTERVAL_SECONDS, STORM_DRAIN_INTERVAL_SECONDS),
         sweep_batch: int = SWEEP_BATCH,
+        signal_events: int = SIGNAL_EVENTS,
     ) -> None:
         self._pool = pool
         self._sweep_batch = sweep_batch
+        self._signal_events = signal_events
         self._sweep_interval = sweep_interval
         self._drain_intervals = drain_intervals
         self._temporal = temporal
@@ -152,14 +156,14 @@ class WebhookRelay:
         while True:
             taken, done = await self._sweep()
             settled += done
-            if taken < self._sweep_batch or done < taken:
+            if taken < self._sweep_batch or done < taken or self._stopping:
                 return settled
 
     async def _sweep(self) -> tuple[int, int]:
         """Leases up to a sweep batch of pending rows and delivers them: one customer's in order (as they arrived),
         DELIVERERS customers at a time. (rows taken, rows settled)."""
+        lease_ends = time.monotonic() + LEASE_SECONDS  # taken before the lease, so never later than its end
         rows = await db.inbox.lease_pending_webhooks(self._pool, lease_seconds=LEASE_SECONDS, limit=self._sweep_batch)
-        lease_ends = time.monotonic() + LEASE_SECONDS
         by_customer: dict[object, list[StoredWebhook]] = {}
         for row in rows:
             payload = row["payload"]
@@ -171,13 +175,14 @@ class WebhookRelay:
         slots = asyncio.Semaphore(DELIVERERS)
 
         async def in_order(webhooks: list[StoredWebhook]) -> int:
-            """The customer's KYC events in one signal (SIGNAL_EVENTS at most); a tombstone or a malformed row on
-            its own."""
+            """The customer's KYC events in one signal (`signal_events` at most); a tombstone or a malformed row
+            on its own."""
             deliverable: list[StoredWebhook] = []
             alone: list[StoredWebhook] = []
             for webhook in webhooks:
                 (deliverable if webhook.event is not None else alone).append(webhook)
-            signals = [deliverable[i : i + SIGNAL_EVENTS] for i in range(0, len(deliverable), SIGNAL_EVENTS)]
+            size = self._signal_events
+            signals = [deliverable[i : i + size] for i in range(0, len(deliverable), size)]
             chunks = [*signals, *([webhook] for webhook in alone)]
             async with slots:
                 return sum([len(chunk) for chunk in chunks if chunk and await self._sweep_some(chunk)])
@@ -258,6 +263,8 @@ class WebhookRelay:
                 if self._stopping:
                     break
                 await asyncio.sleep(next_drain - time.monotonic())
+                if self._stopping:
+                    break
                 started = time.monotonic()
                 try:
                     settled = await self.drain()
