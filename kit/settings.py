@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.customer import CUSTOMER_TYPES, CustomerType, KycLevel, VerificationFlow
 from domain.deliveries import DEFAULT_RETRY_SCHEDULE, UrlPolicy
+from domain.kyc_rules import REMEMBERED_EVENTS
 from kit.codec import DEV_ONLY_PAYLOAD_ENCRYPTION_KEYS
 
 
@@ -164,9 +165,9 @@ class Settings(BaseSettings):
         description="A webhook stamped (createdAtMs) more than this after it was received is ordered by receipt time.",
     )
     sumsub_relay_signal_events: int = Field(
-        default=200,
+        default=REMEMBERED_EVENTS,
         ge=1,
-        le=200,  # kyc_rules.REMEMBERED_EVENTS: a batch signalled again is recognised whole as duplicates
+        le=REMEMBERED_EVENTS,  # a batch signalled again is recognised whole as duplicates
         description="A customer's webhooks one relay signal carries at most (`kyc_events`). 1: a signal each, which "
         "workers older than `kyc_events` understand; set it while upgrading from such a version.",
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import db.inbox
 from domain.customer import workflow_id_for
 from domain.kyc import KycEvent
+from domain.kyc_rules import REMEMBERED_EVENTS
 from integrations.sumsub.webhooks import DEFAULT_EVENT_TIME_TOLERANCE, kyc_event_from_webhook
 from kit.codec import DataKeyErased, PayloadDecryptionError
 from workflows.customer import CustomerWorkflow
@@ -56,7 +56,7 @@ SWEEP_BATCH = 10_000
 # Events per signal at most (the setting SUMSUB_RELAY_SIGNAL_EVENTS): a signal's payload stays far below
 # Temporal's 2 MB limit (about 60 KB), and a batch signalled again after a crash is within what the workflow
 # remembers (kyc_rules.REMEMBERED_EVENTS), so it is recognised whole as duplicates.
-SIGNAL_EVENTS = 200
+SIGNAL_EVENTS = REMEMBERED_EVENTS
 INBOX_CHANNEL = "sumsub_inbox"  # NOTIFY (empty payload): webhooks were stored
 
 
@@ -108,7 +108,10 @@ class WebhookRelay:
         webhooks = [w for w in webhooks if w.payload.get("erased") is not True]
         if not webhooks:
             return True
-        events = [webhook.event or self._kyc_event(webhook) for webhook in webhooks]
+        events = [
+            webhook.event or self._kyc_event(webhook.payload, webhook.dedupe_key, webhook.received_at)
+            for webhook in webhooks
+        ]
         inbox_ids = [webhook.inbox_id for webhook in webhooks]
         customer_id = webhooks[0].payload["externalUserId"]
         handle = self._temporal.get_workflow_handle(workflow_id_for(customer_id))
@@ -168,8 +171,9 @@ class WebhookRelay:
         for row in rows:
             payload = row["payload"]
             customer = payload.get("externalUserId") if isinstance(payload, dict) else None
-            webhook = StoredWebhook(row["id"], payload, row["dedupe_key"], row["received_at"], lease_ends)
-            webhook = dataclasses.replace(webhook, event=self._event_of(webhook))
+            dedupe_key, received_at = row["dedupe_key"], row["received_at"]
+            event = self._event_of(payload, dedupe_key, received_at)
+            webhook = StoredWebhook(row["id"], payload, dedupe_key, received_at, lease_ends, event)
             by_customer.setdefault(customer, []).append(webhook)
         settled = await self._settle_unknown(by_customer)
         slots = asyncio.Semaphore(DELIVERERS)
@@ -185,7 +189,7 @@ class WebhookRelay:
             signals = [deliverable[i : i + size] for i in range(0, len(deliverable), size)]
             chunks = [*signals, *([webhook] for webhook in alone)]
             async with slots:
-                return sum([len(chunk) for chunk in chunks if chunk and await self._sweep_some(chunk)])
+                return sum([len(chunk) for chunk in chunks if await self._sweep_some(chunk)])
 
         async with asyncio.TaskGroup() as group:
             delivered = [group.create_task(in_order(webhooks)) for webhooks in by_customer.values()]
@@ -213,21 +217,18 @@ class WebhookRelay:
             log.warning("webhooks for no customer", count=len(unknown))
         return len(unknown)
 
-    def _kyc_event(self, webhook: StoredWebhook) -> KycEvent:
+    def _kyc_event(self, payload: dict[str, Any], dedupe_key: str, received_at: datetime) -> KycEvent:
         """What the workflow is signalled; KeyError, TypeError or ValueError for a row that cannot become one."""
         return kyc_event_from_webhook(
-            webhook.payload,
-            dedupe_key=webhook.dedupe_key,
-            received_at=webhook.received_at,
-            time_tolerance=self._event_time_tolerance,
+            payload, dedupe_key=dedupe_key, received_at=received_at, time_tolerance=self._event_time_tolerance
         )
 
-    def _event_of(self, webhook: StoredWebhook) -> KycEvent | None:
+    def _event_of(self, payload: Any, dedupe_key: str, received_at: datetime) -> KycEvent | None:
         """The KYC event of a row, or None for a tombstone or a row that cannot become one."""
-        if webhook.payload.get("erased") is True:
+        if isinstance(payload, dict) and payload.get("erased") is True:
             return None
         try:
-            return self._kyc_event(webhook)
+            return self._kyc_event(payload, dedupe_key, received_at)
         except (KeyError, TypeError, ValueError):
             return None
 
