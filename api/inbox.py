@@ -58,7 +58,7 @@ class WebhookInbox:
             raise NotFound("no stored webhook with this id")
         if entry.outcome and entry.outcome.startswith("rejected"):
             raise Conflict("a webhook refused as invalid cannot be delivered")
-        if entry.outcome == db.inbox.ERASED_OUTCOME or entry.payload.get("erased") is True:
+        if entry.outcome == db.inbox.ERASED_OUTCOME or db.inbox.is_tombstone(entry.payload):
             raise Conflict("the webhook's customer was erased: only its type is kept, and it cannot be delivered")
         await self._relay.deliver([StoredWebhook(entry.id, entry.payload, entry.dedupe_key, entry.received_at)])
         updated = await db.inbox.get_webhook(self._pool, inbox_id)

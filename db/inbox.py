@@ -90,6 +90,11 @@ _TOMBSTONE_SQL = "jsonb_build_object('type', event_type, 'erased', true)"
 ERASED_OUTCOME = "customer_erased"
 
 
+def is_tombstone(payload: object) -> bool:
+    """Whether a stored body is what `settle_erased` (or an erasure) left of it."""
+    return isinstance(payload, dict) and payload.get("erased") is True
+
+
 async def settle_erased(pool: asyncpg.Pool, inbox_ids: list[int]) -> None:
     """Settles webhooks about an erased customer: no workflow takes them, and only a tombstone of each body stays."""
     await pool.execute(

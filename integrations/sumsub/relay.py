@@ -102,10 +102,10 @@ class WebhookRelay:
         """Signals one customer's workflow with these webhooks, in this order, in one signal; True when the rows
         are settled (delivered or undeliverable). KeyError, TypeError or ValueError: a row cannot become a KYC
         event (and nothing was sent)."""
-        tombstones = [w.inbox_id for w in webhooks if w.payload.get("erased") is True]
+        tombstones = [w.inbox_id for w in webhooks if db.inbox.is_tombstone(w.payload)]
         if tombstones:  # tombstoned by an erasure before they were delivered
             await db.inbox.settle_erased(self._pool, tombstones)
-        webhooks = [w for w in webhooks if w.payload.get("erased") is not True]
+        webhooks = [w for w in webhooks if not db.inbox.is_tombstone(w.payload)]
         if not webhooks:
             return True
         events = [
@@ -225,7 +225,7 @@ class WebhookRelay:
 
     def _event_of(self, payload: Any, dedupe_key: str, received_at: datetime) -> KycEvent | None:
         """The KYC event of a row, or None for a tombstone or a row that cannot become one."""
-        if isinstance(payload, dict) and payload.get("erased") is True:
+        if db.inbox.is_tombstone(payload):
             return None
         try:
             return self._kyc_event(payload, dedupe_key, received_at)
