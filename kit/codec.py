@@ -34,7 +34,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -74,6 +74,9 @@ ENCRYPTED_ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
+# Per-context copies of the data converter kept (one a workflow and one an activity context of each customer
+# in flight); past it they are dropped and made again.
+CONTEXT_COPIES = 4096
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # A customer's key id; "/" is not allowed in master key ids, so the two never collide.
 CUSTOMER_KEY_PREFIX = "customer/"
@@ -224,6 +227,43 @@ def data_converter(settings: Settings, *, data_keys: DataKeys | None = None) -> 
     return converter_for(codec)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ContextDataConverter(DataConverter):
+    """`DataConverter` whose per-context copies are cheap.
+
+    The SDK asks for a copy per workflow activation, and per payload of each activity command (several times
+    each: encode, store, reference). Whenever a part changes with the context (our codec does: a customer's
+    key), the SDK's copy is `dataclasses.replace`, which builds a new pydantic payload converter and failure
+    converter only to overwrite them with the original's: 6% of the worker's CPU in `make bench`'s onboarding
+    row (py-spy). Here a copy is shallow, made once per context and kept (a few thousand at most); each part
+    still gets the context exactly as the SDK gives it."""
+
+    _copies: dict[SerializationContext, DataConverter] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def with_context(self, context: SerializationContext) -> Self:
+        derived = self._copies.get(context)
+        if derived is None:
+            if len(self._copies) >= CONTEXT_COPIES:
+                self._copies.clear()
+            derived = self._copies[context] = self._copy_for(context)
+        return derived  # type: ignore[return-value]
+
+    def _copy_for(self, context: SerializationContext) -> DataConverter:
+        parts = {
+            name: part.with_context(context)
+            for name in ("payload_converter", "payload_codec", "failure_converter", "external_storage")
+            if isinstance(part := getattr(self, name), WithSerializationContext)
+        }
+        if all(part is getattr(self, name) for name, part in parts.items()):
+            return self
+        derived = copy.copy(self)
+        for name, part in parts.items():
+            object.__setattr__(derived, name, part)
+        return derived
+
+
 def converter_for(codec: EncryptionCodec | None) -> DataConverter:
     """The pydantic converter with this codec (None: encryption off)."""
     if codec is None:
@@ -231,8 +271,8 @@ def converter_for(codec: EncryptionCodec | None) -> DataConverter:
         return pydantic_data_converter
     if codec.key_id == DEV_ONLY_KEY_ID:
         log.warning("payload encryption uses the public dev-only key; set PAYLOAD_ENCRYPTION_KEYS in production")
-    return dataclasses.replace(
-        pydantic_data_converter,
+    return _ContextDataConverter(
+        payload_converter_class=pydantic_data_converter.payload_converter_class,
         payload_codec=codec,
         # Failure messages and stack traces can quote personal data; move them into the encrypted attributes.
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,

@@ -59,7 +59,7 @@ from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_dig
 from kit.settings import Settings
 from kit.temporal import connect
 from scripts.bench_api import GET_CUSTOMER, REGISTER, portal_token
-from scripts.bench_bare_workflow import BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
+from scripts.bench_bare_workflow import BareOnboarding, BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
 from scripts.bench_customers import onboard_all, register_many, wait_for_stage
 from scripts.bench_scale import (
     PAGE_LUA,
@@ -262,11 +262,6 @@ async def history_events(temporal: Client, customer_ids: list[str]) -> Counter[s
     return counts
 
 
-async def activities_per_onboarding(temporal: Client, customer_id: str) -> int:
-    history = await temporal.get_workflow_handle(workflow_id_for(customer_id)).fetch_history()
-    return sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-
-
 async def bare_registrations(temporal_address: str, *, count: int) -> tuple[list[float], int]:
     """Seconds each of `count` update-with-starts of a bare workflow took, sent at once, on their own worker,
     and how many failed (past a 10 s RPC timeout, our API's REGISTER_TIMEOUT)."""
@@ -311,8 +306,8 @@ async def bare_registrations(temporal_address: str, *, count: int) -> tuple[list
     return latencies, len(results) - len(latencies)
 
 
-async def bare_temporal(temporal_address: str, *, count: int, steps: int) -> float:
-    """Seconds for `count` bare workflows of `steps` activities each, started at once, on their own worker."""
+async def bare_temporal(temporal_address: str, *, count: int, plan: BareOnboarding) -> float:
+    """Seconds for `count` bare workflows of `plan.steps` activities each, started at once, on their own worker."""
     client = await Client.connect(temporal_address)
     task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
     worker = Worker(
@@ -326,7 +321,7 @@ async def bare_temporal(temporal_address: str, *, count: int, steps: int) -> flo
         started = time.perf_counter()
         handles = await asyncio.gather(
             *(
-                client.start_workflow(BareOnboardingWorkflow.run, steps, id=f"{task_queue}-{i}", task_queue=task_queue)
+                client.start_workflow(BareOnboardingWorkflow.run, plan, id=f"{task_queue}-{i}", task_queue=task_queue)
                 for i in range(count)
             )
         )
@@ -479,14 +474,27 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
         "SELECT id::text FROM customers WHERE onboarding_stage = 'ONBOARDED' AND email LIKE $1 LIMIT 1",
         f"onboard-{run_id}-%",
     )
-    steps = await activities_per_onboarding(temporal, one)
-    print(f"{args.onboard} bare workflows of {steps} activities ...", flush=True)
+    events = await history_events(temporal, [one])
+    print(f"  one onboarding's history events by type: {dict(events.most_common())}", flush=True)
+    plan = BareOnboarding(steps=events["ACTIVITY_TASK_SCHEDULED"])
+    print(f"{args.onboard} bare workflows of {plan.steps} activities ...", flush=True)
     cpu_before = cpu_seconds(stack)
-    bare = await bare_temporal(stack.temporal_address, count=args.onboard, steps=steps)
+    bare = await bare_temporal(stack.temporal_address, count=args.onboard, plan=plan)
     cpu_bare = cpu_used(cpu_before, cpu_seconds(stack))  # its worker runs in this process: "load client"
     print(f"  CPU seconds, ours: {cpu_ours}; bare: {cpu_bare}", flush=True)
+    # The same bare with ours' search-attribute upserts (the SDK's TemporalChangeVersion ones for patches too):
+    # how much of the server's extra work for ours is what ops see in the Temporal UI.
+    upserting = BareOnboarding(steps=plan.steps, upserts=events["UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"])
+    cpu_before = cpu_seconds(stack)
+    bare_upserting = await bare_temporal(stack.temporal_address, count=args.onboard, plan=upserting)
+    cpu_upserting = cpu_used(cpu_before, cpu_seconds(stack))
+    print(
+        f"  bare with {upserting.upserts} upserts each: {args.onboard / bare_upserting:.2f}/s "
+        f"({bare_upserting:.1f} s); CPU seconds: {cpu_upserting}",
+        flush=True,
+    )
     return Row(
-        f"onboarding throughput ({args.onboard} customers, {steps} activities each)",
+        f"onboarding throughput ({args.onboard} customers, {plan.steps} activities each)",
         f"{args.onboard / ours:.2f}/s ({ours:.1f} s)",
         f"{args.onboard / bare:.2f}/s ({bare:.1f} s)",
         bare / ours,
@@ -494,9 +502,11 @@ async def _onboarding(args: argparse.Namespace, stack: DevStack, pool: asyncpg.P
         {
             "ours_seconds": ours,
             "bare_seconds": bare,
-            "activities": steps,
+            "activities": plan.steps,
             "customers": args.onboard,
-            "cpu_seconds": {"ours": cpu_ours, "bare": cpu_bare},
+            "cpu_seconds": {"ours": cpu_ours, "bare": cpu_bare, "bare_upserting": cpu_upserting},
+            "history_events": dict(events),
+            "bare_upserting": {"upserts": upserting.upserts, "seconds": bare_upserting},
         },
     )
 
