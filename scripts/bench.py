@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -433,6 +434,11 @@ async def _rows(
             row.details["storm_history_events"] = dict(storm_events)
             print(f"{to_them} delivered to the {len(customers)} customers: {per_webhook:.2f} history events each")
             print(f"  their history events by type: {dict(storm_events.most_common())}", flush=True)
+            rows.append(
+                await _intake_worker_paused(
+                    args, stack, pool, wrk, work, script, customers=customers, run_id=run_id, ceiling=intake["ceiling"]
+                )
+            )
 
         if {"onboarding", "scale"} & set(args.rows):
             profilers = _start_py_spy(args, stack, row="onboarding")
@@ -644,6 +650,46 @@ async def _pages(
             )
         )
     return rows
+
+
+async def _intake_worker_paused(
+    args: argparse.Namespace,
+    stack: DevStack,
+    pool: asyncpg.Pool,
+    wrk: str,
+    work: Path,
+    script: Path,
+    *,
+    customers: list[str],
+    run_id: str,
+    ceiling: WrkResult,
+) -> Row:
+    """Intake again with the worker stopped (SIGSTOP), so nothing applies the storm while it arrives: what the API
+    and PostgreSQL alone take against the same ceiling, and so what the work after the answer costs intake when
+    both share two cores. The storm is applied once the worker goes on."""
+    worker = stack.pid("worker")
+    assert worker is not None
+    bodies = work / "bodies-paused.tsv"
+    write_webhook_bodies(bodies, run_id=run_id, label="paused", customers=customers)
+    print("webhook intake (ours, worker paused) with wrk ...", flush=True)
+    before = cpu_seconds(stack)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        paused = await run_wrk(
+            wrk, stack.api_url, script, ["/webhooks/sumsub", str(bodies)], connections=32, seconds=args.seconds
+        )
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    cpu = cpu_used(before, cpu_seconds(stack))
+    print(f"  CPU seconds (ours, worker paused, wrk not counted): {cpu}", flush=True)
+    drained, applied = await _drain_inbox(pool, customers, timeout=args.drain_seconds)
+    print(f"  that storm delivered in {drained:.1f} s, applied in {applied:.1f} s once the worker went on", flush=True)
+    paused_row = _versus(
+        "Sumsub webhook intake, worker paused (the API alone)", {"ours": paused, "ceiling": ceiling}, goal="shown"
+    )
+    assert paused_row.details is not None
+    paused_row.details |= {"cpu_seconds": cpu, "storm_seconds": {"delivered": drained, "applied": applied}}
+    return paused_row
 
 
 def _versus(name: str, results: dict[str, WrkResult], *, goal: str) -> Row:
