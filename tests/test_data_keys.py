@@ -123,6 +123,29 @@ async def test_the_data_converters_copy_for_a_customer_seals_with_their_key_and_
     assert converter.with_context(WorkflowSerializationContext(namespace="default", workflow_id="report")) is converter
 
 
+async def test_a_process_that_opened_a_customers_payload_seals_their_next_ones_without_the_database(
+    stack: DevStack, stores: tuple[DataKeyStore, DataKeyStore]
+) -> None:
+    """The worker's first task for a new customer opens the API's payload, then seals its answer."""
+    api_store, _ = stores
+    customer = str(uuid.uuid4())
+    sealed = await _codec(stack, api_store).with_context(_workflow(customer)).encode([_plain("registration")])
+    own_pool = await asyncpg.create_pool(stack.child_env["DATABASE_URL"], min_size=1, max_size=1)
+    worker_store = DataKeyStore(
+        own_pool, stack.child_env["DATABASE_URL"], parse_keys(stack.child_env["PAYLOAD_ENCRYPTION_KEYS"])
+    )
+    await worker_store.start()
+    try:
+        worker = _codec(stack, worker_store)
+        assert await worker.decode(sealed) == [_plain("registration")]
+        await own_pool.close()  # from here on, a lookup would fail
+        (answer,) = await worker.with_context(_activity(customer)).encode([_plain("answer")])
+    finally:
+        await worker_store.aclose()
+    assert answer.metadata[KEY_ID_METADATA] == sealed[0].metadata[KEY_ID_METADATA]
+    assert await _codec(stack, api_store).decode([answer]) == [_plain("answer")]
+
+
 async def test_a_shredded_key_opens_nothing_anywhere_and_other_customers_are_untouched(
     stack: DevStack, stores: tuple[DataKeyStore, DataKeyStore], database: asyncpg.Pool
 ) -> None:
@@ -150,6 +173,8 @@ async def test_a_shredded_key_opens_nothing_anywhere_and_other_customers_are_unt
             except DataKeyErased:
                 break
             await asyncio.sleep(0.05)
+    with pytest.raises(DataKeyErased):  # it had the key only from opening a payload: it seals nothing either
+        await elsewhere.with_context(_workflow(erased)).encode([_plain("new")])
     # A process that never saw the key reads the shredded row.
     fresh = DataKeyStore(
         database, stack.child_env["DATABASE_URL"], parse_keys(stack.child_env["PAYLOAD_ENCRYPTION_KEYS"])
