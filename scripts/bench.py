@@ -47,7 +47,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
@@ -359,6 +361,7 @@ async def _rows(
     try:
         await _wait_until_up(f"{ceiling_url}/customer/{uuid.uuid4()}", ceiling, expect=404)
         token = await portal_token(stack.keycloak_url, "customers", "portal", "portal-dev-secret")
+        await _worker_polling(stack)
 
         # Registrations at once, before anything else loads the worker.
         profilers = _start_py_spy(args, stack, row="registrations")
@@ -739,13 +742,32 @@ async def _drain_inbox(pool: asyncpg.Pool, customers: list[str], *, timeout: flo
     return delivered, time.perf_counter() - started
 
 
+def _stack_settings(stack: DevStack) -> Settings:
+    return Settings.model_validate(
+        {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
+    )
+
+
 async def _temporal_client(stack: DevStack) -> Client:
     """A client as the stack's processes have it (their codec: payloads are encrypted)."""
-    return await connect(
-        Settings.model_validate(
-            {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
-        )
+    return await connect(_stack_settings(stack))
+
+
+async def _worker_polling(stack: DevStack, *, timeout: float = 60.0) -> None:
+    """The stack is up once the API is ready; the worker may still be starting. The first row waits until it
+    polls the customers' task queue, as the bare ceilings' workers do before they are measured."""
+    settings = _stack_settings(stack)
+    temporal = await connect(settings)
+    request = DescribeTaskQueueRequest(
+        namespace=settings.temporal_namespace,
+        task_queue=TaskQueue(name=settings.temporal_task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
     )
+    deadline = time.monotonic() + timeout
+    while not (await temporal.workflow_service.describe_task_queue(request)).pollers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no worker polls {settings.temporal_task_queue} after {timeout:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 async def _wait_until_up(url: str, proc: subprocess.Popen[bytes], *, expect: int) -> None:
