@@ -367,14 +367,20 @@ async def _rows(
         profilers = _start_py_spy(args, stack, row="registrations")
         for count in (100, 200) if "registrations" in args.rows else ():
             print(f"{count} registrations at once ...", flush=True)
+            before = cpu_seconds(stack)
             row = await registration_burst(api, token, run_id=run_id, count=count)
+            cpu_ours = cpu_used(before, cpu_seconds(stack))  # the burst's, with the onboarding it started meanwhile
             await asyncio.sleep(args.settle_seconds)  # their onboarding (Keycloak, Sumsub) settles
+            before = cpu_seconds(stack)
             bare_latencies, bare_errors = await bare_registrations(stack.temporal_address, count=count)
+            cpu_bare = cpu_used(before, cpu_seconds(stack))  # its worker runs in this process: "load client"
+            print(f"  CPU seconds during the burst, ours: {cpu_ours}; bare: {cpu_bare}", flush=True)
             p50, p99 = 1000 * percentile(bare_latencies, 0.5), 1000 * percentile(bare_latencies, 0.99)
             row.ceiling = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, {bare_errors} errors (bare update-with-start)"
             assert row.details is not None
             row.ratio = p99 / row.details["p99_ms"] if row.details["p99_ms"] else None
             row.details["ceiling"] = {"p50_ms": p50, "p99_ms": p99, "errors": bare_errors}
+            row.details["cpu_seconds"] = {"ours": cpu_ours, "bare": cpu_bare}
             rows.append(row)
             print(f"  ours: {row.ours}; ceiling: {row.ceiling}", flush=True)
         _stop_py_spy(profilers)
