@@ -51,6 +51,14 @@ PATHS = {
         paths.test_sumsub_events_queued_while_the_workflow_is_busy_are_recorded_in_one_activity_per_published_change
     ),
     "kyc_events_in_one_signal": paths.test_events_in_one_signal_are_applied_oldest_first_and_recorded_together,
+    # Recorded before KYC_EFFECT_REFUSED_PATCH: the refused event's row and the rest of its batch were dropped.
+    "side_effect_refused_after_onboarding": (
+        paths.test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_the_customer_stays_manageable
+    ),
+    # KYC_EFFECT_REFUSED_PATCH: the refused event recorded, the events behind it applied after the failure.
+    "kyc_effect_refused_in_a_batch": (
+        paths.test_an_event_whose_effect_is_refused_for_good_is_recorded_and_the_events_behind_it_still_apply
+    ),
 }
 
 # EventDeliveryWorkflow's paths: each scenario runs its own worker and returns the workflow's handle.

@@ -850,6 +850,29 @@ async def test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_t
     assert closed.stage.value == "CLOSED"
 
 
+async def test_an_event_whose_effect_is_refused_for_good_is_recorded_and_the_events_behind_it_still_apply(
+    case: Case,
+) -> None:
+    """The decline changed the state before disabling the (deleted) Keycloak user failed: its row says so (and
+    publishes customer.kyc_declined), and the events of the same signal behind it are applied after the
+    failure is reported, not dropped."""
+    world = case.world
+    handle = await case.start()
+    await case.wait_for("AWAITING_KYC")
+    await eventually(lambda: world.recorded[-1:] == ["kyc.started"])
+    before = len(world.recorded)
+    world.keycloak_user_gone = True
+    batch = [event(KycEventKind.DECLINED, 1), event(KycEventKind.IGNORED, 2), event(KycEventKind.APPROVED, 3)]
+    await handle.signal(CustomerWorkflow.kyc_events, batch)
+    state = await applied(handle, batch[-1])
+    await eventually(lambda: len(world.recorded) == before + 4)
+    assert world.recorded[before:] == ["kyc.declined", "step.failed", "kyc.event_ignored", "kyc.event_ignored"]
+    assert state.stage.value == "KYC_DECLINED" and state.last_error is not None
+    assert "KeycloakRejected" in state.last_error
+    assert all(item.dedupe_key in state.applied_kyc_events for item in batch)
+    assert world.sequences == list(range(1, len(world.sequences) + 1))
+
+
 async def test_polling_the_same_completed_review_again_changes_and_records_nothing(
     env: WorkflowEnvironment, world: FakeWorld
 ) -> None:

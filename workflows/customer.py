@@ -90,6 +90,9 @@ KYC_LEVEL_UPGRADE_PATCH = "kyc-level-upgrade"  # the KYC level upgrade update an
 # Decided once per run: a batch of Sumsub events recorded in one activity, search attributes upserted only when
 # they change, and a new run past the policy's history limit.
 LEAN_HISTORY_PATCH = "lean-history"
+# A Sumsub event whose effect is refused for good (say, its Keycloak user deleted by hand) is still recorded, and
+# the events queued behind it stay queued; before it, both were dropped. Decided only when an effect fails.
+KYC_EFFECT_REFUSED_PATCH = "kyc-effect-refused"
 # Audit rows that may wait for the next recorded change (they publish nothing: tests/test_customer_workflow.py
 # checks it). Fixed here, not derived from domain.events, because it decides the workflow's commands: change it
 # only under a new patch. At most RECORD_BATCH rows go in one activity (its input stays far below 2 MB).
@@ -601,7 +604,17 @@ class CustomerWorkflow:
         for index, event in enumerate(events):
             waiting = self._state.stage in WAITING_FOR_KYC_STAGES
             decision = kyc_rules.decide(self._state, event)
-            await self._apply_kyc_decision(decision)
+            try:
+                await self._apply_kyc_decision(decision)
+            except ActivityError:
+                if workflow.patched(KYC_EFFECT_REFUSED_PATCH):
+                    # The event already changed the state: its row (and event) tells the bank so, the rest wait
+                    # for the next step, and run() reports the refusal to ops.
+                    self._kyc_inbox = events[index + 1 :] + self._kyc_inbox
+                    self._state.applied_kyc_events = kyc_rules.remembered(self._state, event)
+                    event_type, details = decision.audit(event)
+                    await self._record(event_type, actor="sumsub", details=details)
+                raise
             self._state.applied_kyc_events = kyc_rules.remembered(self._state, event)
             event_type, details = decision.audit(event)
             if decision.effect is KycEffect.REFRESH_PROFILE and workflow.patched(PROFILE_REFRESH_PATCH):
