@@ -53,10 +53,20 @@ SUPERVISE_INTERVAL_SECONDS = 0.1
 _PR_SET_PDEATHSIG = 1
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now and that this process never handed out before.
+    A pick is released at once and the kernel may offer it again, so without the second condition two ports
+    of one stack could be the same (seen: the API's port answered by a metrics endpoint)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _die_with_parent(sig: signal.Signals) -> None:
