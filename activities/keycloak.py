@@ -69,6 +69,7 @@ class KeycloakActivities:
     def __init__(self, admin: KeycloakAdmin, *, send_actions_email: bool = False) -> None:
         self._admin = admin
         self._send_actions_email = send_actions_email
+        self._customer_role: dict[str, Any] | None = None  # read once; again if Keycloak no longer knows it
 
     async def _find_user(self, email: str) -> dict[str, Any] | None:
         for query in ({"username": email, "exact": True}, {"email": email, "exact": True}):
@@ -94,24 +95,32 @@ class KeycloakActivities:
         the user is removed before the step fails: the workflow never learns its id, so its compensation
         could not, and a failed onboarding must leave no user behind."""
         try:
-            role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
-            await self._admin.a_assign_realm_roles(user_id, [role])
+            try:
+                await self._admin.a_assign_realm_roles(user_id, [await self._role(cached=True)])
+            except KeycloakError as exc:
+                if not _is_permanent(exc):
+                    raise
+                # The role read earlier may have been deleted and created again (a new id): read it again.
+                await self._admin.a_assign_realm_roles(user_id, [await self._role(cached=False)])
         except KeycloakError as exc:
             if _is_permanent(exc):
                 with contextlib.suppress(KeycloakError):
                     await self._admin.a_delete_user(user_id)
             raise
 
+    async def _role(self, *, cached: bool) -> dict[str, Any]:
+        if self._customer_role is None or not cached:
+            self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
+        return self._customer_role
+
     @activity.defn
     async def provision_keycloak_user(self, request: ProvisionUserInput) -> ProvisionedUser:
         """Creates the customer's Keycloak user, or reuses the one that already carries its customer_id,
-        and gives it the realm role `customer` (again, if an earlier attempt stopped before that)."""
+        and gives it the realm role `customer` (again, if an earlier attempt stopped before that).
+
+        Creating first and looking up only on a 409 makes a new customer's provisioning two requests
+        (create, map the role) instead of five: two searches, the create, the role and its mapping."""
         with _permanent_errors_fail_fast():
-            existing = await self._find_user(request.email)
-            if existing is not None:  # carrying our customer_id: an earlier attempt of ours created it
-                user_id = self._owned_user_id(existing, request.customer_id)
-                await self._grant_customer_role(user_id)
-                return ProvisionedUser(user_id=user_id)
             payload = {
                 "username": request.email,
                 "email": request.email,
@@ -123,7 +132,7 @@ class KeycloakActivities:
             except KeycloakError as exc:
                 if exc.response_code != 409:
                     raise
-                # Created by a concurrent attempt (or someone else) since we looked.
+                # Created by an earlier attempt of ours (then it carries our customer_id), or someone else's.
                 existing = await self._find_user(request.email)
                 if existing is None:
                     raise
