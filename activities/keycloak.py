@@ -95,23 +95,23 @@ class KeycloakActivities:
         the user is removed before the step fails: the workflow never learns its id, so its compensation
         could not, and a failed onboarding must leave no user behind."""
         try:
+            role, read_before = self._customer_role, self._customer_role is not None
+            if role is None:
+                role = self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
             try:
-                await self._admin.a_assign_realm_roles(user_id, [await self._role(cached=True)])
+                await self._admin.a_assign_realm_roles(user_id, [role])
             except KeycloakError as exc:
-                if not _is_permanent(exc):
+                if not (read_before and exc.response_code == 404):
                     raise
                 # The role read earlier may have been deleted and created again (a new id): read it again.
-                await self._admin.a_assign_realm_roles(user_id, [await self._role(cached=False)])
+                self._customer_role = None
+                role = self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
+                await self._admin.a_assign_realm_roles(user_id, [role])
         except KeycloakError as exc:
             if _is_permanent(exc):
                 with contextlib.suppress(KeycloakError):
                     await self._admin.a_delete_user(user_id)
             raise
-
-    async def _role(self, *, cached: bool) -> dict[str, Any]:
-        if self._customer_role is None or not cached:
-            self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
-        return self._customer_role
 
     @activity.defn
     async def provision_keycloak_user(self, request: ProvisionUserInput) -> ProvisionedUser:

@@ -60,13 +60,14 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now and that this process never handed out before.
     A pick is released at once and the kernel may offer it again, so without the second condition two ports
     of one stack could be the same (seen: the API's port answered by a metrics endpoint)."""
-    while True:
+    for _ in range(1000):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+    raise RuntimeError(f"no free port left that this process has not handed out ({len(_HANDED_OUT)} handed out)")
 
 
 def _die_with_parent(sig: signal.Signals) -> None:
@@ -538,6 +539,11 @@ class DevStack:
             str(self.ports.temporal),
             "--ui-port",
             str(self.ports.temporal_ui),
+            # Its own picks would be made in the child, blind to the ports handed to the processes started after it.
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
             "--log-level",
             "warn",
             "--ui-disable-news-fetch",

@@ -41,6 +41,7 @@ from activities.sumsub import (
 from domain import kyc_rules
 from domain.customer import CustomerType, KycDecidedBy
 from domain.errors import ErrorType
+from domain.events import published_type
 from domain.kyc import KycEvent, KycEventKind
 from domain.state import (
     ChangeEmailRequest,
@@ -106,7 +107,7 @@ class FakeWorld:
         self.notifications: list[Notification] = []
         self.polls = 0
         self.email_taken_in_keycloak = False
-        self.keycloak_user_gone = False
+        self.keycloak_refuses = False  # as when its service account lost manage-users: a 403 for good
         self.keycloak_emails: list[str] = []
         self.sumsub_emails: list[str] = []
         self.details: list[dict[str, Any]] = []
@@ -138,6 +139,8 @@ class FakeWorld:
 
         @activity.defn(name="record_changes")
         async def record_changes(changes: RecordChangesInput) -> None:
+            if any(published_type(entry.event_type, entry.details) for entry in changes.entries[:-1]):
+                raise ApplicationError("only the last change of a batch may publish", non_retryable=True)
             if not self.record_gate.is_set():
                 self.records_held += 1
                 await self.record_gate.wait()
@@ -177,9 +180,9 @@ class FakeWorld:
 
         @activity.defn(name="set_keycloak_user_enabled")
         async def set_keycloak_user_enabled(request: SetUserEnabledInput) -> None:
-            if self.keycloak_user_gone:
+            if self.keycloak_refuses:
                 raise ApplicationError(
-                    "Keycloak refused the request (404)", type="KeycloakRejected", non_retryable=True
+                    "Keycloak refused the request (403)", type="KeycloakRejected", non_retryable=True
                 )
             self.user_enabled.append(request.enabled)
 
@@ -442,7 +445,6 @@ async def test_events_apply_in_created_at_order_and_stale_or_misrouted_ones_chan
 
 def test_audit_rows_that_wait_for_the_next_change_publish_nothing() -> None:
     """A published event carries the state it was recorded with, so its row is never deferred to a later one."""
-    from domain.events import published_type
     from workflows.customer import DEFERRABLE_AUDIT_TYPES
 
     assert DEFERRABLE_AUDIT_TYPES and all(published_type(t, {}) is None for t in DEFERRABLE_AUDIT_TYPES)
@@ -593,14 +595,14 @@ async def test_an_override_failing_half_way_leaves_sumsub_in_charge_and_the_same
     await case.wait_for("AWAITING_KYC")
     await case.send(event(KycEventKind.APPROVED, 1))
     await case.wait_for("ONBOARDED")
-    case.world.keycloak_user_gone = True  # disabling the sign-in is refused for good: the update fails
+    case.world.keycloak_refuses = True  # disabling the sign-in is refused for good: the update fails
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=False))
     failed = await handle.query(CustomerWorkflow.state)
     # Not decided by the override: a later Sumsub verdict still applies, and the request may be applied again.
     assert (failed.kyc_status.value, failed.kyc_decided_by) == ("APPROVED", KycDecidedBy.SUMSUB)
     assert "kyc.override_declined" not in case.world.recorded
-    case.world.keycloak_user_gone = False
+    case.world.keycloak_refuses = False
     declined = await handle.execute_update(CustomerWorkflow.kyc_override, override(approve=False))
     assert (declined.status.value, declined.kyc_status.value) == ("SUSPENDED", "DECLINED")
     assert declined.kyc_decided_by is KycDecidedBy.MANUAL_OVERRIDE
@@ -838,14 +840,14 @@ async def test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_t
 ) -> None:
     handle = await case.start()
     await case.wait_for("AWAITING_KYC")
-    case.world.keycloak_user_gone = True  # someone deleted the user in Keycloak by hand
+    case.world.keycloak_refuses = True  # say, the service account lost its manage-users role
     await case.send(event(KycEventKind.DECLINED, 1))
     await eventually(lambda: "step.failed" in case.world.recorded)
     state = await handle.query(CustomerWorkflow.state)
     assert (
         state.stage.value == "KYC_DECLINED" and state.last_error is not None and "KeycloakRejected" in state.last_error
     )
-    case.world.keycloak_user_gone = False
+    case.world.keycloak_refuses = False
     closed = await handle.execute_update(CustomerWorkflow.close, CloseRequest(reason="cleanup", actor="ops-1"))
     assert closed.stage.value == "CLOSED"
 
@@ -853,20 +855,32 @@ async def test_a_side_effect_refused_for_good_after_onboarding_is_reported_and_t
 async def test_an_event_whose_effect_is_refused_for_good_is_recorded_and_the_events_behind_it_still_apply(
     case: Case,
 ) -> None:
-    """The decline changed the state before disabling the (deleted) Keycloak user failed: its row says so (and
-    publishes customer.kyc_declined), and the events of the same signal behind it are applied after the
-    failure is reported, not dropped."""
+    """The decline changed the state before Keycloak refused to disable the user: its row says so (and publishes
+    customer.kyc_declined, last in its batch, after the ignored event before it), and the events of the same
+    signal behind it are applied after the failure is reported, not dropped."""
     world = case.world
     handle = await case.start()
     await case.wait_for("AWAITING_KYC")
     await eventually(lambda: world.recorded[-1:] == ["kyc.started"])
-    before = len(world.recorded)
-    world.keycloak_user_gone = True
-    batch = [event(KycEventKind.DECLINED, 1), event(KycEventKind.IGNORED, 2), event(KycEventKind.APPROVED, 3)]
+    before, activities_before = len(world.recorded), world.record_activities
+    world.keycloak_refuses = True
+    batch = [
+        event(KycEventKind.IGNORED, 1),
+        event(KycEventKind.DECLINED, 2),
+        event(KycEventKind.IGNORED, 3),
+        event(KycEventKind.APPROVED, 4),
+    ]
     await handle.signal(CustomerWorkflow.kyc_events, batch)
     state = await applied(handle, batch[-1])
-    await eventually(lambda: len(world.recorded) == before + 4)
-    assert world.recorded[before:] == ["kyc.declined", "step.failed", "kyc.event_ignored", "kyc.event_ignored"]
+    await eventually(lambda: len(world.recorded) == before + 5)
+    assert world.recorded[before:] == [
+        "kyc.event_ignored",
+        "kyc.declined",
+        "step.failed",
+        "kyc.event_ignored",
+        "kyc.event_ignored",
+    ]
+    assert world.record_activities - activities_before == 3  # the decline with the row before it; the failure; the rest
     assert state.stage.value == "KYC_DECLINED" and state.last_error is not None
     assert "KeycloakRejected" in state.last_error
     assert all(item.dedupe_key in state.applied_kyc_events for item in batch)

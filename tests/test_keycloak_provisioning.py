@@ -117,6 +117,8 @@ async def test_a_new_customer_costs_two_requests_and_every_later_attempt_reuses_
         await provisioning.provision_keycloak_user(second)
         assert keycloak.seen == Counter({"POST users": 1, "POST users/{id}/role-mappings/realm": 1})
 
+        # An attempt that stopped after the create, before the role was mapped: the next one maps it.
+        await admin.a_delete_realm_roles_of_user(created.user_id, [await admin.a_get_realm_role(CUSTOMER_ROLE)])
         again = await provisioning.provision_keycloak_user(first)
         assert again == created
         [user] = await customer_users(admin, first.email)
@@ -128,22 +130,28 @@ async def test_a_new_customer_costs_two_requests_and_every_later_attempt_reuses_
 async def test_an_email_held_by_another_customers_user_is_a_conflict_and_that_user_is_left_as_it_was(
     starts_servers: None, tmp_path: Path
 ) -> None:
+    """Held as the username (another customer's user) or as the email only (a user made by hand)."""
     port = free_port()
     async with (
         counted_keycloak(port, tmp_path, default_export()) as (url, _),
         keycloak_admin_client(url, SETTINGS.keycloak_client_id, SETTINGS.keycloak_client_secret) as admin,
     ):
-        email = f"taken-{uuid.uuid4().hex[:8]}@example.com"
-        owner = await KeycloakActivities(admin).provision_keycloak_user(
-            ProvisionUserInput(customer_id=str(uuid.uuid4()), email=email)
+        taken = f"taken-{uuid.uuid4().hex[:8]}@example.com"
+        await KeycloakActivities(admin).provision_keycloak_user(
+            ProvisionUserInput(customer_id=str(uuid.uuid4()), email=taken)
         )
-        with pytest.raises(ApplicationError) as refused:
-            await KeycloakActivities(admin).provision_keycloak_user(
-                ProvisionUserInput(customer_id=str(uuid.uuid4()), email=email)
-            )
-        assert refused.value.type == ErrorType.KEYCLOAK_USER_CONFLICT and refused.value.non_retryable
-        [user] = await customer_users(admin, email)
-        assert user["id"] == owner.user_id
+        by_hand = f"by-hand-{uuid.uuid4().hex[:8]}@example.com"
+        await admin.a_create_user({"username": "made-by-hand", "email": by_hand, "enabled": True})
+        held = {email: await customer_users(admin, email) for email in (taken, by_hand)}
+        for email in (taken, by_hand):
+            with pytest.raises(ApplicationError) as refused:
+                await KeycloakActivities(admin).provision_keycloak_user(
+                    ProvisionUserInput(customer_id=str(uuid.uuid4()), email=email)
+                )
+            assert refused.value.type == ErrorType.KEYCLOAK_USER_CONFLICT and refused.value.non_retryable
+            assert await customer_users(admin, email) == held[email]
+        roles = await admin.a_get_realm_roles_of_user(held[by_hand][0]["id"])
+        assert CUSTOMER_ROLE not in {role["name"] for role in roles}
 
 
 async def test_a_role_deleted_and_created_again_in_keycloak_is_read_again(starts_servers: None, tmp_path: Path) -> None:
