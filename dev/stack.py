@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
+from unittest import mock
 
 import asyncpg
 import httpx
@@ -226,6 +227,11 @@ class DevStack:
 
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name}.log"
+
+    def settings(self) -> Settings:
+        """The settings the stack's processes read (from their environment, parsed as they parse it)."""
+        with mock.patch.dict(os.environ, self.child_env, clear=True):
+            return Settings()
 
     # --- lifecycle --------------------------------------------------------------------------------
 

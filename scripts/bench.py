@@ -59,7 +59,6 @@ from dev.extra import extra_api, second_worker
 from dev.stack import REPO_ROOT, DevStack, free_port
 from domain.customer import workflow_id_for
 from integrations.sumsub.webhooks import DEFAULT_WEBHOOK_DIGEST_ALG, webhook_digest
-from kit.settings import Settings
 from kit.temporal import connect
 from scripts.bench_api import GET_CUSTOMER, REGISTER, portal_token
 from scripts.bench_bare_workflow import BareOnboarding, BareOnboardingWorkflow, BareRegistrationWorkflow, bare_step
@@ -748,21 +747,15 @@ async def _drain_inbox(pool: asyncpg.Pool, customers: list[str], *, timeout: flo
     return delivered, time.perf_counter() - started
 
 
-def _stack_settings(stack: DevStack) -> Settings:
-    return Settings.model_validate(
-        {k.lower(): v for k, v in stack.child_env.items() if k.lower() in Settings.model_fields}
-    )
-
-
 async def _temporal_client(stack: DevStack) -> Client:
     """A client as the stack's processes have it (their codec: payloads are encrypted)."""
-    return await connect(_stack_settings(stack))
+    return await connect(stack.settings())
 
 
 async def _worker_polling(stack: DevStack, *, timeout: float = 60.0) -> None:
     """The stack is up once the API is ready; the worker may still be starting. The first row waits until it
     polls the customers' task queue, as the bare ceilings' workers do before they are measured."""
-    settings = _stack_settings(stack)
+    settings = stack.settings()
     temporal = await connect(settings)
     request = DescribeTaskQueueRequest(
         namespace=settings.temporal_namespace,

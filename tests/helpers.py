@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from unittest import mock
 
 import uvicorn
 
@@ -40,12 +39,6 @@ _SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in _SETTINGS_VARS}
-
-
-def settings_of(stack: DevStack) -> Settings:
-    """The settings the stack's processes read (from their environment, parsed as they parse it)."""
-    with mock.patch.dict(os.environ, stack.child_env, clear=True):
-        return Settings()
 
 
 @asynccontextmanager

@@ -48,7 +48,7 @@ from tests.support.emulators import (
 )
 from tests.support.event_schemas import validator
 from tests.support.graphql import fill_in, graphql, press, register, wait_for_stage
-from tests.test_documents import PDF, settings_of, upload
+from tests.test_documents import PDF, upload
 
 ERASE = """mutation($id: ID!, $r: String!) { customerErase(input: {customerId: $id, reason: $r}) {
   id kind state requestedBy requestedByActor requestedAt expiresAt } }"""
@@ -235,7 +235,7 @@ async def test_an_erasure_requested_and_confirmed_by_two_officers_leaves_no_pers
     await _late_webhooks_are_settled_and_block_no_one(ops, database, cid, applicant_id, kept["id"], person)
     # Everything that came after the erasure (those webhooks) left no personal value either.
     assert await _tables_holding(database, needles) == {}
-    settings = settings_of(stack)
+    settings = stack.settings()
     # The object store: nothing left under the customer, and no object anywhere holds the email.
     store = object_store(settings)
     assert [meta async for batch in obstore.list(store, f"customers/{cid}/") for meta in batch] == []
@@ -405,7 +405,7 @@ async def _service(
 ) -> AsyncIterator[ComplianceService]:
     """The API's compliance service on the stack (its database, Temporal, Sumsub, bucket), with a clock of the
     test's or a Keycloak URL nothing answers at."""
-    settings: Settings = settings_of(stack)
+    settings: Settings = stack.settings()
     assert settings.database_url is not None
     database = await db.pool.create_pool(settings.database_url, size=2)  # with the API's JSON codec
     temporal = await connect(settings, data_keys=data_keys)
@@ -447,7 +447,7 @@ async def test_a_request_nobody_confirmed_in_time_expires(
     """The service with its clock moved past the expiry (FOUR_EYES_REQUEST_EXPIRY), on the stack's database."""
     customer_id = await _closed_customer(ops, "expiry")
     now = [datetime.now(UTC)]
-    expiry = settings_of(stack).four_eyes_request_expiry
+    expiry = stack.settings().four_eyes_request_expiry
     async with _service(stack, data_keys, clock=lambda: now[0]) as service:
         stored = await service.request(RequestKind.ERASE, customer_id=customer_id, reason="asked", by=MAKER)
         now[0] += expiry + timedelta(seconds=1)
@@ -661,7 +661,7 @@ async def test_an_upload_racing_the_erasure_is_refused_and_stores_nothing(
     committed is refused after it, and leaves no row and no object (it used to write both after the tombstone)."""
     customer = await register(ops, f"upload-race-{uuid.uuid4().hex[:8]}@example.com", "INDIVIDUAL")
     await wait_for_stage(ops, customer["id"], "AWAITING_KYC")
-    settings = settings_of(stack)
+    settings = stack.settings()
     assert settings.database_url is not None
     pool = await db.pool.create_pool(settings.database_url, size=1)  # with the API's JSON codec
     try:
@@ -698,7 +698,7 @@ async def test_an_applicant_sumsub_no_longer_has_is_tolerated_as_keycloaks_missi
 ) -> None:
     """A Sumsub that answers 404 for the applicant (another emulator, which never had it): the erasure goes on."""
     customer_id = await _closed_customer(ops, "sumsub-gone")
-    settings = settings_of(stack)
+    settings = stack.settings()
     port = free_port()
     empty = create_app(
         app_token=settings.sumsub_app_token,
@@ -719,7 +719,7 @@ async def test_an_erasure_with_the_object_store_down_is_service_unavailable_and_
 ) -> None:
     customer_id = await _closed_customer(ops, "s3-down")
     requested = (await graphql(maker, ERASE, {"id": customer_id, "r": "asked"}))["data"]["customerErase"]
-    store = object_store(settings_of(stack))
+    store = object_store(stack.settings())
     stack.kill("seaweedfs")
     try:
         down = await graphql(checker, CONFIRM, {"id": requested["id"]})

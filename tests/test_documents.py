@@ -25,7 +25,6 @@ from api.documents import object_store, sanitise_filename, sniff_content_type
 from api.events_feed import cloud_event
 from dev.extra import extra_api
 from dev.stack import DevStack
-from tests.helpers import settings_of
 from tests.support.emulators import client_token, password_token
 from tests.support.event_schemas import validator
 from tests.support.graphql import finish_onboarding, graphql, press, register, wait_for_stage
@@ -84,7 +83,7 @@ async def document_rows(database: asyncpg.Pool, customer_id: str) -> list[asyncp
 
 def object_status(stack: DevStack, key: str) -> int:
     """What the S3 server answers for the object (200 there, 404 gone), by a URL signed here."""
-    url = obstore.sign(object_store(settings_of(stack)), "GET", key, timedelta(minutes=1))
+    url = obstore.sign(object_store(stack.settings()), "GET", key, timedelta(minutes=1))
     return httpx.get(url).status_code
 
 

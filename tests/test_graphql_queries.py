@@ -32,7 +32,6 @@ from api.service import encode_cursor
 from api.state import AppState
 from dev.stack import DevStack
 from domain.customer import CustomerStatus, CustomerType, KycStatus, OnboardingStage
-from tests.helpers import settings_of
 from tests.support.graphql import graphql, press, register, wait_for_stage
 
 CUSTOMERS = """
@@ -159,7 +158,7 @@ def window(listed: dict[str, Known]) -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module")
 async def services(stack: DevStack) -> AsyncIterator[AppState]:
     """The services the API builds in its lifespan, built here so the schema runs with any Principal."""
-    settings = settings_of(stack)
+    settings = stack.settings()
     async with app_services(settings.model_copy(update={"database_pool_size": 2})) as services:
         yield services
 

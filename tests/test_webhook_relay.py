@@ -30,7 +30,7 @@ from integrations.sumsub.relay import WebhookRelay
 from integrations.sumsub.webhooks import webhook_digest
 from kit.settings import Settings
 from kit.temporal import connect
-from tests.helpers import running_app, settings_of
+from tests.helpers import running_app
 from tests.support.graphql import register, wait_for_stage
 
 
@@ -82,7 +82,7 @@ async def test_two_relays_at_once_settle_each_stored_webhook_once(stack: DevStac
     none left."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
         await store_backlog(pool, [str(uuid.uuid4()) for _ in range(60)], 1)
-        temporal = await connect(settings_of(stack))
+        temporal = await connect(stack.settings())
         relays = [WebhookRelay(pool=pool, temporal=temporal) for _ in range(2)]
         settled = await asyncio.gather(*(relay.drain() for relay in relays))
         rows = await pool.fetch("SELECT attempts, outcome FROM sumsub_webhook_inbox ORDER BY id")
@@ -110,7 +110,7 @@ async def test_a_customers_webhooks_in_one_sweep_reach_its_workflow_in_one_signa
                 "createdAtMs": f"2026-01-01 00:00:{n:02d}.000",
             }
             assert await db.inbox.store_webhook(pool, dedupe_key=f"one-signal-{customer['id']}-{n}", payload=payload)
-        temporal = await connect(settings_of(stack))
+        temporal = await connect(stack.settings())
         assert await WebhookRelay(pool=pool, temporal=temporal).drain() == 30
     recorded = (
         "SELECT count(*) FROM customer_events WHERE customer_id = $1 AND actor = 'sumsub' "
@@ -134,7 +134,7 @@ async def test_a_customers_webhooks_in_one_sweep_reach_its_workflow_in_one_signa
 @asynccontextmanager
 async def inbox_of_its_own(stack: DevStack, database: asyncpg.Pool) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
     """A fresh database on the stack's PostgreSQL, migrated: an inbox no other relay sweeps. (pool, its DSN)"""
-    settings = settings_of(stack)
+    settings = stack.settings()
     assert settings.database_url is not None
     name = f"relay_drain_{uuid.uuid4().hex[:8]}"
     await database.execute(f'CREATE DATABASE "{name}"')
@@ -193,7 +193,7 @@ async def test_a_backlog_larger_than_a_batch_is_drained_at_once_in_order_per_cus
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
         customers = [str(uuid.uuid4()) for _ in range(BATCH // 2)]
         await store_backlog(pool, customers, 5)
-        relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_batch=BATCH)
+        relay = WebhookRelay(pool=pool, temporal=await connect(stack.settings()), sweep_batch=BATCH)
         assert await relay.drain() == 5 * len(customers)
         rows = await pool.fetch("SELECT id, external_user_id, outcome, delivered_at FROM sumsub_webhook_inbox")
         assert len(rows) == 5 * len(customers) and {(r["outcome"], r["delivered_at"] is not None) for r in rows} == {
@@ -211,7 +211,7 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
     Temporal answers, a drain settles every row."""
     async with inbox_of_its_own(stack, database) as (pool, _dsn):
         await store_backlog(pool, [str(uuid.uuid4()) for _ in range(BATCH + 50)], 1)
-        cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+        cut_off = stack.settings().model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
         relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True), sweep_batch=BATCH)
         assert await relay.drain() == 0
         attempts = [r["attempts"] for r in await pool.fetch("SELECT attempts FROM sumsub_webhook_inbox ORDER BY id")]
@@ -223,7 +223,7 @@ async def test_a_drain_while_temporal_is_unreachable_tries_one_batch_and_stops(
         retry_later = "SELECT bool_and(leased_until > now()) FROM sumsub_webhook_inbox WHERE attempts = 1"
         assert await pool.fetchval(retry_later)  # no drain takes a failed row before its retry time
 
-        back = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_batch=BATCH)
+        back = WebhookRelay(pool=pool, temporal=await connect(stack.settings()), sweep_batch=BATCH)
         deadline = time.monotonic() + 30
         while await pool.fetchval("SELECT count(*) FROM sumsub_webhook_inbox WHERE delivered_at IS NULL"):
             assert time.monotonic() < deadline, "the rows were not delivered once Temporal answered"
@@ -253,7 +253,7 @@ async def test_webhooks_for_ids_no_customer_ever_had_are_settled_without_tempora
                 "reviewStatus": "pending",
             }
             assert await db.inbox.store_webhook(pool, dedupe_key=f"stranger-{n}", payload=payload)
-        cut_off = settings_of(stack).model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+        cut_off = stack.settings().model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
         relay = WebhookRelay(pool=pool, temporal=await connect(cut_off, lazy=True))
         assert await relay.drain() == 31
         rows = await pool.fetch("SELECT external_user_id, outcome, last_error, attempts FROM sumsub_webhook_inbox")
@@ -270,9 +270,9 @@ async def test_the_apis_notice_makes_a_relay_drain_at_once(stack: DevStack, data
     async with inbox_of_its_own(stack, database) as (pool, dsn):
         customer = str(uuid.uuid4())
         await store_backlog(pool, [customer], 1)  # stored before the relay listens: its first drain settles it
-        relay = WebhookRelay(pool=pool, temporal=await connect(settings_of(stack)), sweep_interval=3600)
+        relay = WebhookRelay(pool=pool, temporal=await connect(stack.settings()), sweep_interval=3600)
         relaying = asyncio.create_task(relay.run(dsn))
-        api = settings_of(stack).model_copy(update={"database_url": dsn})
+        api = stack.settings().model_copy(update={"database_url": dsn})
         try:
             await settled_within(pool, 20, "the relay's first drain did not run")
             async with running_app(create_app(api)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
