@@ -95,23 +95,23 @@ class KeycloakActivities:
         the user is removed before the step fails: the workflow never learns its id, so its compensation
         could not, and a failed onboarding must leave no user behind."""
         try:
-            role, read_before = self._customer_role, self._customer_role is not None
-            if role is None:
-                role = self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
+            read_before = self._customer_role
             try:
-                await self._admin.a_assign_realm_roles(user_id, [role])
+                await self._admin.a_assign_realm_roles(user_id, [read_before or await self._read_customer_role()])
             except KeycloakError as exc:
-                if not (read_before and exc.response_code == 404):
+                if read_before is None or exc.response_code != 404:
                     raise
                 # The role read earlier may have been deleted and created again (a new id): read it again.
-                self._customer_role = None
-                role = self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
-                await self._admin.a_assign_realm_roles(user_id, [role])
+                await self._admin.a_assign_realm_roles(user_id, [await self._read_customer_role()])
         except KeycloakError as exc:
             if _is_permanent(exc):
                 with contextlib.suppress(KeycloakError):
                     await self._admin.a_delete_user(user_id)
             raise
+
+    async def _read_customer_role(self) -> dict[str, Any]:
+        self._customer_role = await self._admin.a_get_realm_role(CUSTOMER_ROLE)
+        return self._customer_role
 
     @activity.defn
     async def provision_keycloak_user(self, request: ProvisionUserInput) -> ProvisionedUser:
