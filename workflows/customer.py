@@ -604,6 +604,7 @@ class CustomerWorkflow:
         for index, event in enumerate(events):
             waiting = self._state.stage in WAITING_FOR_KYC_STAGES
             decision = kyc_rules.decide(self._state, event)
+            event_type, details = decision.audit(event)
             try:
                 await self._apply_kyc_decision(decision)
             except ActivityError:
@@ -612,11 +613,9 @@ class CustomerWorkflow:
                     # for the next step, and run() reports the refusal to ops.
                     self._kyc_inbox = events[index + 1 :] + self._kyc_inbox
                     self._state.applied_kyc_events = kyc_rules.remembered(self._state, event)
-                    event_type, details = decision.audit(event)
                     await self._record(event_type, actor="sumsub", details=details)
                 raise
             self._state.applied_kyc_events = kyc_rules.remembered(self._state, event)
-            event_type, details = decision.audit(event)
             if decision.effect is KycEffect.REFRESH_PROFILE and workflow.patched(PROFILE_REFRESH_PATCH):
                 details |= await self._refresh_profile()
             leaving = waiting and self._state.stage not in WAITING_FOR_KYC_STAGES
